@@ -1,0 +1,34 @@
+# Kenpin: `make run` starts the console at http://127.0.0.1:8000, `make test` runs the suite.
+# Both set up what is missing first (a virtual environment with the pinned requirements).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test browser migrate clean
+
+run: $(VENV)/.runtime
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py serve
+
+test: $(VENV)/.test browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	touch $@
+
+$(VENV)/.runtime: requirements.txt $(VENV)/.created
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.test: requirements-test.txt $(VENV)/.runtime
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+# Browser tests drive Debian's Chromium; `playwright install` cannot download browsers here.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+clean:
+	rm -rf $(VENV) staticfiles

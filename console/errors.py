@@ -1,0 +1,29 @@
+"""Errors that services raise for people: each has a stable `code` for the API and a `message`
+that says what went wrong and what to do. Views show the message; the API returns
+`{"error": code, "message": message}` with `status`."""
+
+
+class KenpinError(Exception):
+    status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class Invalid(KenpinError):
+    status = 400
+    code = "invalid"
+
+
+class Conflict(KenpinError):
+    status = 409
+    code = "conflict"
+
+
+class TooLarge(KenpinError):
+    status = 413
+    code = "too_large"

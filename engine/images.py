@@ -1,0 +1,131 @@
+"""Decoding of uploaded image bytes into arrays the engine can use.
+
+Everything a factory camera or a person's phone is likely to produce is accepted: JPEG, PNG,
+BMP, TIFF, WebP, in RGB, RGBA, greyscale, palette, CMYK or 16-bit, with EXIF orientation
+applied. What cannot be used raises `ImageError` with a message written for a person.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MIN_SIDE = 32  # px; below this a 8x8 patch grid has nothing to look at
+MAX_SIDE = 8192  # px
+MAX_PIXELS = 40_000_000  # a 40 MP photo decodes to 120 MB of RGB; more is a mistake or a bomb
+
+# Pillow's own bomb guard warns at MAX_IMAGE_PIXELS and raises at twice that; we check the
+# header size ourselves first so that the person gets our message, not Pillow's.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageError(ValueError):
+    """An upload that cannot be used as an image; `code` is stable, `message` is for people."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int  # px, after EXIF orientation
+    height: int
+    format: str  # "JPEG", "PNG", ...
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise ImageError("empty", "The file is empty.")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError("not_an_image", "This file is not an image Kenpin can read (use JPEG or PNG).")
+    except Exception as exc:  # Pillow raises many types on broken headers
+        raise ImageError("corrupt", f"The image file is damaged and cannot be read ({exc}).")
+    width, height = image.size
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise ImageError(
+            "too_large",
+            f"The image is {width}x{height} pixels; the largest accepted is {MAX_SIDE} pixels "
+            f"on a side and {MAX_PIXELS // 1_000_000} megapixels.",
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(
+            "too_small", f"The image is {width}x{height} pixels; each side must be at least {MIN_SIDE}."
+        )
+    return image
+
+
+def _load(data: bytes) -> Image.Image:
+    """Open and fully decode, so that truncated files fail here and not later in a worker."""
+    image = _open(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError("corrupt", f"The image file is damaged or incomplete ({exc}).")
+    return image
+
+
+def probe_image(data: bytes) -> ImageInfo:
+    """Validate `data` completely and return its size and format."""
+    image = _load(data)
+    fmt = Image.open(io.BytesIO(data)).format or "UNKNOWN"
+    return ImageInfo(width=image.width, height=image.height, format=fmt)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit and float greyscale: stretch the used range to 8 bits. A fixed /256 would turn
+        # a 12-bit sensor's images almost black.
+        array = np.asarray(image, dtype=np.float32)
+        low, high = float(array.min()), float(array.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        array = ((array - low) * scale).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white, as they look in a browser on a white page.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Bytes of any accepted image -> (H, W, 3) uint8 RGB, EXIF orientation applied."""
+    return np.asarray(_to_rgb(_load(data)))
+
+
+def decode_mask(data: bytes, *, width: int, height: int) -> np.ndarray:
+    """Bytes of a mask image -> (H, W) bool, True where the defect is.
+
+    A mask must have the size of its image; any non-zero pixel counts as defect.
+    """
+    image = _load(data)
+    if image.size != (width, height):
+        raise ImageError(
+            "wrong_size",
+            f"The mask is {image.width}x{image.height} pixels but its image is {width}x{height}; "
+            "they must be the same size.",
+        )
+    return np.asarray(_to_rgb(image).convert("L")) > 0
+
+
+def thumbnail_jpeg(data: bytes, *, max_side: int = 320) -> bytes:
+    """A small JPEG of the image for grids and lists."""
+    image = _to_rgb(_load(data))
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85, optimize=True)
+    return out.getvalue()

@@ -1,0 +1,29 @@
+from django.contrib import admin
+
+from projects.models import ApiToken, Image, Membership, Project
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ("name", "created_at", "created_by")
+    search_fields = ("name",)
+    inlines = [MembershipInline]
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = ("id", "project", "original_name", "label", "dataset", "width", "height", "uploaded_at")
+    list_filter = ("label",)
+    search_fields = ("original_name", "sha256", "project__name")
+    readonly_fields = ("file", "thumbnail", "mask", "sha256", "width", "height", "format", "size_bytes")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "digest")

@@ -1,0 +1,95 @@
+from dataclasses import dataclass
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, F, Q, QuerySet
+from django.http import Http404
+
+from projects.models import ApiToken, Image, Label, Membership, Project, Role, Split
+
+
+def project_list_for_user(*, user) -> QuerySet[Project]:
+    """The projects `user` is a member of, each annotated with `role` and image counts."""
+    return (
+        Project.objects.filter(memberships__user=user)
+        .annotate(
+            role=F("memberships__role"),
+            image_count=Count("images", distinct=True),
+            labeled_count=Count("images", filter=~Q(images__label=Label.UNLABELED), distinct=True),
+        )
+        .order_by("name")
+    )
+
+
+def project_get_for_user(*, user, name: str, write: bool = False, owner: bool = False) -> Project:
+    """The one access path to a project: every view and API function goes through it.
+
+    Raises Http404 when the project does not exist or `user` is not a member (strangers cannot
+    tell the two apart), PermissionDenied when a member lacks the role that `write` (editor or
+    owner) or `owner` asks for. The project comes annotated with the member's `role`.
+    """
+    if not user.is_authenticated:
+        raise Http404
+    project = Project.objects.filter(name=name, memberships__user=user).annotate(role=F("memberships__role")).first()
+    if project is None:
+        raise Http404
+    if owner and project.role != Role.OWNER:
+        raise PermissionDenied("Only the project's owners can do this.")
+    if write and project.role == Role.VIEWER:
+        raise PermissionDenied("Viewers cannot change this project; ask an owner to make you an editor.")
+    return project
+
+
+def project_members(*, project: Project) -> QuerySet[Membership]:
+    return project.memberships.select_related("user").order_by("user__username")
+
+
+@dataclass(frozen=True)
+class DatasetCounts:
+    normal: int
+    anomaly: int
+    unlabeled: int
+
+    @property
+    def total(self) -> int:
+        return self.normal + self.anomaly + self.unlabeled
+
+    @property
+    def labeled(self) -> int:
+        return self.normal + self.anomaly
+
+
+def dataset_counts(*, project: Project) -> dict[str, DatasetCounts]:
+    """Image counts by label for each split ("train", "test"), in one query."""
+    rows = Image.objects.filter(project=project).values("dataset__split", "label").annotate(n=Count("id"))
+    counts = {split: {label: 0 for label in Label.values} for split in Split.values}
+    for row in rows:
+        counts[row["dataset__split"]][row["label"]] = row["n"]
+    return {
+        split: DatasetCounts(normal=c[Label.NORMAL], anomaly=c[Label.ANOMALY], unlabeled=c[Label.UNLABELED])
+        for split, c in counts.items()
+    }
+
+
+def project_has_test_dataset(*, project: Project) -> bool:
+    return project.datasets.filter(split=Split.TEST).exists()
+
+
+def image_list(*, project: Project, label: str | None = None, split: str | None = None) -> QuerySet[Image]:
+    images = Image.objects.filter(project=project).select_related("dataset")
+    if label:
+        images = images.filter(label=label)
+    if split:
+        images = images.filter(dataset__split=split)
+    return images
+
+
+def image_get(*, project: Project, image_id: int) -> Image:
+    """An image of `project`; Http404 for any other id, so ids of other projects reveal nothing."""
+    image = Image.objects.filter(project=project, pk=image_id).select_related("dataset").first()
+    if image is None:
+        raise Http404
+    return image
+
+
+def api_token_list(*, user) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user=user, revoked_at__isnull=True)
