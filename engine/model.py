@@ -20,7 +20,7 @@ from safetensors.numpy import save as save_tensors
 
 from engine.backbones import BACKBONES
 from engine.features import GRAPH_VERSION, STRIDE, FeatureExtractor
-from engine.patchcore import distance_map
+from engine.patchcore import NearestNeighbours
 
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.5  # calibrated units: where the trained threshold sits by construction
@@ -78,13 +78,16 @@ class AnomalyModel:
             raise ValueError(f"unknown backbone {backbone!r}")
         self.backbone = backbone
         self.long_side = long_side  # px: images are resized so their long side has this length
-        self.bank = np.ascontiguousarray(bank, dtype=np.float32)  # (M, C) normal patch features
-        self.bank_squared = np.einsum("mc,mc->m", self.bank, self.bank)  # (M,)
+        self.neighbours = NearestNeighbours(bank)
         self.calibration = calibration
         self.sigma = sigma  # feature cells; smoothing of the distance map before scoring
         self.threshold = float(threshold)
         self.info = dict(info or {})  # training summary stored alongside (JSON)
         self._extractor: FeatureExtractor | None = None
+
+    @property
+    def bank(self) -> np.ndarray:
+        return self.neighbours.bank  # (M, C) float32 normal patch features
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -95,7 +98,7 @@ class AnomalyModel:
 
     def raw_map(self, features: np.ndarray) -> np.ndarray:
         """(h, w, C) patch features -> (h, w) float32 smoothed distance to the normal bank."""
-        return distance_map(features, self.bank, self.bank_squared, self.sigma)
+        return self.neighbours.distance_map(features, self.sigma)
 
     def predict(self, image: np.ndarray, *, threshold: float | None = None) -> Prediction:
         """Score one (H, W, 3) uint8 RGB image; `threshold` overrides the stored one."""

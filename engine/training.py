@@ -21,7 +21,7 @@ from engine import metrics as m
 from engine.backbones import BACKBONES, DEFAULT_BACKBONE
 from engine.features import FeatureExtractor
 from engine.model import AnomalyModel, Calibration, confidence
-from engine.patchcore import build_bank, distance_map
+from engine.patchcore import NearestNeighbours, build_bank
 
 MIN_NORMAL = 2  # one to fit on and one to check against, at the least
 # Folds of the cross-validation. Out-of-fold normal scores come from banks built without a tenth
@@ -113,8 +113,8 @@ def _folds(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _raw_maps(features: Sequence[np.ndarray], bank: np.ndarray) -> list[np.ndarray]:
-    squared = np.einsum("mc,mc->m", bank, bank)
-    return [distance_map(f, bank, squared, SIGMA) for f in features]
+    neighbours = NearestNeighbours(bank)
+    return [neighbours.distance_map(f, SIGMA) for f in features]
 
 
 def calibrate(normal: np.ndarray, anomalous: np.ndarray) -> tuple[Calibration, str]:
