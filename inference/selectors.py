@@ -1,7 +1,7 @@
 from django.db.models import QuerySet
 from django.http import Http404
 
-from inference.models import TrialDetection
+from inference.models import TrialDetection, TrialImage
 from projects.models import Project
 
 
@@ -14,3 +14,15 @@ def trial_get(*, project: Project, trial_id: int) -> TrialDetection:
     if trial is None:
         raise Http404
     return trial
+
+
+def trial_image_list(*, trial: TrialDetection) -> QuerySet[TrialImage]:
+    return trial.images.order_by("id")
+
+
+def trial_image_get(*, trial: TrialDetection, trial_image_id: int) -> TrialImage:
+    """An image of `trial`; Http404 for any other id."""
+    row = trial.images.filter(pk=trial_image_id).first()
+    if row is None:
+        raise Http404
+    return row

@@ -1,3 +1,4 @@
+import base64
 import hashlib
 import logging
 import uuid
@@ -8,9 +9,10 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, transaction
+import numpy as np
 from django.utils import timezone
 
-from console.errors import Conflict, Invalid
+from console.errors import Conflict, Invalid, Unavailable
 from engine.images import ImageError, decode_image, probe_image, thumbnail_jpeg
 from inference.models import TrialDetection, TrialImage, TrialStatus, Verdict
 from inference.runtime import load_model
@@ -23,7 +25,7 @@ from projects.services import (
     preview_size,
     storage_delete_on_commit,
 )
-from training.models import ModelVersion
+from training.models import ModelVersion, Status
 
 logger = logging.getLogger(__name__)
 
@@ -254,3 +256,217 @@ def trial_delete(*, trial: TrialDetection) -> None:
         trial.delete()
         storage_delete_on_commit(names)
 
+
+
+# --- Hosting and detection ----------------------------------------------------------------------
+#
+# A hosted model lives in the long-lived inference workers (`-Q inference`), loaded once and
+# pinned there (inference.runtime), never re-read per request. The web process never loads a
+# model: a detect call travels to an inference worker as a Celery task on the `inference` queue
+# (JSON only, the image base64-encoded) and its answer comes back through the Redis result
+# backend. Any number of inference workers, on any machines, can serve any hosted model: each
+# pins a HOSTED version at its first detect call if it has not yet, and at its own start.
+
+HOSTING_READY_MESSAGE = "Hosted: ready for detect calls."
+
+
+def model_version_start_hosting(*, model_version: ModelVersion) -> ModelVersion:
+    """TRAINED or HOSTING_FAILED -> STARTING_HOSTING, and queue the loading; an inference
+    worker then makes it HOSTED (or HOSTING_FAILED with the reason).
+
+    Starting a version that is already hosted or starting changes nothing (as LFV's StartModel).
+    Raises Conflict for a version without a trained model or one that is stopping.
+    """
+    from inference.tasks import host_model_version
+
+    started = ModelVersion.objects.filter(
+        pk=model_version.pk, status__in=(Status.TRAINED, Status.HOSTING_FAILED)
+    ).update(
+        status=Status.STARTING_HOSTING,
+        status_message="Waiting for an inference worker to load the model.",
+        heartbeat_at=timezone.now(),
+    )
+    model_version.refresh_from_db()
+    if started:
+        transaction.on_commit(lambda: host_model_version.delay(model_version.pk))
+    elif model_version.status not in (Status.STARTING_HOSTING, Status.HOSTED):
+        raise Conflict(_hosting_refusal(model_version, action="start hosting"), code="not_hostable")
+    return model_version
+
+
+def model_version_stop_hosting(*, model_version: ModelVersion) -> ModelVersion:
+    """HOSTED or STARTING_HOSTING -> STOPPING_HOSTING, and queue the unloading, after which the
+    version is TRAINED again. A version whose hosting failed becomes TRAINED at once.
+
+    Stopping a version that is not hosted changes nothing; one in training raises Conflict.
+    """
+    from inference.tasks import unhost_model_version
+
+    stopping = ModelVersion.objects.filter(
+        pk=model_version.pk, status__in=(Status.HOSTED, Status.STARTING_HOSTING)
+    ).update(status=Status.STOPPING_HOSTING, status_message="Unloading the model from the inference workers.")
+    failed = ModelVersion.objects.filter(pk=model_version.pk, status=Status.HOSTING_FAILED).update(
+        status=Status.TRAINED, status_message="Hosting stopped."
+    )
+    model_version.refresh_from_db()
+    if stopping or failed:
+        # A failed hosting may still have left a copy in some worker: unload it there too.
+        transaction.on_commit(lambda: unhost_model_version.delay(model_version.pk))
+    elif not model_version.is_usable:
+        raise Conflict(_hosting_refusal(model_version, action="stop hosting"), code="not_hosted")
+    return model_version
+
+
+def _hosting_refusal(model_version: ModelVersion, *, action: str) -> str:
+    if model_version.status == Status.STOPPING_HOSTING:
+        return f"Model version {model_version.version} is stopping; wait until it is TRAINED, then {action}."
+    return (f"Model version {model_version.version} is {model_version.status}, not trained: only a trained "
+            f"model can {action}.")
+
+
+def model_version_host(*, model_version_id: int) -> None:
+    """Load and pin a STARTING_HOSTING version in this worker, try it once, and mark it HOSTED.
+
+    Runs in an inference worker (inference.tasks.host_model_version). A version that left
+    STARTING_HOSTING meanwhile (stopped, or a redelivered task) is left alone.
+    """
+    from inference import runtime
+
+    mv = ModelVersion.objects.filter(pk=model_version_id, status=Status.STARTING_HOSTING).first()
+    if mv is None:
+        return
+    try:
+        model = runtime.pin_model(mv)
+        # One prediction now pays the first call's one-time costs (graph set-up, memory
+        # arenas), so that the first detect call is as fast as the others.
+        model.predict(np.full((256, 256, 3), 128, dtype=np.uint8), threshold=mv.threshold)
+    except Exception as exc:
+        logger.exception("hosting model version %s failed", model_version_id)
+        runtime.unload_model(model_version_id)
+        ModelVersion.objects.filter(pk=model_version_id, status=Status.STARTING_HOSTING).update(
+            status=Status.HOSTING_FAILED,
+            status_message=f"The model could not be loaded ({type(exc).__name__}: {exc}). Start hosting again; "
+            "if it fails again, report it with the inference worker's log.",
+        )
+        return
+    hosted = ModelVersion.objects.filter(pk=model_version_id, status=Status.STARTING_HOSTING).update(
+        status=Status.HOSTED, status_message=HOSTING_READY_MESSAGE
+    )
+    if not hosted:
+        runtime.unload_model(model_version_id)  # stopped while loading
+
+
+def model_version_unhost(*, model_version_id: int) -> None:
+    """Unload a version from every inference worker, then STOPPING_HOSTING -> TRAINED."""
+    from inference import runtime
+    from inference.tasks import broadcast_unload
+
+    broadcast_unload(model_version_id)
+    runtime.unload_model(model_version_id)
+    ModelVersion.objects.filter(pk=model_version_id, status=Status.STOPPING_HOSTING).update(
+        status=Status.TRAINED, status_message="Hosting stopped."
+    )
+
+
+def model_versions_host_all_hosted() -> int:
+    """Pin every HOSTED version in this worker (at its start, so the first detect call is fast)."""
+    from inference import runtime
+
+    count = 0
+    for mv in ModelVersion.objects.filter(status=Status.HOSTED):
+        try:
+            runtime.pin_model(mv)
+            count += 1
+        except Exception:
+            logger.exception("could not load hosted model version %s at worker start", mv.pk)
+    return count
+
+
+def hosting_sweep_stale() -> int:
+    """Declare failed every hosting that no inference worker picked up in KENPIN_STALE_AFTER."""
+    cutoff = timezone.now() - timedelta(seconds=settings.KENPIN_STALE_AFTER)
+    return ModelVersion.objects.filter(status=Status.STARTING_HOSTING, heartbeat_at__lt=cutoff).update(
+        status=Status.HOSTING_FAILED,
+        status_message="No inference worker loaded the model in time. Check that an inference worker is running "
+        "(`make run` starts one), then start hosting again.",
+    )
+
+
+@dataclass(frozen=True)
+class Detection:
+    is_anomalous: bool
+    confidence: float  # 0..1, confidence in the verdict `is_anomalous`
+    score: float  # calibrated anomaly score, 0..1; the threshold decides
+    anomalous_fraction: float  # 0..1 of the image's pixels
+    mask_png: str  # base64 PNG of the image's size: background white, defect ANOMALY_COLOR
+
+
+def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detection:
+    """Detect anomalies in one encoded image with a HOSTED version, in an inference worker.
+
+    Raises Conflict (409) when the version is not hosted, Invalid (400) for bytes that are not
+    a usable image, TooLarge (413), Unavailable (503) when no inference worker answers within
+    KENPIN_DETECT_TIMEOUT seconds.
+    """
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from inference.tasks import detect_anomalies
+
+    if model_version.status != Status.HOSTED:
+        raise Conflict(
+            f"Model version {model_version.version} is {model_version.status}, not HOSTED. Start it "
+            f"(POST …/models/{model_version.version}/start) and wait until its status is HOSTED.",
+            code="not_hosted",
+        )
+    check_upload_size(data)
+    if not data:
+        raise Invalid("The request body is empty: send the image's bytes as the body.", code="empty")
+    timeout = settings.KENPIN_DETECT_TIMEOUT
+    # `expires`: a call whose client has given up is dropped by the worker, not run late.
+    result = detect_anomalies.apply_async(
+        args=[model_version.pk, model_version.weights_file.name, model_version.threshold, base64.b64encode(data).decode()],
+        expires=timeout,
+    )
+    try:
+        answer = result.get(timeout=timeout)
+    except CeleryTimeout:
+        raise Unavailable(
+            f"No inference worker answered within {timeout} s. Check that an inference worker is running and "
+            "not overloaded, then try again."
+        )
+    finally:
+        result.forget()  # the answer was read (or abandoned): free its key in Redis now
+    if "error" in answer:
+        error = Conflict if answer["error"] == "not_hosted" else Invalid
+        raise error(answer["message"], code=answer["error"])
+    return Detection(**answer)
+
+
+def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, image: str) -> dict:
+    """The worker's side of model_version_detect: plain JSON in, plain JSON out.
+
+    `weights` names the version's weights file, so that a model pinned under a reused primary
+    key is never taken for another one.
+    """
+    import engine
+    from inference import runtime
+
+    model = runtime.hosted_model(model_version_id, weights)
+    if model is None:
+        # Hosted since this worker started, or unloaded by a stop racing a start: pin it now.
+        mv = ModelVersion.objects.filter(pk=model_version_id, weights_file=weights, status=Status.HOSTED).first()
+        if mv is None:
+            return {"error": "not_hosted", "message": "This model version is no longer hosted. Start it again."}
+        model = runtime.pin_model(mv)
+    try:
+        array = decode_image(base64.b64decode(image))
+    except ImageError as exc:
+        return {"error": exc.code, "message": exc.message}
+    prediction = model.predict(array, threshold=threshold)
+    return {
+        "is_anomalous": bool(prediction.is_anomalous),
+        "confidence": float(prediction.confidence),
+        "score": float(prediction.score),
+        "anomalous_fraction": float(prediction.anomalous_fraction),
+        "mask_png": base64.b64encode(engine.mask_png(prediction.mask)).decode(),
+    }

@@ -159,10 +159,15 @@ def preview_size(width: int, height: int, max_side: int = 320) -> tuple[int, int
 
 
 def check_upload_size(data: bytes) -> None:
+    check_upload_length(len(data))
+
+
+def check_upload_length(length: int) -> None:
+    """TooLarge for a file of `length` bytes over the limit; callers check before reading it."""
     limit = settings.KENPIN_MAX_UPLOAD_BYTES
-    if len(data) > limit:
+    if length > limit:
         raise TooLarge(
-            f"The file is {len(data) / 1e6:.1f} MB; the largest accepted is {limit / 1e6:.0f} MB.",
+            f"The file is {length / 1e6:.1f} MB; the largest accepted is {limit / 1e6:.0f} MB.",
         )
 
 
@@ -251,6 +256,16 @@ def images_move(*, project: Project, image_ids: list[int], split: str) -> int:
     """Move images to the training or test dataset (creating the test dataset if needed)."""
     dataset = _dataset(project=project, split=split)
     return Image.objects.filter(project=project, pk__in=image_ids).exclude(dataset=dataset).update(dataset=dataset)
+
+
+def image_update(*, image: Image, label: str | None = None, split: str | None = None) -> Image:
+    """Relabel and/or move one image; None leaves that property as it is."""
+    with transaction.atomic():
+        if label is not None:
+            images_set_label(project=image.project, image_ids=[image.pk], label=label)
+        if split is not None:
+            images_move(project=image.project, image_ids=[image.pk], split=split)
+    return Image.objects.select_related("dataset").get(pk=image.pk)
 
 
 def images_delete(*, project: Project, image_ids: list[int]) -> int:

@@ -83,3 +83,18 @@ def empty_media_after_test():
     """Each test starts with no stored files; database ids repeat between tests, paths would too."""
     yield
     shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
+
+
+@pytest.fixture
+def api_client(db):
+    """api_client(user) -> a test client calling the API with a new bearer token of `user`."""
+    from django.test import Client
+
+    from projects.services import api_token_create
+
+    def make(user, *, token: str | None = None) -> Client:
+        if token is None:
+            _, token = api_token_create(user=user, name="tests")
+        return Client(headers={"Authorization": f"Bearer {token}"})
+
+    return make

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from django.db.models import QuerySet
 from django.http import Http404
 
-from projects.models import Project
+from projects.models import Label, Project
 from projects.selectors import dataset_counts, project_has_test_dataset
 from training.models import ModelVersion, ModelVersionImage
 
@@ -58,3 +58,28 @@ def model_version_get(*, project: Project, version: int) -> ModelVersion:
 def model_version_results(*, model_version: ModelVersion) -> QuerySet[ModelVersionImage]:
     """The evaluated images of a version with their scores, for per-image results."""
     return model_version.images.filter(score__isnull=False).order_by("-score")
+
+
+def model_version_performance(*, model_version: ModelVersion) -> dict | None:
+    """How the version performs at its *current* threshold; None until it is trained.
+
+    Precision, recall, F1 and the confusion matrix are recomputed from the evaluated images'
+    scores, so that they follow a threshold moved after training; ROC AUC and average precision
+    do not depend on the threshold and come from the training's metrics.
+    """
+    if not model_version.metrics or model_version.threshold is None:
+        return None
+    from engine.metrics import metrics_at_threshold
+
+    rows = list(model_version.images.filter(score__isnull=False).values_list("score", "label"))
+    at_threshold = metrics_at_threshold(
+        [score for score, _ in rows], [int(label == Label.ANOMALY) for _, label in rows], model_version.threshold
+    )
+    return {
+        **at_threshold,
+        "roc_auc": model_version.metrics.get("roc_auc"),
+        "average_precision": model_version.metrics.get("average_precision"),
+        "threshold": model_version.threshold,
+        "trained_threshold": model_version.trained_threshold,
+        "evaluated_images": len(rows),
+    }
