@@ -21,11 +21,6 @@ router = Router(tags=["hosting and detection"])
 trials_router = Router(tags=["trial detections"])
 lfv_router = Router(tags=["Lookout for Vision compatibility"])
 
-# Lookout for Vision names each anomaly class and gives it a colour in the mask; Kenpin's
-# models find one class, "anomaly". The mask's background is white, as LFV's "background" entry says.
-BACKGROUND_COLOR = "#FFFFFF"
-ANOMALY_NAME = "anomaly"
-ANOMALY_COLOR = "#FF0000"
 
 
 # --- Hosting ------------------------------------------------------------------------------------
@@ -88,11 +83,12 @@ DETECT_DOC = {
 
 def detect_out(detection: services.Detection) -> dict:
     """Lookout for Vision's DetectAnomalies response, field for field."""
+    colors = services.MASK_COLORS
     anomalies = [{"Name": "background",
-                  "PixelAnomaly": {"TotalPercentageArea": 1.0 - detection.anomalous_fraction, "Color": BACKGROUND_COLOR}}]
+                  "PixelAnomaly": {"TotalPercentageArea": 1.0 - detection.anomalous_fraction, "Color": colors["background"]}}]
     if detection.anomalous_fraction > 0:
-        anomalies.append({"Name": ANOMALY_NAME,
-                          "PixelAnomaly": {"TotalPercentageArea": detection.anomalous_fraction, "Color": ANOMALY_COLOR}})
+        anomalies.append({"Name": "anomaly",
+                          "PixelAnomaly": {"TotalPercentageArea": detection.anomalous_fraction, "Color": colors["anomaly"]}})
     return {"DetectAnomalyResult": {
         "Source": {"Type": "direct"},
         "IsAnomalous": detection.is_anomalous,
@@ -215,9 +211,9 @@ def create_trial(
     created = services.trial_create(
         project=project, model_version=mv, user=request.auth, name=trial_name, uploads=uploads, image_ids=image_ids or ()
     )
-    out = TrialOut.from_orm(created.trial).model_dump()
-    out["rejected"] = [{"name": n, "reason": r} for n, r in created.rejected]
-    return Status(202, out)
+    trial = created.trial
+    trial.rejected = [{"name": n, "reason": r} for n, r in created.rejected]  # rendered beside the row's fields
+    return Status(202, trial)
 
 
 @trials_router.get("/{name}/trials", response=list[TrialOut], summary="List trial detections")

@@ -1,5 +1,6 @@
 import base64
 import hashlib
+import io
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from django.core.files.storage import default_storage
 from django.db import close_old_connections, transaction
 import numpy as np
 from django.utils import timezone
+from PIL import Image as PILImage
 
 from console.errors import Conflict, Invalid, Unavailable
 from engine.images import ImageError, decode_image, probe_image, thumbnail_jpeg
@@ -361,7 +363,7 @@ def model_version_unhost(*, model_version_id: int) -> None:
     from inference import runtime
     from inference.tasks import broadcast_unload
 
-    broadcast_unload(model_version_id)
+    broadcast_unload([model_version_id])
     runtime.unload_model(model_version_id)
     ModelVersion.objects.filter(pk=model_version_id, status=Status.STOPPING_HOSTING).update(
         status=Status.TRAINED, status_message="Hosting stopped."
@@ -398,7 +400,7 @@ class Detection:
     confidence: float  # 0..1, confidence in the verdict `is_anomalous`
     score: float  # calibrated anomaly score, 0..1; the threshold decides
     anomalous_fraction: float  # 0..1 of the image's pixels
-    mask_png: str  # base64 PNG of the image's size: background white, defect ANOMALY_COLOR
+    mask_png: str  # base64 PNG of the image's size, coloured as MASK_COLORS
 
 
 def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detection:
@@ -408,6 +410,7 @@ def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detecti
     a usable image, TooLarge (413), Unavailable (503) when no inference worker answers within
     KENPIN_DETECT_TIMEOUT seconds.
     """
+    from celery.exceptions import TaskRevokedError
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     from inference.tasks import detect_anomalies
@@ -429,7 +432,7 @@ def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detecti
     )
     try:
         answer = result.get(timeout=timeout)
-    except CeleryTimeout:
+    except (CeleryTimeout, TaskRevokedError):  # revoked: a worker received it after `expires`
         raise Unavailable(
             f"No inference worker answered within {timeout} s. Check that an inference worker is running and "
             "not overloaded, then try again."
@@ -448,7 +451,6 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, i
     `weights` names the version's weights file, so that a model pinned under a reused primary
     key is never taken for another one.
     """
-    import engine
     from inference import runtime
 
     model = runtime.hosted_model(model_version_id, weights)
@@ -468,5 +470,23 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, i
         "confidence": float(prediction.confidence),
         "score": float(prediction.score),
         "anomalous_fraction": float(prediction.anomalous_fraction),
-        "mask_png": base64.b64encode(engine.mask_png(prediction.mask)).decode(),
+        "mask_png": base64.b64encode(lfv_mask_png(prediction.mask)).decode(),
     }
+
+
+# Lookout for Vision names each class of a mask and gives it a colour, which the response's
+# `Anomalies` list repeats; Kenpin's models find one class. Background white, as in LFV's answers.
+MASK_COLORS = {"background": "#FFFFFF", "anomaly": "#FF0000"}
+
+
+def lfv_mask_png(mask: np.ndarray) -> bytes:
+    """(H, W) bool mask -> PNG of the same size, each pixel the colour of its class.
+
+    A two-colour palette image, which PNG stores at one bit per pixel: small to send, quick to
+    encode. (engine.mask_png's 0/255 greyscale is the upload format, not LFV's colours.)
+    """
+    image = PILImage.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette([int(c[i:i + 2], 16) for c in MASK_COLORS.values() for i in (1, 3, 5)])
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

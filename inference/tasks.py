@@ -2,7 +2,7 @@ import threading
 
 from celery import shared_task
 from celery.signals import worker_ready
-from celery.worker.control import control_command
+from celery.worker.control import control_command, inspect_command
 
 from inference import services
 
@@ -39,20 +39,30 @@ def sweep_stale_hosting() -> int:
     return services.hosting_sweep_stale()
 
 
-def broadcast_unload(model_version_id: int) -> None:
-    """Ask every worker to drop a model (fire and forget: a worker that is down holds nothing)."""
+def broadcast_unload(model_version_ids: list[int]) -> None:
+    """Ask every worker to drop these models (fire and forget: a worker that is down holds nothing)."""
     from console.celery import app
 
-    app.control.broadcast("kenpin_unload_model", arguments={"model_version_id": model_version_id})
+    if model_version_ids:
+        app.control.broadcast("kenpin_unload_models", arguments={"model_version_ids": list(model_version_ids)})
 
 
 # A remote-control command rather than a task: a task reaches one worker, this reaches all.
-@control_command(args=[("model_version_id", int)], signature="<model_version_id>")
-def kenpin_unload_model(state, model_version_id: int) -> dict:
+@control_command(args=[("model_version_ids", list)], signature="<model_version_ids>")
+def kenpin_unload_models(state, model_version_ids: list[int]) -> dict:
     from inference import runtime
 
-    runtime.unload_model(model_version_id)
-    return {"ok": f"model version {model_version_id} unloaded"}
+    for pk in model_version_ids:
+        runtime.unload_model(int(pk))
+    return {"ok": f"unloaded {len(model_version_ids)} model version(s)"}
+
+
+@inspect_command()
+def kenpin_hosted_models(state) -> dict:
+    """Which model versions this worker holds pinned for hosting (`celery inspect kenpin_hosted_models`)."""
+    from inference import runtime
+
+    return {"hosted": runtime.hosted_model_ids()}
 
 
 @worker_ready.connect
