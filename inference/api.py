@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Literal
 
+from django.http import HttpResponse
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 from ninja.pagination import PageNumberPagination, paginate
@@ -98,29 +99,33 @@ def detect_out(detection: services.Detection) -> dict:
     }}
 
 
-def _detect(request, name: str, version: int) -> dict:
+def _detect(request, response: HttpResponse, name: str, version: int) -> dict:
     # Viewers may detect: it reads the model and changes nothing in the project.
     project = project_get_for_user(user=request.auth, name=name)
     mv = model_version_get(project=project, version=version)
     # Refused from its declared length, before the body is read.
     check_upload_length(int(request.META.get("CONTENT_LENGTH") or 0))
-    return detect_out(services.model_version_detect(model_version=mv, data=request.read()))
+    detection = services.model_version_detect(model_version=mv, data=request.read())
+    # The inference worker's share of the call, for whoever measures where the time goes.
+    response["Server-Timing"] = f"inference;dur={detection.inference_ms}"
+    return detect_out(detection)
 
 
 @router.post("/{name}/models/{version}/detect", response=DetectOut, openapi_extra=DETECT_DOC,
              summary="Detect anomalies in one image (DetectAnomalies)")
-def detect(request, name: str, version: int):
+def detect(request, response: HttpResponse, name: str, version: int):
     """Send the image as the raw body with `Content-Type: image/jpeg` or `image/png`. The model
-    must be HOSTED (409 `not_hosted` otherwise); an unreadable image answers 400."""
-    return _detect(request, name, version)
+    must be HOSTED (409 `not_hosted` otherwise); an unreadable image answers 400. The
+    `Server-Timing` header says how long the inference worker took (`inference;dur=` ms)."""
+    return _detect(request, response, name, version)
 
 
 @lfv_router.post("/{project}/models/{version}/detect", response=DetectOut, openapi_extra=DETECT_DOC,
                  summary="DetectAnomalies at Lookout for Vision's path")
-def detect_lfv(request, project: str, version: int):
+def detect_lfv(request, response: HttpResponse, project: str, version: int):
     """Amazon Lookout for Vision's `POST /2020-11-20/projects/{ProjectName}/models/{ModelVersion}/detect`,
     answering exactly as …/api/v1/projects/{name}/models/{version}/detect does."""
-    return _detect(request, project, version)
+    return _detect(request, response, project, version)
 
 
 # --- Trial detections ---------------------------------------------------------------------------

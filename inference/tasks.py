@@ -20,8 +20,10 @@ def sweep_stale_trials() -> int:
 # Acknowledged at once: if the worker dies mid-call, its caller has given up (and gets a 503);
 # running the call again later would answer no one.
 @shared_task(acks_late=False)
-def detect_anomalies(model_version_id: int, weights: str, threshold: float, image: str) -> dict:
-    return services.detect_in_worker(model_version_id=model_version_id, weights=weights, threshold=threshold, image=image)
+def detect_anomalies(model_version_id: int, weights: str, threshold: float, image_key: str) -> dict:
+    return services.detect_in_worker(
+        model_version_id=model_version_id, weights=weights, threshold=threshold, image_key=image_key
+    )
 
 
 @shared_task(acks_late=True)
@@ -59,7 +61,10 @@ def kenpin_unload_models(state, model_version_ids: list[int]) -> dict:
 
 @inspect_command()
 def kenpin_hosted_models(state) -> dict:
-    """Which model versions this worker holds pinned for hosting (`celery inspect kenpin_hosted_models`)."""
+    """Which model versions this worker holds pinned for hosting.
+
+    `app.control.broadcast("kenpin_hosted_models", reply=True)` asks every worker.
+    """
     from inference import runtime
 
     return {"hosted": runtime.hosted_model_ids()}

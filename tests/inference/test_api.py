@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import re
 import threading
 import time
 
@@ -108,6 +109,7 @@ def test_detect_answers_lookout_for_visions_response_on_real_photos(hosted, owne
         assert response.status_code == 200, response.content[:300]
         width, height = PILImage.open(path).size
         answers[path.name] = check_detect_anomaly_result(response.json(), width=width, height=height)
+    assert re.fullmatch(r"inference;dur=\d+(\.\d+)?", response["Server-Timing"])
     right = [answers[p.name]["IsAnomalous"] is False for p in UNSEEN_NORMAL]
     right += [answers[p.name]["IsAnomalous"] is True for p in UNSEEN_ANOMALY]
     # Photos the model never saw: a working model gets nearly all right (the engine's own
@@ -220,6 +222,15 @@ def test_a_hosted_model_survives_many_sequential_and_concurrent_calls(hosted, ow
     # Every caller got the answer for its own photo, identical to the one-at-a-time answer.
     assert len(done) == 96 and wrong == []
     assert ModelVersion.objects.get(pk=hosted.pk).status == Status.HOSTED
+
+
+def test_detect_calls_do_not_fill_the_workers_log(hosted, owner_api, celery_worker):
+    for _ in range(3):
+        assert detect(owner_api, hosted, UNSEEN_NORMAL[0]).status_code == 200
+    log = celery_worker.log.read_text(errors="replace").splitlines()
+    assert any("inference.tasks.host_model_version[" in line and " succeeded " in line for line in log)
+    detect_lines = [line for line in log if "inference.tasks.detect_anomalies[" in line]
+    assert not [line for line in detect_lines if " received" in line or " succeeded " in line], detect_lines[:3]
 
 
 # --- Hosting ----------------------------------------------------------------------------------
