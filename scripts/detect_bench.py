@@ -38,6 +38,7 @@ class Client:
         self.host, self.port = parts.hostname, parts.port or 80
         self.token = token
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        self.inference_ms: list[float] = []  # the worker's share of each call (Server-Timing)
 
     def call(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None):
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -47,6 +48,9 @@ class Client:
             try:
                 self.conn.request(method, path, body=body, headers=headers)
                 response = self.conn.getresponse()
+                timing = response.getheader("Server-Timing") or ""
+                if timing.startswith("inference;dur="):
+                    self.inference_ms.append(float(timing.split("=", 1)[1]))
                 return response.status, response.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 self.conn.close()
@@ -140,6 +144,7 @@ def run(args) -> None:
     summary = {"images": len(images), "image_bytes_mean": statistics.mean(len(d) for _, d, _ in images)}
 
     latencies, errors = [], []
+    client.inference_ms.clear()
     for i in range(args.sequential):
         name, data, content_type = images[i % len(images)]
         start = time.perf_counter()
@@ -147,15 +152,17 @@ def run(args) -> None:
         latencies.append((time.perf_counter() - start) * 1000)
         if status != 200 or content != expected[name]:
             errors.append((name, status))
-    summary["sequential"] = _stats(latencies, errors, sum(latencies) / 1000)
+    summary["sequential"] = _stats(latencies, errors, sum(latencies) / 1000, client.inference_ms)
 
     if args.clients:
         results: list[list[float]] = [[] for _ in range(args.clients)]
         failures: list[list] = [[] for _ in range(args.clients)]
+        inference: list[list[float]] = [[] for _ in range(args.clients)]
         stop_at = time.monotonic() + args.seconds
 
         def worker(n: int) -> None:
             own = Client(args.url, args.token)
+            own.inference_ms = inference[n]
             i = n * 7
             while time.monotonic() < stop_at:
                 name, data, content_type = images[i % len(images)]
@@ -178,7 +185,8 @@ def run(args) -> None:
             t.join()
         wall = time.monotonic() - began
         summary["concurrent"] = {"clients": args.clients,
-                                 **_stats([x for r in results for x in r], [x for f in failures for x in f], wall)}
+                                 **_stats([x for r in results for x in r], [x for f in failures for x in f], wall,
+                                          [x for r in inference for x in r])}
 
     print(json.dumps(summary, indent=2))
     if args.json:
@@ -187,7 +195,7 @@ def run(args) -> None:
         sys.exit("some answers were wrong")
 
 
-def _stats(latencies: list[float], errors: list, wall_seconds: float) -> dict:
+def _stats(latencies: list[float], errors: list, wall_seconds: float, inference_ms: list[float]) -> dict:
     return {
         "calls": len(latencies),
         "errors": len(errors),
@@ -197,6 +205,9 @@ def _stats(latencies: list[float], errors: list, wall_seconds: float) -> dict:
         "p99_ms": round(percentile(latencies, 99), 1),
         "max_ms": round(max(latencies), 1),
         "per_second": round(len(latencies) / wall_seconds, 1),
+        # The inference worker's own time (decode, predict, mask), from the Server-Timing header.
+        "worker_p50_ms": round(percentile(inference_ms, 50), 1) if inference_ms else None,
+        "worker_p95_ms": round(percentile(inference_ms, 95), 1) if inference_ms else None,
     }
 
 
