@@ -338,27 +338,37 @@ def model_version_host(*, model_version_id: int) -> None:
     from inference import runtime
 
     mv = ModelVersion.objects.filter(pk=model_version_id, status=Status.STARTING_HOSTING).first()
-    if mv is None:
-        return
-    try:
-        model = runtime.pin_model(mv)
-        # One prediction now pays the first call's one-time costs (graph set-up, memory
-        # arenas), so that the first detect call is as fast as the others.
-        model.predict(np.full((256, 256, 3), 128, dtype=np.uint8), threshold=mv.threshold)
-    except Exception as exc:
-        logger.exception("hosting model version %s failed", model_version_id)
-        runtime.unload_model(model_version_id)
-        ModelVersion.objects.filter(pk=model_version_id, status=Status.STARTING_HOSTING).update(
-            status=Status.HOSTING_FAILED,
-            status_message=f"The model could not be loaded ({type(exc).__name__}: {exc}). Start hosting again; "
-            "if it fails again, report it with the inference worker's log.",
-        )
+    if mv is None or _pin(mv, expected=Status.STARTING_HOSTING) is None:
         return
     hosted = ModelVersion.objects.filter(pk=model_version_id, status=Status.STARTING_HOSTING).update(
         status=Status.HOSTED, status_message=HOSTING_READY_MESSAGE
     )
     if not hosted:
         runtime.unload_model(model_version_id)  # stopped while loading
+
+
+def _pin(mv: ModelVersion, *, expected: str):
+    """Pin `mv` in this worker and run one prediction; the model, or None when it cannot be
+    loaded, after marking the version HOSTING_FAILED with the reason (if it is still `expected`).
+
+    The prediction pays the first call's one-time costs (graph set-up, memory arenas), so that
+    the first detect call is as fast as the others, and proves the model runs.
+    """
+    from inference import runtime
+
+    try:
+        model = runtime.pin_model(mv)
+        model.predict(np.full((256, 256, 3), 128, dtype=np.uint8), threshold=mv.threshold)
+        return model
+    except Exception as exc:
+        logger.exception("loading model version %s for hosting failed", mv.pk)
+        runtime.unload_model(mv.pk)
+        ModelVersion.objects.filter(pk=mv.pk, status=expected).update(
+            status=Status.HOSTING_FAILED,
+            status_message=f"The model could not be loaded ({type(exc).__name__}: {exc}). Start hosting again; "
+            "if it fails again, train a new version or report it with the inference worker's log.",
+        )
+        return None
 
 
 def model_version_unhost(*, model_version_id: int) -> None:
@@ -374,17 +384,12 @@ def model_version_unhost(*, model_version_id: int) -> None:
 
 
 def model_versions_host_all_hosted() -> int:
-    """Pin every HOSTED version in this worker (at its start, so the first detect call is fast)."""
-    from inference import runtime
+    """Pin every HOSTED version in this worker (at its start, so the first detect call is fast).
 
-    count = 0
-    for mv in ModelVersion.objects.filter(status=Status.HOSTED):
-        try:
-            runtime.pin_model(mv)
-            count += 1
-        except Exception:
-            logger.exception("could not load hosted model version %s at worker start", mv.pk)
-    return count
+    A version that no longer loads (its files lost, or trained by an older engine) becomes
+    HOSTING_FAILED with the reason, rather than staying HOSTED and failing every call.
+    """
+    return sum(_pin(mv, expected=Status.HOSTED) is not None for mv in ModelVersion.objects.filter(status=Status.HOSTED))
 
 
 def hosting_sweep_stale() -> int:
@@ -481,7 +486,10 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, i
         mv = ModelVersion.objects.filter(pk=model_version_id, weights_file=weights, status=Status.HOSTED).first()
         if mv is None:
             return {"error": "not_hosted", "message": "This model version is no longer hosted. Start it again."}
-        model = runtime.pin_model(mv)
+        model = _pin(mv, expected=Status.HOSTED)
+        if model is None:
+            return {"error": "not_hosted", "message": f"Model version {mv.version} could not be loaded by the inference "
+                    "worker: it is now HOSTING_FAILED, and its status message says why."}
     try:
         array = decode_image(data)
     except ImageError as exc:

@@ -290,6 +290,24 @@ def test_a_model_that_cannot_be_loaded_ends_hosting_failed_with_the_reason(proje
     assert response.status_code == 202 and response.json()["status"] == "TRAINED"
 
 
+def test_a_hosted_model_that_no_longer_loads_fails_its_hosting_instead_of_every_call(hosted, owner_api, celery_worker):
+    """As after an engine upgrade or lost files: the worker lost its copy and cannot read it again."""
+    from inference.tasks import broadcast_unload
+
+    broadcast_unload([hosted.pk])
+    deadline = time.monotonic() + 10
+    while hosted.pk in hosted_in(celery_worker):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with hosted.weights_file.open("wb") as f:
+        f.write(b"no longer a model")
+    response = detect(owner_api, hosted, UNSEEN_NORMAL[0])
+    assert response.status_code == 409 and response.json()["error"] == "not_hosted"
+    assert "HOSTING_FAILED" in response.json()["message"]
+    mv = ModelVersion.objects.get(pk=hosted.pk)
+    assert mv.status == Status.HOSTING_FAILED and "could not be loaded" in mv.status_message
+
+
 def test_an_inference_worker_that_starts_loads_the_hosted_models(hosted):
     """A restarted (or added) inference worker holds the hosted models before any call needs them."""
     worker = Worker(queues="inference", concurrency=1)
