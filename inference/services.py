@@ -262,15 +262,14 @@ def trial_delete(*, trial: TrialDetection) -> None:
         storage_delete_on_commit(names)
 
 
-
 # --- Hosting and detection ----------------------------------------------------------------------
 #
 # A hosted model lives in the long-lived inference workers (`-Q inference`), loaded once and
 # pinned there (inference.runtime), never re-read per request. The web process never loads a
 # model: a detect call travels to an inference worker as a Celery task on the `inference` queue
-# (JSON only, the image base64-encoded) and its answer comes back through the Redis result
-# backend. Any number of inference workers, on any machines, can serve any hosted model: each
-# pins a HOSTED version at its first detect call if it has not yet, and at its own start.
+# (a JSON message; the image's bytes wait in Redis beside it) and its answer comes back through
+# the Redis result backend. Any number of inference workers, on any machines, can serve any
+# hosted model: each pins a HOSTED version at its own start, or at its first call for it.
 
 HOSTING_READY_MESSAGE = "Hosted: ready for detect calls."
 
