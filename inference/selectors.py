@@ -21,8 +21,7 @@ def trial_image_list(*, trial: TrialDetection) -> QuerySet[TrialImage]:
 
 
 def trial_image_get(*, trial: TrialDetection, trial_image_id: int) -> TrialImage:
-    """An image of `trial`; Http404 for any other id."""
-    row = trial.images.filter(pk=trial_image_id).first()
+    row = trial.images.filter(pk=trial_image_id).select_related("image").first()
     if row is None:
         raise Http404
     return row
