@@ -152,7 +152,8 @@ def run(args) -> None:
         latencies.append((time.perf_counter() - start) * 1000)
         if status != 200 or content != expected[name]:
             errors.append((name, status))
-    summary["sequential"] = _stats(latencies, errors, sum(latencies) / 1000, client.inference_ms)
+    if latencies:
+        summary["sequential"] = _stats(latencies, errors, sum(latencies) / 1000, client.inference_ms)
 
     if args.clients:
         results: list[list[float]] = [[] for _ in range(args.clients)]
@@ -191,7 +192,7 @@ def run(args) -> None:
     print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
-    if summary["sequential"]["errors"] or summary.get("concurrent", {}).get("errors"):
+    if summary.get("sequential", {}).get("errors") or summary.get("concurrent", {}).get("errors"):
         sys.exit("some answers were wrong")
 
 
