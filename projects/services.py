@@ -159,11 +159,21 @@ def preview_size(width: int, height: int, max_side: int = 320) -> tuple[int, int
 
 
 def check_upload_size(data: bytes) -> None:
-    limit = settings.KENPIN_MAX_UPLOAD_BYTES
-    if len(data) > limit:
-        raise TooLarge(
-            f"The file is {len(data) / 1e6:.1f} MB; the largest accepted is {limit / 1e6:.0f} MB.",
-        )
+    _check_size(len(data), settings.KENPIN_MAX_UPLOAD_BYTES)
+
+
+def _check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise TooLarge(f"The file is {size / 1e6:.1f} MB; the largest accepted is {limit / 1e6:.0f} MB.")
+
+
+def upload_read(*, file) -> bytes:
+    """The bytes of an uploaded file (Django UploadedFile), refused before reading when too large.
+
+    Checking the size first keeps a huge upload out of memory: only its temporary file exists.
+    """
+    _check_size(file.size, settings.KENPIN_MAX_UPLOAD_BYTES)
+    return file.read()
 
 
 def dataset_add_image(
@@ -308,6 +318,8 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
     Each image is added on its own, so one bad file does not stop the others.
     """
     _dataset(project=project, split=split)
+    if getattr(file, "size", None) is not None:
+        _check_size(file.size, settings.KENPIN_MAX_ZIP_BYTES)
     try:
         archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError):
@@ -333,9 +345,7 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
         for entry, label in images:
             path = PurePosixPath(entry.filename)
             try:
-                if entry.file_size > settings.KENPIN_MAX_UPLOAD_BYTES:
-                    raise TooLarge(f"The file is {entry.file_size / 1e6:.1f} MB; the largest accepted is "
-                                   f"{settings.KENPIN_MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
+                _check_size(entry.file_size, settings.KENPIN_MAX_UPLOAD_BYTES)
                 mask_entry = masks.get(path.stem) if label == Label.ANOMALY else None
                 report.added.append(
                     dataset_add_image(

@@ -1,0 +1,14 @@
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def percent(value) -> str:
+    """A 0..1 fraction as a percentage people read at a glance: 93%, 4.5%, 0.3%."""
+    if value is None or value == "":
+        return "—"
+    value = float(value) * 100
+    if value == 0 or value >= 10:
+        return f"{value:.0f}%"
+    return f"{value:.1f}%"
