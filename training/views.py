@@ -142,7 +142,7 @@ def model_compare(request, name):
         "chosen": form.cleaned_data["v"] if comparison else [],
         "error": form_error(form) if form.is_bound and not form.is_valid() else "",
         "comparison": comparison,
-    })
+    }, status=400 if form.is_bound and not form.is_valid() else 200)
 
 
 @require_GET
