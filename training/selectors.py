@@ -75,6 +75,14 @@ def model_version_list_usable(*, project: Project) -> QuerySet[ModelVersion]:
 # --- Performance at a threshold ------------------------------------------------------------------
 
 
+def verdict_confidence(*, score: float, threshold: float) -> float:
+    """Confidence in the verdict at `threshold`, by the engine's rule (engine.model.confidence):
+    0.5 at the threshold, rising linearly to 1 at a score of 0 or 1."""
+    if score >= threshold:
+        return 0.5 + 0.5 * (score - threshold) / max(1e-9, 1.0 - threshold)
+    return 0.5 + 0.5 * (threshold - score) / max(1e-9, threshold)
+
+
 def _threshold(mv: ModelVersion) -> float:
     return mv.threshold if mv.threshold is not None else 0.5
 
@@ -131,6 +139,7 @@ def model_version_performance(*, model_version: ModelVersion) -> Performance:
     for row in rows:
         row.predicted_anomaly = row.score >= threshold
         row.is_error = row.predicted_anomaly != (row.label == Label.ANOMALY)
+        row.confidence = verdict_confidence(score=row.score, threshold=threshold)
     return Performance(
         rows=rows,
         confusion=confusion_at(rows=rows, threshold=threshold),

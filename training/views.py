@@ -20,29 +20,33 @@ from training.selectors import (
 )
 
 
-@require_GET
-def model_list(request, name):
-    project = project_get_for_user(user=request.user, name=name)
+def _list_page(request, project, form, *, status=200):
     return render(request, "training/list.html", {
         "project": project,
         "model_versions": model_version_list(project=project),
         "readiness": training_readiness(project=project),
-        "form": TrainForm(),
-    })
+        "form": form,
+    }, status=status)
+
+
+@require_GET
+def model_list(request, name):
+    project = project_get_for_user(user=request.user, name=name)
+    return _list_page(request, project, TrainForm())
 
 
 @require_POST
 def model_start(request, name):
+    """Start a training; on a refusal the form comes back as it was filled, with the reason."""
     project = project_get_for_user(user=request.user, name=name, write=True)
     form = TrainForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, form_error(form))
-        return redirect("training:list", name=name)
     try:
+        if not form.is_valid():
+            raise KenpinError(form_error(form))
         mv = services.model_version_start_training(project=project, user=request.user, **form.cleaned_data)
     except KenpinError as exc:
         messages.error(request, exc.message)
-        return redirect("training:list", name=name)
+        return _list_page(request, project, form, status=exc.status)
     return redirect("training:detail", name=name, version=mv.version)
 
 

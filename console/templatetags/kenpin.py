@@ -12,3 +12,16 @@ def percent(value) -> str:
     if value == 0 or value >= 10:
         return f"{value:.0f}%"
     return f"{value:.1f}%"
+
+
+@register.filter
+def elapsed(since) -> str:
+    """How long ago `since` (a datetime) was, in the units a progress line wants: 12 s, 3 min."""
+    from django.utils import timezone
+
+    if not since:
+        return ""
+    seconds = max(0, int((timezone.now() - since).total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    return f"{seconds // 60} min"

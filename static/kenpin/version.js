@@ -78,6 +78,17 @@ const pr = curveChart(
 
 // --- Results -----------------------------------------------------------------------------------
 
+// The engine's confidence in a verdict: 0.5 at the threshold, 1 at a score of 0 or 1.
+function confidence(score, threshold) {
+  if (score >= threshold) return 0.5 + (0.5 * (score - threshold)) / Math.max(1e-9, 1 - threshold);
+  return 0.5 + (0.5 * (threshold - score)) / Math.max(1e-9, threshold);
+}
+
+function percent(fraction) {
+  const value = fraction * 100;
+  return value === 0 || value >= 10 ? `${value.toFixed(0)}%` : `${value.toFixed(1)}%`;
+}
+
 function outcome(tile, threshold) {
   const flagged = Number(tile.dataset.score) >= threshold;
   const anomaly = tile.dataset.anomaly === "1";
@@ -93,6 +104,7 @@ function showResults(threshold) {
     const { flagged, kind } = outcome(tile, threshold);
     tile.querySelector("[data-role=predicted]").textContent = flagged ? "Anomaly" : "Normal";
     tile.querySelector("[data-role=outcome]").textContent = OUTCOME_TEXT[kind];
+    tile.querySelector("[data-role=confidence]").textContent = percent(confidence(Number(tile.dataset.score), threshold));
     tile.classList.toggle("is-error", kind !== "correct");
     const visible = filter === "all" || (filter === "errors" ? kind !== "correct" : kind === filter);
     tile.hidden = !visible;

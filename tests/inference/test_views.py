@@ -106,7 +106,7 @@ def test_the_status_fragment_refreshes_the_page_once_the_trial_is_over(signed_in
 def test_predictions_show_their_heatmap_and_filters(signed_in, project, trained):
     trial, rows = _completed_trial(project, trained, predictions=[True, False, True])
     page = signed_in.get(f"/projects/cookies/trials/{trial.pk}/").content.decode()
-    assert page.count('class="trial-card') == 3 and "93% confident" in page and "defect area 4.0%" in page
+    assert page.count('class="trial-card') == 3 and "93% confident" in page and "Defect area 4.0% of the photo" in page
     assert f"/projects/cookies/trials/{trial.pk}/images/{rows[0].pk}/heatmap" in page
     anomalous = signed_in.get(f"/projects/cookies/trials/{trial.pk}/?show=anomalous").content.decode()
     assert anomalous.count('class="trial-card') == 2
