@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 
 from projects.models import Label, Project
@@ -46,6 +46,25 @@ def training_readiness(*, project: Project) -> Readiness:
 
 def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(project=project).order_by("-version")
+
+
+def model_version_list_with_performance(*, project: Project) -> list[ModelVersion]:
+    """The versions, newest first, each with `confusion` at its threshold in use (None until trained).
+
+    Counted by the database in one query, so that the list stays cheap with many versions and
+    images; the rule is the engine's: flagged when score >= threshold.
+    """
+    flagged, passed = Q(images__score__gte=F("threshold")), Q(images__score__lt=F("threshold"))
+    anomaly, normal = Q(images__label=Label.ANOMALY), Q(images__label=Label.NORMAL)
+    versions = list(model_version_list(project=project).annotate(
+        tp=Count("images", filter=flagged & anomaly),
+        fp=Count("images", filter=flagged & normal),
+        tn=Count("images", filter=passed & normal),
+        fn=Count("images", filter=passed & anomaly),
+    ))
+    for mv in versions:
+        mv.confusion = Confusion(tp=mv.tp, fp=mv.fp, tn=mv.tn, fn=mv.fn) if mv.is_usable else None
+    return versions
 
 
 def model_version_get(*, project: Project, version: int) -> ModelVersion:

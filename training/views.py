@@ -14,6 +14,7 @@ from training.selectors import (
     model_version_compare,
     model_version_get,
     model_version_list,
+    model_version_list_with_performance,
     model_version_performance,
     model_version_result_get,
     training_readiness,
@@ -23,7 +24,7 @@ from training.selectors import (
 def _list_page(request, project, form, *, status=200):
     return render(request, "training/list.html", {
         "project": project,
-        "model_versions": model_version_list(project=project),
+        "model_versions": model_version_list_with_performance(project=project),
         "readiness": training_readiness(project=project),
         "form": form,
     }, status=status)

@@ -191,3 +191,17 @@ def test_compare_shows_metrics_what_changed_and_where_versions_disagree(signed_i
     disagreements = re.findall(r'<tr data-name="([^"]+)">', page)
     assert disagreements == ["n0.png", "n1.png"]
     assert "of the 5 images every version evaluated" in page
+
+
+def test_the_version_list_shows_metrics_at_each_versions_threshold_in_use(signed_in, project):
+    images = _fill(project, normal=4, anomaly=2)
+    scores = _scored(images)
+    scores[images[0]] = 0.6
+    make_trained_version(project, scores=scores, threshold=0.5)
+    make_trained_version(project, scores=scores, threshold=0.7)
+    ModelVersion.objects.create(project=project, version=3, backbone="lite0", status=Status.TRAINING)
+    rows = re.findall(r'<tr data-version="(\d)">(.*?)</tr>', signed_in.get("/projects/cookies/models/").content.decode(), re.S)
+    cells = {v: re.findall(r"<td>([0-9.—]+)</td>", html) for v, html in rows}
+    assert cells["1"][:4] == ["0.667", "1.000", "0.800", "0.500"]
+    assert cells["2"][:4] == ["1.000", "1.000", "1.000", "0.700"]
+    assert cells["3"][:4] == ["—", "—", "—", "—"]
