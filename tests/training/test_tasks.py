@@ -53,3 +53,59 @@ def test_a_training_whose_worker_is_killed_is_reported_failed(user, settings, mo
     assert sweep_stale_trainings() == 1
     mv.refresh_from_db()
     assert mv.status == Status.TRAINING_FAILED and "has not reported" in mv.status_message
+
+
+def _wait_until_final(mv, timeout=240):
+    deadline = time.monotonic() + timeout
+    while True:
+        mv.refresh_from_db()
+        if mv.is_final:
+            return mv
+        assert time.monotonic() < deadline, f"still {mv.status} at {mv.progress}% after {timeout} s"
+        time.sleep(0.25)
+
+
+def test_a_training_runs_in_the_worker_and_ends_trained_with_its_record(celery_worker, user, shared_datasets):
+    from django.core.files.storage import default_storage
+
+    from inference.runtime import load_model
+    from engine.images import decode_image
+    from projects.services import dataset_add_image
+    from training.services import model_version_start_training
+
+    project = make_project(owner=user)
+    cookies = shared_datasets / "cookies"
+    for label, folder, count in (("normal", "normal", 20), ("anomaly", "anomaly", 10)):
+        for path in sorted((cookies / folder).iterdir())[:count]:
+            dataset_add_image(project=project, data=path.read_bytes(), name=path.name, label=label)
+    mv = _wait_until_final(model_version_start_training(project=project, user=user, description="first"))
+
+    assert mv.status == Status.TRAINED, mv.status_message
+    assert (mv.progress, mv.evaluation, mv.threshold) == (100, "cross_validation", mv.trained_threshold)
+    assert 0 < mv.training_seconds < 240
+    metrics = mv.metrics
+    assert {"precision", "recall", "f1", "roc_auc", "average_precision", "confusion_matrix", "roc_curve",
+            "pr_curve"} <= set(metrics)
+    matrix = metrics["confusion_matrix"]
+    assert (matrix["tp"] + matrix["fn"], matrix["tn"] + matrix["fp"]) == (10, 20)
+    assert metrics["roc_auc"] > 0.8  # real cookies: cracks are visible
+    rows = list(mv.images.all())
+    assert len(rows) == 30 and all(r.score is not None and default_storage.exists(r.heatmap.name) for r in rows)
+    unseen = sorted((cookies / "anomaly").iterdir())[-1]
+    prediction = load_model(mv).predict(decode_image(unseen.read_bytes()), threshold=mv.threshold)
+    assert 0 <= prediction.score <= 1 and 0.5 <= prediction.confidence <= 1
+
+
+def test_a_training_on_an_unreadable_image_fails_with_its_name(celery_worker, user):
+    from tests.training.test_services import _fill
+    from training.services import model_version_start_training
+
+    project = make_project(owner=user)
+    _fill(project)
+    broken = project.images.first()
+    with open(broken.file.path, "wb") as f:  # the test's local storage; a storage fault
+        f.write(b"\x89PNG garbage")
+    mv = _wait_until_final(model_version_start_training(project=project, user=user))
+    assert mv.status == Status.TRAINING_FAILED
+    assert mv.status_message.startswith(f"The image “{broken.original_name}” can no longer be read")
+    assert not mv.weights_file

@@ -1,0 +1,106 @@
+"""Patch features of images, computed by the exported backbone graph in onnxruntime.
+
+Training and inference both go through `FeatureExtractor`, so a model's scores at training time
+and in production come from the same graph. The graph is exported once per backbone into a cache
+directory by a subprocess (engine.export), because importing torch here would cost a worker
+~500 MB of memory; this module must never import torch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from engine.backbones import BACKBONES, Backbone
+
+# Bumped whenever engine.export changes what the graph computes, so that stale cached graphs are
+# not reused. Stored in model.json; a model refuses to run on a different graph version.
+GRAPH_VERSION = 1
+STRIDE = 8  # px of input per feature cell
+_ALIGN = 16  # input sides are multiples of the coarsest stage's stride
+
+_sessions: dict[Path, ort.InferenceSession] = {}
+_lock = threading.Lock()
+
+
+class BackboneUnavailable(RuntimeError):
+    """The backbone graph could not be exported (broken install); not a problem with the data."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KENPIN_CACHE_DIR") or Path.home() / ".cache" / "kenpin")
+
+
+def graph_path(backbone: Backbone, directory: Path | None = None) -> Path:
+    return (directory or cache_dir()) / f"{backbone.name}-v{GRAPH_VERSION}.onnx"
+
+
+def ensure_graph(backbone: Backbone, directory: Path | None = None) -> Path:
+    """Path of the backbone's ONNX graph, exporting it in a subprocess the first time."""
+    path = graph_path(backbone, directory)
+    if path.exists():
+        return path
+    result = subprocess.run(
+        [sys.executable, "-m", "engine.export", "--backbone", backbone.name, "--out", str(path)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0 or not path.exists():
+        raise BackboneUnavailable(f"exporting backbone {backbone.name} failed:\n{result.stderr[-4000:]}")
+    return path
+
+
+def _threads() -> int:
+    # A worker serves one image at a time; all cores go to that image unless the operator
+    # shares the machine between several workers.
+    return int(os.environ.get("KENPIN_THREADS") or os.cpu_count() or 1)
+
+
+def session(backbone: Backbone, directory: Path | None = None) -> ort.InferenceSession:
+    path = ensure_graph(backbone, directory)
+    with _lock:
+        if path not in _sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = _threads()
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            _sessions[path] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return _sessions[path]
+
+
+def input_size(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(h, w) the image is resized to: long side `long_side`, aspect kept, sides multiples of 16."""
+    scale = long_side / max(height, width)
+    h = max(_ALIGN * 4, int(round(height * scale / _ALIGN)) * _ALIGN)
+    w = max(_ALIGN * 4, int(round(width * scale / _ALIGN)) * _ALIGN)
+    return h, w
+
+
+class FeatureExtractor:
+    def __init__(self, backbone: str, long_side: int, directory: Path | None = None):
+        self.backbone = BACKBONES[backbone]
+        self.long_side = long_side
+        self.session = session(self.backbone, directory)
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (h, w, 3) uint8 at the model's input size."""
+        h, w = input_size(image.shape[0], image.shape[1], self.long_side)
+        if (h, w) == image.shape[:2]:
+            return image
+        # Pillow's bilinear filter widens its support when shrinking, so thin defects are averaged
+        # into the smaller image instead of being skipped between samples.
+        return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (h/8, w/8, C) float32 patch features."""
+        resized = self.resize(image)
+        (features,) = self.session.run(None, {"image": resized[None]})  # (1, C, h/8, w/8)
+        return np.ascontiguousarray(features[0].transpose(1, 2, 0))

@@ -1,0 +1,179 @@
+"""A trained anomaly model: what it stores, how it scores an image, how it is saved.
+
+Scores are calibrated: a raw patch distance d becomes sigmoid((d - raw_threshold) / raw_scale),
+so the threshold chosen at training sits at 0.5 and a person can read 0.9 as "well past it".
+The calibration is fixed at training; moving the threshold later never changes any score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Mapping
+
+import numpy as np
+from PIL import Image
+from safetensors.numpy import load as load_tensors
+from safetensors.numpy import save as save_tensors
+
+from engine.backbones import BACKBONES
+from engine.features import GRAPH_VERSION, STRIDE, FeatureExtractor
+from engine.patchcore import distance_map
+
+FORMAT_VERSION = 1
+DEFAULT_THRESHOLD = 0.5  # calibrated units: where the trained threshold sits by construction
+
+
+@dataclass
+class Prediction:
+    is_anomalous: bool
+    confidence: float  # 0.5..1, confidence in the verdict (Lookout for Vision's meaning)
+    score: float  # 0..1 calibrated anomaly score
+    anomaly_map: np.ndarray  # (h, w) float32 calibrated scores on the feature grid (stride 8)
+    mask: np.ndarray  # (H, W) bool at image size, True where the map is at/above the threshold
+    anomalous_fraction: float  # share of image pixels in the mask
+
+
+@dataclass(frozen=True)
+class Calibration:
+    raw_threshold: float  # raw patch distance that maps to 0.5
+    raw_scale: float  # raw distance per logit unit
+
+    def __call__(self, raw: np.ndarray | float) -> np.ndarray:
+        z = (np.asarray(raw, dtype=np.float64) - self.raw_threshold) / self.raw_scale
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))).astype(np.float32)
+
+
+def confidence(score: float, threshold: float) -> float:
+    """Confidence in the verdict: 0.5 at the threshold, rising linearly to 1 at score 0 or 1."""
+    if score >= threshold:
+        return 0.5 + 0.5 * (score - threshold) / max(1e-9, 1.0 - threshold)
+    return 0.5 + 0.5 * (threshold - score) / max(1e-9, threshold)
+
+
+def library_versions() -> dict[str, str]:
+    return {name: metadata.version(name) for name in ("numpy", "onnxruntime", "timm", "torch", "safetensors")}
+
+
+class AnomalyModel:
+    """Scores images against a bank of normal patch features.
+
+    `threshold` is in calibrated units (0.5 as trained); changing it only changes verdicts.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: str,
+        long_side: int,
+        bank: np.ndarray,
+        calibration: Calibration,
+        sigma: float,
+        threshold: float = DEFAULT_THRESHOLD,
+        info: Mapping | None = None,
+    ):
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}")
+        self.backbone = backbone
+        self.long_side = long_side  # px: images are resized so their long side has this length
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)  # (M, C) normal patch features
+        self.bank_squared = np.einsum("mc,mc->m", self.bank, self.bank)  # (M,)
+        self.calibration = calibration
+        self.sigma = sigma  # feature cells; smoothing of the distance map before scoring
+        self.threshold = float(threshold)
+        self.info = dict(info or {})  # training summary stored alongside (JSON)
+        self._extractor: FeatureExtractor | None = None
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        # Created on first use, so that loading a model for its metadata needs no backbone graph.
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(self.backbone, self.long_side)
+        return self._extractor
+
+    def raw_map(self, features: np.ndarray) -> np.ndarray:
+        """(h, w, C) patch features -> (h, w) float32 smoothed distance to the normal bank."""
+        return distance_map(features, self.bank, self.bank_squared, self.sigma)
+
+    def predict(self, image: np.ndarray, *, threshold: float | None = None) -> Prediction:
+        """Score one (H, W, 3) uint8 RGB image; `threshold` overrides the stored one."""
+        threshold = self.threshold if threshold is None else float(threshold)
+        raw = self.raw_map(self.extractor(image))
+        return self._prediction(raw, image.shape[:2], threshold)
+
+    def _prediction(self, raw: np.ndarray, size: tuple[int, int], threshold: float) -> Prediction:
+        anomaly_map = self.calibration(raw)  # (h, w) float32
+        score = float(anomaly_map.max())
+        is_anomalous = score >= threshold
+        height, width = size
+        if is_anomalous:
+            # Upsample the raw map (calibration is monotonic, so thresholding the raw map at the
+            # raw equivalent of `threshold` gives the same mask at a fraction of the cost).
+            upsampled = Image.fromarray(raw).resize((width, height), Image.Resampling.BILINEAR)
+            mask = np.asarray(upsampled) >= self._raw_at(threshold)
+            if not mask.any():
+                # Bilinear upsampling can lower a single-cell peak below the threshold; the
+                # verdict comes from the map, so its peak cell is marked.
+                y, x = np.unravel_index(int(np.argmax(raw)), raw.shape)
+                mask[
+                    int(y * height / raw.shape[0]) : int(math.ceil((y + 1) * height / raw.shape[0])),
+                    int(x * width / raw.shape[1]) : int(math.ceil((x + 1) * width / raw.shape[1])),
+                ] = True
+        else:
+            mask = np.zeros((height, width), dtype=bool)
+        return Prediction(
+            is_anomalous=is_anomalous,
+            confidence=confidence(score, threshold),
+            score=score,
+            anomaly_map=anomaly_map,
+            mask=mask,
+            anomalous_fraction=float(mask.mean()),
+        )
+
+    def _raw_at(self, threshold: float) -> float:
+        """Raw distance at which the calibrated score equals `threshold`."""
+        t = min(max(threshold, 1e-6), 1 - 1e-6)
+        return self.calibration.raw_threshold + self.calibration.raw_scale * math.log(t / (1 - t))
+
+    def to_files(self) -> dict[str, bytes]:
+        """The model as {"model.safetensors": tensors, "model.json": everything else}; no pickle."""
+        backbone = BACKBONES[self.backbone]
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "backbone": self.backbone,
+            "timm_architecture": backbone.timm_name,
+            "graph_version": GRAPH_VERSION,
+            "input": {"long_side": self.long_side, "stride": STRIDE, "mean": backbone.mean, "std": backbone.std},
+            "threshold": self.threshold,
+            "calibration": {"raw_threshold": self.calibration.raw_threshold, "raw_scale": self.calibration.raw_scale},
+            "sigma": self.sigma,
+            "libraries": library_versions(),
+            "info": self.info,
+        }
+        return {
+            "model.safetensors": save_tensors({"bank": self.bank}),
+            "model.json": json.dumps(meta, indent=2, sort_keys=True).encode(),
+        }
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes]) -> "AnomalyModel":
+        meta = json.loads(files["model.json"])
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"model format {meta.get('format_version')} is not supported by this engine")
+        if meta["graph_version"] != GRAPH_VERSION:
+            raise ValueError(
+                f"model was trained with backbone graph v{meta['graph_version']}, this engine has "
+                f"v{GRAPH_VERSION}; retrain the model"
+            )
+        tensors = load_tensors(files["model.safetensors"])
+        return cls(
+            backbone=meta["backbone"],
+            long_side=int(meta["input"]["long_side"]),
+            bank=tensors["bank"],
+            calibration=Calibration(**meta["calibration"]),
+            sigma=float(meta["sigma"]),
+            threshold=float(meta["threshold"]),
+            info=meta.get("info"),
+        )

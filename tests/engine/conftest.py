@@ -1,0 +1,43 @@
+"""Fixtures for the engine tests: real images from ../shared/datasets, shrunk to keep tests fast."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import Sample, decode_image, decode_mask
+
+DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def backbone_cache(tmp_path_factory):
+    """A fresh graph cache for the run, so the suite also exercises the ONNX export subprocess."""
+    directory = tmp_path_factory.mktemp("kenpin-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KENPIN_CACHE_DIR", str(directory))
+    yield directory
+    patch.undo()
+
+
+def shrink(image: np.ndarray, long_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = long_side / max(h, w)
+    return np.asarray(Image.fromarray(image).resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR))
+
+
+def load_set(name: str, *, normal: int, anomaly: int, long_side: int = 256, offset: int = 0) -> list[Sample]:
+    """`normal` + `anomaly` samples of a shared data set, at most `long_side` px, masks attached."""
+    folder = DATASETS / name
+    samples = []
+    for label, sub, count in ((0, "normal", normal), (1, "anomaly", anomaly)):
+        for path in sorted((folder / sub).iterdir())[offset : offset + count]:
+            image = decode_image(path.read_bytes())
+            mask_path = folder / "mask" / f"{path.stem}.png"
+            mask = None
+            if mask_path.exists():
+                mask = decode_mask(mask_path.read_bytes(), width=image.shape[1], height=image.shape[0])
+                mask = shrink(mask.astype(np.uint8) * 255, long_side) > 127
+            samples.append(Sample(key=f"{sub}/{path.name}", image=shrink(image, long_side), label=label, mask=mask))
+    return samples

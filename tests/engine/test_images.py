@@ -1,0 +1,111 @@
+"""Decoding accepts what cameras and phones produce and refuses the rest with a readable error."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.images import ImageError, decode_image, decode_mask, probe_image, thumbnail_jpeg
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **kwargs)
+    return out.getvalue()
+
+
+def gradient(width: int = 80, height: int = 60) -> np.ndarray:
+    x = np.linspace(0, 255, width, dtype=np.float32)
+    y = np.linspace(0, 255, height, dtype=np.float32)
+    r = np.broadcast_to(x[None, :], (height, width))
+    g = np.broadcast_to(y[:, None], (height, width))
+    return np.stack([r, g, 255 - r], axis=-1).astype(np.uint8)
+
+
+def test_it_decodes_rgb_jpeg_to_uint8_rgb():
+    out = decode_image(encode(Image.fromarray(gradient()), "JPEG", quality=95))
+    assert out.shape == (60, 80, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - gradient().astype(int)).mean() < 4
+
+
+def test_it_turns_greyscale_into_three_equal_channels():
+    grey = gradient()[..., 0]
+    out = decode_image(encode(Image.fromarray(grey, mode="L")))
+    assert out.shape == (60, 80, 3)
+    assert (out[..., 0] == grey).all() and (out[..., 1] == grey).all() and (out[..., 2] == grey).all()
+
+
+def test_it_stretches_16_bit_images_that_use_only_12_bits():
+    twelve_bit = (np.linspace(0, 4095, 80 * 60).reshape(60, 80)).astype(np.uint16)
+    out = decode_image(encode(Image.fromarray(twelve_bit)))  # Pillow: mode I;16
+    assert out.shape == (60, 80, 3)
+    assert out.max() == 255 and out.min() == 0  # a fixed /256 would have left it at most 15
+
+
+def test_it_puts_transparent_pixels_on_white():
+    rgba = np.zeros((60, 80, 4), np.uint8)
+    rgba[:, :40] = (255, 0, 0, 255)  # opaque red left half, fully transparent right half
+    out = decode_image(encode(Image.fromarray(rgba, mode="RGBA")))
+    assert (out[:, :40] == (255, 0, 0)).all()
+    assert (out[:, 40:] == 255).all()
+
+
+def test_it_decodes_palette_images():
+    palette = Image.fromarray(gradient()).quantize(colors=16)
+    assert palette.mode == "P"
+    out = decode_image(encode(palette))
+    assert out.shape == (60, 80, 3)
+    assert np.abs(out.astype(int) - gradient().astype(int)).mean() < 20
+
+
+def test_it_applies_exif_orientation():
+    image = Image.fromarray(gradient(80, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    data = encode(image, "JPEG", quality=95, exif=exif.tobytes())
+    assert decode_image(data).shape == (80, 60, 3)
+    assert probe_image(data).width == 60
+
+
+def test_it_accepts_small_and_large_photos():
+    assert decode_image(encode(Image.fromarray(gradient(64, 64)))).shape == (64, 64, 3)
+    big = Image.new("RGB", (4096, 3072), (90, 120, 30))
+    assert decode_image(encode(big, "JPEG", quality=80)).shape == (3072, 4096, 3)
+
+
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        (b"", "empty"),
+        (b"this is a text file, not a photo", "not_an_image"),
+        (encode(Image.new("RGB", (16, 16))), "too_small"),
+    ],
+)
+def test_it_refuses_what_is_not_a_usable_image(data, code):
+    with pytest.raises(ImageError) as error:
+        decode_image(data)
+    assert error.value.code == code
+    assert error.value.message
+
+
+def test_it_refuses_a_truncated_file():
+    data = encode(Image.fromarray(gradient(400, 300)), "JPEG", quality=95)
+    with pytest.raises(ImageError) as error:
+        decode_image(data[: len(data) // 2])
+    assert error.value.code == "corrupt"
+
+
+def test_a_mask_must_match_its_image():
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:20, 30:50] = 255
+    decoded = decode_mask(encode(Image.fromarray(mask)), width=80, height=60)
+    assert decoded.dtype == bool and decoded.sum() == 200
+    with pytest.raises(ImageError) as error:
+        decode_mask(encode(Image.fromarray(mask)), width=60, height=80)
+    assert error.value.code == "wrong_size"
+
+
+def test_thumbnails_are_small_jpegs():
+    thumb = Image.open(io.BytesIO(thumbnail_jpeg(encode(Image.fromarray(gradient(800, 600))), max_side=100)))
+    assert thumb.format == "JPEG" and max(thumb.size) == 100

@@ -1,0 +1,51 @@
+"""Metrics against values worked out by hand."""
+
+import pytest
+
+from engine.metrics import (
+    average_precision,
+    best_f1_threshold,
+    metrics_at_threshold,
+    pr_curve,
+    roc_auc,
+    roc_curve,
+)
+
+SCORES = [0.1, 0.4, 0.35, 0.8, 0.7, 0.2]
+LABELS = [0, 0, 1, 1, 1, 0]
+
+
+def test_metrics_at_threshold_count_scores_at_the_threshold_as_flagged():
+    m = metrics_at_threshold(SCORES, LABELS, 0.4)
+    assert m["confusion_matrix"] == {"tp": 2, "fp": 1, "tn": 2, "fn": 1}
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+
+
+def test_nothing_flagged_gives_zero_precision_not_an_error():
+    m = metrics_at_threshold(SCORES, LABELS, 0.99)
+    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["f1"] == 0.0
+
+
+def test_roc_auc_is_the_share_of_correctly_ordered_pairs():
+    # Pairs (anomaly, normal) ordered correctly: 0.8 and 0.7 beat all 3 normals, 0.35 beats 2.
+    assert roc_auc(SCORES, LABELS) == pytest.approx(8 / 9)
+    assert roc_auc([0.5, 0.5], [0, 1]) == pytest.approx(0.5)  # a tie counts half
+    assert roc_auc([0.1, 0.2], [0, 0]) is None
+
+
+def test_curves_run_from_the_strictest_threshold():
+    fpr, tpr = roc_curve(SCORES, LABELS)
+    assert (fpr[0], tpr[0]) == (0.0, 0.0) and (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    precision, recall = pr_curve(SCORES, LABELS)
+    assert precision[0] == 1.0 and recall[-1] == 1.0
+
+
+def test_average_precision_steps_over_recall():
+    # Ranked: 0.8 A, 0.7 A, 0.4 N, 0.35 A, ...: precision 1, 1 at recall 1/3, 2/3; 3/4 at recall 1.
+    assert average_precision(SCORES, LABELS) == pytest.approx((1 + 1 + 3 / 4) / 3)
+
+
+def test_best_f1_threshold_sits_in_the_gap_below_the_lowest_flagged_score():
+    assert best_f1_threshold([0.1, 0.2, 0.6, 0.9], [0, 0, 1, 1]) == pytest.approx(0.4)
+    assert best_f1_threshold([0.1, 0.2], [0, 0]) is None

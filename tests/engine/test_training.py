@@ -1,0 +1,182 @@
+"""Training, calibration, evaluation and prediction on real photos from ../shared/datasets."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import load as load_tensors
+
+from engine import AnomalyModel, Sample, TrainingError, train
+from engine.features import input_size
+from engine.training import long_side_for
+
+from .conftest import load_set
+
+
+@pytest.fixture(scope="module")
+def aliens():
+    """10 normal + 5 anomalous training images, and 6 + 6 unseen ones."""
+    return load_set("aliens", normal=10, anomaly=5), load_set("aliens", normal=6, anomaly=6, offset=20)
+
+
+@pytest.fixture(scope="module")
+def trained(aliens):
+    stages = []
+    result = train(train=aliens[0], progress=lambda stage, fraction: stages.append((stage, fraction)))
+    return result, stages
+
+
+def test_cross_validation_scores_every_training_image_once(trained, aliens):
+    result, _ = trained
+    assert result.evaluation == "cross_validation"
+    assert sorted(r.key for r in result.per_image) == sorted(s.key for s in aliens[0])
+    m = result.metrics
+    assert m["n_normal"] == 10 and m["n_anomaly"] == 5
+    assert sum(m["confusion_matrix"].values()) == 15
+    assert m["threshold"] == 0.5 and m["pixel_auroc"] is None
+    assert m["roc_curve"]["fpr"][0] == 0.0 and m["roc_curve"]["tpr"][-1] == 1.0
+    json.dumps(m)  # stored as JSON on the model version
+
+
+def test_it_tells_held_out_defects_from_normal_parts(trained, aliens):
+    model = trained[0].model
+    predictions = [(model.predict(s.image), s.label) for s in aliens[1]]
+    normal = [p.score for p, label in predictions if label == 0]
+    anomalous = [p.score for p, label in predictions if label == 1]
+    assert min(anomalous) > np.median(normal)
+    correct = sum(p.is_anomalous == bool(label) for p, label in predictions)
+    assert correct >= 10, [(round(p.score, 3), label) for p, label in predictions]
+
+
+def test_predictions_are_consistent(trained, aliens):
+    model = trained[0].model
+    image = aliens[1][-1].image
+    p = model.predict(image)
+    assert 0.0 <= p.score <= 1.0 and 0.5 <= p.confidence <= 1.0
+    assert p.score == pytest.approx(float(p.anomaly_map.max()))
+    assert p.mask.shape == image.shape[:2] and p.mask.dtype == bool
+    assert p.anomaly_map.dtype == np.float32 and p.anomaly_map.shape == (image.shape[0] // 8, image.shape[1] // 8)
+    assert p.anomalous_fraction == pytest.approx(p.mask.mean())
+    assert p.mask.any() == p.is_anomalous
+
+
+def test_moving_the_threshold_changes_verdicts_not_scores(trained, aliens):
+    model = trained[0].model
+    image = aliens[1][-1].image
+    default = model.predict(image)
+    below, above = default.score - 0.01, default.score + 0.01
+    flagged, passed = model.predict(image, threshold=below), model.predict(image, threshold=above)
+    assert default.score == flagged.score == passed.score
+    assert flagged.is_anomalous and not passed.is_anomalous
+    assert flagged.confidence == pytest.approx(0.5 + 0.5 * 0.01 / (1 - below))
+    assert passed.confidence == pytest.approx(0.5 + 0.5 * 0.01 / above)
+    assert model.threshold == 0.5
+
+
+def test_progress_runs_through_the_stages_in_order(trained):
+    stages = trained[1]
+    assert [s for s, _ in stages] == sorted((s for s, _ in stages), key=["features", "fitting", "evaluating"].index)
+    for stage in ("features", "fitting", "evaluating"):
+        fractions = [f for s, f in stages if s == stage]
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0 and all(0 < f <= 1 for f in fractions)
+
+
+def test_saved_models_score_identically_and_never_unpickle(trained, aliens):
+    model = trained[0].model
+    files = model.to_files()
+    assert set(files) == {"model.safetensors", "model.json"}
+    meta = json.loads(files["model.json"])
+    assert meta["backbone"] == "lite0" and meta["threshold"] == 0.5
+    assert meta["input"]["mean"] == [0.5, 0.5, 0.5] and "onnxruntime" in meta["libraries"]
+    assert set(load_tensors(files["model.safetensors"])) == {"bank"}
+    loaded = AnomalyModel.from_files(files)
+    for sample in aliens[1][:2] + aliens[1][-2:]:
+        a, b = model.predict(sample.image), loaded.predict(sample.image)
+        assert a.score == b.score
+        np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
+        np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_a_changed_threshold_is_saved_with_the_model(trained):
+    model = AnomalyModel.from_files(trained[0].model.to_files())
+    model.threshold = 0.7
+    assert AnomalyModel.from_files(model.to_files()).threshold == 0.7
+
+
+def test_with_only_normal_images_new_normals_pass_and_a_gross_defect_is_flagged(aliens):
+    normal_only = [s for s in aliens[0] if s.label == 0]
+    result = train(train=normal_only)
+    assert result.metrics["threshold_method"] == result.model.info["threshold_method"] == "normal_only"
+    assert result.metrics["n_anomaly"] == 0 and result.metrics["roc_auc"] is None
+    unseen_normals = [s.image for s in aliens[1] if s.label == 0]
+    flagged = sum(result.model.predict(image).is_anomalous for image in unseen_normals)
+    assert flagged <= 1
+    damaged = unseen_normals[0].copy()
+    h, w = damaged.shape[:2]
+    damaged[h // 3 : h // 3 + h // 6, w // 3 : w // 3 + w // 6] = (20, 20, 20)  # a dark hole in the part
+    assert result.model.predict(damaged).is_anomalous
+
+
+def test_a_test_dataset_is_evaluated_with_the_final_model_and_masks_give_pixel_auroc():
+    # Cookie anomalies from train-anomaly-1 on have masks; the test-anomaly-* files sort first.
+    train_set = load_set("cookies", normal=8, anomaly=3)
+    test_set = load_set("cookies", normal=4, anomaly=4, offset=10)
+    assert any(s.mask is not None for s in test_set)
+    result = train(train=train_set, test=test_set)
+    assert result.evaluation == "test_dataset"
+    assert [r.key for r in result.per_image] == [s.key for s in test_set]
+    assert result.metrics["n_normal"] == 4 and result.metrics["n_anomaly"] == 4
+    assert result.metrics["pixel_auroc"] > 0.7
+    for r, s in zip(result.per_image, test_set):
+        assert r.score == pytest.approx(result.model.predict(s.image).score, abs=1e-6)
+
+
+def test_images_of_different_sizes_train_together():
+    samples = load_set("solar_cell_mono", normal=6, anomaly=0, long_side=200)
+    samples += load_set("solar_cell_mono", normal=6, anomaly=3, long_side=300, offset=6)
+    result = train(train=samples)
+    assert {r.anomaly_map.shape for r in result.per_image} == {(32, 32)}  # one input size for all
+    assert result.metrics["n_normal"] == 12
+
+
+def test_large_photos_get_a_larger_input_so_small_defects_survive():
+    assert long_side_for([np.zeros((576, 768, 3), np.uint8)]) == 256
+    assert long_side_for([np.zeros((3072, 4096, 3), np.uint8)]) == 1024
+
+
+def test_a_4096_px_photo_is_scored_with_a_full_size_mask(trained, aliens):
+    model = trained[0].model
+    photo = np.asarray(Image.fromarray(aliens[1][0].image).resize((4096, 2830)))
+    p = model.predict(photo)
+    assert p.mask.shape == (2830, 4096)
+    h, w = input_size(2830, 4096, model.long_side)
+    assert p.anomaly_map.shape == (h // 8, w // 8)
+    assert not p.is_anomalous  # the same normal photo as at its own size
+
+
+def test_no_normal_images_is_a_training_error():
+    anomalies = load_set("aliens", normal=0, anomaly=4)
+    with pytest.raises(TrainingError) as error:
+        train(train=anomalies)
+    assert "normal" in error.value.message
+
+
+def test_a_mask_of_the_wrong_size_is_a_training_error():
+    samples = load_set("aliens", normal=3, anomaly=1)
+    samples[-1].mask = np.zeros((10, 10), bool)
+    with pytest.raises(TrainingError) as error:
+        train(train=samples)
+    assert "mask" in error.value.message
+
+
+def test_a_cancelling_progress_callback_stops_training():
+    class Cancelled(Exception):
+        pass
+
+    def cancel(stage, fraction):
+        if stage == "fitting":
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        train(train=load_set("aliens", normal=4, anomaly=0), progress=cancel)
