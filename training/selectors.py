@@ -3,6 +3,8 @@ from dataclasses import dataclass
 from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 
+from engine.metrics import metrics_at_threshold
+from engine.model import confidence
 from projects.models import Label, Project
 from projects.selectors import dataset_counts, project_has_test_dataset
 from training.models import USABLE_STATUSES, ModelVersion, ModelVersionImage
@@ -94,21 +96,14 @@ def model_version_list_usable(*, project: Project) -> QuerySet[ModelVersion]:
 # --- Performance at a threshold ------------------------------------------------------------------
 
 
-def verdict_confidence(*, score: float, threshold: float) -> float:
-    """Confidence in the verdict at `threshold`, by the engine's rule (engine.model.confidence):
-    0.5 at the threshold, rising linearly to 1 at a score of 0 or 1."""
-    if score >= threshold:
-        return 0.5 + 0.5 * (score - threshold) / max(1e-9, 1.0 - threshold)
-    return 0.5 + 0.5 * (threshold - score) / max(1e-9, threshold)
-
-
 def _threshold(mv: ModelVersion) -> float:
     return mv.threshold if mv.threshold is not None else 0.5
 
 
 @dataclass(frozen=True)
 class Confusion:
-    """Counts when flagging every score >= threshold as an anomaly (the engine's rule)."""
+    """Counts when flagging every score >= threshold as an anomaly (the engine's rule), with the
+    precision, recall and F1 they give (0 where undefined, as engine.metrics does)."""
 
     tp: int
     fp: int
@@ -131,12 +126,10 @@ class Confusion:
 
 def confusion_at(*, rows, threshold: float) -> Confusion:
     """The confusion matrix of evaluated snapshot rows (score and label) at `threshold`."""
-    counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
-    for row in rows:
-        flagged = row.score >= threshold
-        anomaly = row.label == Label.ANOMALY
-        counts[("t" if flagged == anomaly else "f") + ("p" if flagged else "n")] += 1
-    return Confusion(**counts)
+    matrix = metrics_at_threshold(
+        [row.score for row in rows], [int(row.label == Label.ANOMALY) for row in rows], threshold
+    )["confusion_matrix"]
+    return Confusion(**matrix)
 
 
 @dataclass
@@ -158,7 +151,7 @@ def model_version_performance(*, model_version: ModelVersion) -> Performance:
     for row in rows:
         row.predicted_anomaly = row.score >= threshold
         row.is_error = row.predicted_anomaly != (row.label == Label.ANOMALY)
-        row.confidence = verdict_confidence(score=row.score, threshold=threshold)
+        row.confidence = confidence(row.score, threshold)
     return Performance(
         rows=rows,
         confusion=confusion_at(rows=rows, threshold=threshold),

@@ -3,7 +3,6 @@ engine, on real cookie photos: from an empty console to two compared versions an
 trial detection, following only what the pages offer."""
 
 import base64
-import io
 import json
 import mimetypes
 import re

@@ -9,21 +9,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from inference.models import TrialDetection, TrialImage, TrialStatus, Verdict
 from projects.models import Image, Membership, Role
-from tests.factories import PASSWORD, UserFactory, add_image, heatmap_png, image_bytes, make_project, make_trained_version
+from tests.factories import PASSWORD, UserFactory, add_image, heatmap_png, image_bytes, make_trained_version
 from training.models import ModelVersion, Status
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def signed_in(client, user):
-    client.login(username=user.username, password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def project(user):
-    return make_project(owner=user, name="cookies")
 
 
 @pytest.fixture

@@ -14,17 +14,6 @@ pytestmark = pytest.mark.django_db
 JSON = {"HTTP_ACCEPT": "application/json"}
 
 
-@pytest.fixture
-def signed_in(client, user):
-    client.login(username=user.username, password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def project(user):
-    return make_project(owner=user, name="cookies")
-
-
 def _fill(project, *, normal, anomaly, split="train"):
     for _ in range(normal):
         add_image(project, label="normal", split=split)

@@ -6,21 +6,10 @@ import re
 import pytest
 
 from projects.models import Membership, Role
-from tests.factories import PASSWORD, UserFactory, add_image, make_project, make_trained_version
+from tests.factories import PASSWORD, UserFactory, add_image, make_trained_version
 from training.models import ModelVersion, Status
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def signed_in(client, user):
-    client.login(username=user.username, password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def project(user):
-    return make_project(owner=user, name="cookies")
 
 
 def _fill(project, *, normal=20, anomaly=10, split="train"):
