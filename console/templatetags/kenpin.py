@@ -25,3 +25,14 @@ def elapsed(since) -> str:
     if seconds < 120:
         return f"{seconds} s"
     return f"{seconds // 60} min"
+
+
+@register.filter
+def model_status(value) -> str:
+    """A model version's status value (TRAINING_FAILED) in the words the pages use (Training failed)."""
+    from training.models import Status
+
+    try:
+        return Status(value).label
+    except ValueError:
+        return value

@@ -154,10 +154,19 @@ def test_from_an_empty_console_to_compared_versions_and_a_verified_trial(
     expect(page.locator("#readiness")).to_contain_text("Enough labeled images to train")
     screenshot(page, "04-label-grid")
 
-    # The larger view of one photo, with its label and neighbours.
+    # The larger view of one photo: its label keys and its neighbours in the grid's order.
+    page.click("[data-filter-label=all]")
     page.locator(f'.tile[data-name="{first_anomaly[0].name}"] [data-open]').click()
     expect(page.locator("#image-label")).to_have_text("Anomaly")
     screenshot(page, "05-image")
+    page.keyboard.press("n")
+    expect(page.locator("#image-label")).to_have_text("Normal")
+    page.keyboard.press("a")
+    expect(page.locator("#image-label")).to_have_text("Anomaly")
+    shown = page.url
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url(lambda url: url != shown)
+    expect(page.locator("h1")).not_to_have_text(first_anomaly[0].name)
 
     # --- Train version 1 and watch its progress -------------------------------------------------
     page.click("nav.projectnav >> text=Models")
