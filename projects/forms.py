@@ -79,7 +79,7 @@ class ImageUploadForm(forms.Form):
 
 
 class ZipImportForm(forms.Form):
-    file = forms.FileField(label="Zip file", widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"}))
+    file = forms.FileField(label="Zip file")
     split = forms.ChoiceField(choices=Split.choices, initial=Split.TRAIN, label="Into the", widget=forms.RadioSelect)
 
 

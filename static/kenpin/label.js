@@ -202,8 +202,10 @@ document.addEventListener("keydown", (event) => {
     }
     return;
   }
+  // Enter and Space on a focused button or link press that button or follow that link.
+  if ((event.key === "Enter" || event.key === " ") && event.target.closest("button, a")) return;
   const handler = KEYS[event.key] || KEYS[event.key.toLowerCase()];
-  if (handler && !(event.key === " " && event.target.closest("button, a"))) {
+  if (handler) {
     event.preventDefault();
     handler();
   }

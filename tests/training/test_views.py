@@ -194,3 +194,21 @@ def test_the_version_list_shows_metrics_at_each_versions_threshold_in_use(signed
     assert cells["1"][:4] == ["0.667", "1.000", "0.800", "0.500"]
     assert cells["2"][:4] == ["1.000", "1.000", "1.000", "0.700"]
     assert cells["3"][:4] == ["—", "—", "—", "—"]
+
+
+def test_compare_with_a_version_still_training_says_what_it_can(signed_in, project):
+    make_trained_version(project, scores=_scored(_fill(project, normal=2, anomaly=1)))
+    ModelVersion.objects.create(project=project, version=2, backbone="lite0", status=Status.TRAINING)
+    page = signed_in.get("/projects/cookies/models/compare?v=1&v=2").content.decode()
+    assert "At least two of the chosen versions must be trained" in page
+    assert re.search(r'<tr data-metric="f1"><th>F1</th><td>[0-9.]+</td><td>—</td></tr>', page)
+
+
+def test_versions_evaluated_on_different_images_cannot_be_compared_image_by_image(signed_in, project):
+    first = _fill(project, normal=2, anomaly=1)
+    make_trained_version(project, scores=_scored(first))
+    second = _fill(project, normal=2, anomaly=1, split="test")
+    make_trained_version(project, scores={**{image: None for image in first}, **_scored(second)}, evaluation="test_dataset")
+    page = signed_in.get("/projects/cookies/models/compare?v=1&v=2").content.decode()
+    assert "No image was evaluated by all of these versions" in page
+    assert "<strong>3</strong> images added" in page
