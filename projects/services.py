@@ -159,12 +159,16 @@ def preview_size(width: int, height: int, max_side: int = 320) -> tuple[int, int
 
 
 def check_upload_size(data: bytes) -> None:
-    _check_size(len(data), settings.KENPIN_MAX_UPLOAD_BYTES)
+    check_upload_length(len(data))
 
 
-def _check_size(size: int, limit: int) -> None:
-    if size > limit:
-        raise TooLarge(f"The file is {size / 1e6:.1f} MB; the largest accepted is {limit / 1e6:.0f} MB.")
+def check_upload_length(length: int) -> None:
+    """TooLarge for a file of `length` bytes over the limit; callers check before reading it."""
+    limit = settings.KENPIN_MAX_UPLOAD_BYTES
+    if length > limit:
+        raise TooLarge(
+            f"The file is {length / 1e6:.1f} MB; the largest accepted is {limit / 1e6:.0f} MB.",
+        )
 
 
 def upload_read(*, file) -> bytes:
@@ -172,7 +176,7 @@ def upload_read(*, file) -> bytes:
 
     Checking the size first keeps a huge upload out of memory: only its temporary file exists.
     """
-    _check_size(file.size, settings.KENPIN_MAX_UPLOAD_BYTES)
+    check_upload_length(file.size)
     return file.read()
 
 
@@ -318,8 +322,9 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
     Each image is added on its own, so one bad file does not stop the others.
     """
     _dataset(project=project, split=split)
-    if getattr(file, "size", None) is not None:
-        _check_size(file.size, settings.KENPIN_MAX_ZIP_BYTES)
+    if getattr(file, "size", 0) > settings.KENPIN_MAX_ZIP_BYTES:
+        raise TooLarge(f"The zip is {file.size / 1e9:.1f} GB; import at most "
+                       f"{settings.KENPIN_MAX_ZIP_BYTES / 1e9:.0f} GB at a time.")
     try:
         archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError):
@@ -345,7 +350,7 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
         for entry, label in images:
             path = PurePosixPath(entry.filename)
             try:
-                _check_size(entry.file_size, settings.KENPIN_MAX_UPLOAD_BYTES)
+                check_upload_length(entry.file_size)
                 mask_entry = masks.get(path.stem) if label == Label.ANOMALY else None
                 report.added.append(
                     dataset_add_image(

@@ -93,7 +93,7 @@ def model_version_list_usable(*, project: Project) -> QuerySet[ModelVersion]:
     return model_version_list(project=project).filter(status__in=USABLE_STATUSES)
 
 
-# --- Performance at a threshold ------------------------------------------------------------------
+# --- Results at the threshold in use ---------------------------------------------------------------
 
 
 def _threshold(mv: ModelVersion) -> float:
@@ -133,14 +133,14 @@ def confusion_at(*, rows, threshold: float) -> Confusion:
 
 
 @dataclass
-class Performance:
+class ResultsAtThreshold:
     rows: list[ModelVersionImage]  # evaluated images, highest score first
     confusion: Confusion  # at the version's threshold in use
     n_normal: int
     n_anomaly: int
 
 
-def model_version_performance(*, model_version: ModelVersion) -> Performance:
+def model_version_results_at_threshold(*, model_version: ModelVersion) -> ResultsAtThreshold:
     """Per-image results and the confusion matrix at the threshold the version uses now.
 
     The engine's metrics are at the trained threshold; people may have moved it since, so the
@@ -152,7 +152,7 @@ def model_version_performance(*, model_version: ModelVersion) -> Performance:
         row.predicted_anomaly = row.score >= threshold
         row.is_error = row.predicted_anomaly != (row.label == Label.ANOMALY)
         row.confidence = confidence(row.score, threshold)
-    return Performance(
+    return ResultsAtThreshold(
         rows=rows,
         confusion=confusion_at(rows=rows, threshold=threshold),
         n_normal=sum(1 for row in rows if row.label == Label.NORMAL),
@@ -204,7 +204,7 @@ class Column:
     """One version in the side-by-side table."""
 
     model_version: ModelVersion
-    performance: Performance | None  # None until trained
+    performance: ResultsAtThreshold | None  # None until trained
     snapshot: dict[str, dict[str, int]]  # split -> label -> number of images it was given
 
 
@@ -263,7 +263,7 @@ def model_version_compare(*, project: Project, versions: list[int]) -> Compariso
         snapshot = {split: {label: 0 for label in (Label.NORMAL, Label.ANOMALY)} for split in ("train", "test")}
         for row in rows[mv.pk].values():
             snapshot[row.split][row.label] += 1
-        performance = model_version_performance(model_version=mv) if mv.is_usable else None
+        performance = model_version_results_at_threshold(model_version=mv) if mv.is_usable else None
         columns.append(Column(model_version=mv, performance=performance, snapshot=snapshot))
 
     trained = [mv for mv in mvs if mv.is_usable]

@@ -15,7 +15,7 @@ from training.selectors import (
     model_version_get,
     model_version_list,
     model_version_list_with_performance,
-    model_version_performance,
+    model_version_results_at_threshold,
     model_version_result_get,
     training_readiness,
 )
@@ -62,7 +62,7 @@ def model_detail(request, name, version):
     mv = model_version_get(project=project, version=version)
     context = {"project": project, "mv": mv}
     if mv.is_usable:
-        performance = model_version_performance(model_version=mv)
+        performance = model_version_results_at_threshold(model_version=mv)
         metrics = mv.metrics or {}
         context.update({
             "performance": performance,

@@ -273,3 +273,14 @@ def test_a_mask_of_the_wrong_size_is_refused_and_the_image_kept(signed_in, proje
     assert "The mask was not saved" in response.content.decode()
     image.refresh_from_db()
     assert not image.mask and image.label == "unlabeled"
+
+
+def test_a_zip_over_the_limit_is_refused_before_it_is_read(signed_in, project, settings):
+    settings.KENPIN_MAX_ZIP_BYTES = 100
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("normal/a.png", image_bytes())
+    response = signed_in.post("/projects/cookies/images/import", {
+        "file": SimpleUploadedFile("big.zip", archive.getvalue()), "split": "train",
+    }, follow=True)
+    assert "import at most" in response.content.decode() and not Image.objects.exists()
