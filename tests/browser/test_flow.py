@@ -176,7 +176,7 @@ def test_from_an_empty_console_to_compared_versions_and_a_verified_trial(
     page.wait_for_url("**/models/1/")
     screenshot(page, "06-training")
     seen = watch_training(page, 1)
-    assert any(state in ("QUEUED", "TRAINING") for state, _ in seen), seen
+    assert any(state in ("QUEUED", "TRAINING") and re.fullmatch(r"\d+%", progress) for state, progress in seen), seen
 
     # --- Version page: metrics, curves, the threshold slider ------------------------------------
     expect(page.locator("#evaluation")).to_contain_text("cross-validation")
