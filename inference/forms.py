@@ -15,8 +15,7 @@ class TrialForm(forms.Form):
     def __init__(self, *args, versions, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["model_version"].choices = [
-            (mv.version, f"Version {mv.version}" + (f" — {mv.description[:60]}" if mv.description else "")
-             + (f" (F1 {mv.metrics['f1']:.2f})" if mv.metrics.get("f1") is not None else ""))
+            (mv.version, f"Version {mv.version}" + (f" — {mv.description[:60]}" if mv.description else ""))
             for mv in versions
         ]
 
