@@ -22,7 +22,7 @@ from engine.backbones import BACKBONES, Backbone
 
 # Bumped whenever engine.export changes what the graph computes, so that stale cached graphs are
 # not reused. Stored in model.json; a model refuses to run on a different graph version.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 STRIDE = 8  # px of input per feature cell
 _ALIGN = 16  # input sides are multiples of the coarsest stage's stride
 

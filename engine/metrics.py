@@ -88,11 +88,13 @@ def average_precision(scores, labels) -> float | None:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def best_f1_threshold(scores, labels) -> float | None:
-    """The threshold with the best F1, placed halfway into the gap below the lowest flagged score.
+def best_f1_threshold(scores, labels, *, gap_fraction: float = 0.5) -> float | None:
+    """The threshold with the best F1, placed inside the gap below the lowest flagged score.
 
-    Halfway rather than at the score itself, so that an image scoring a hair below the lowest
-    anomaly of the calibration set is not decided by rounding. None without both classes.
+    `gap_fraction` is where in the gap between the highest unflagged and the lowest flagged score
+    (0 at the former, 1 at the latter); inside rather than at a score, so that an image scoring a
+    hair below the lowest anomaly of the calibration set is not decided by rounding. None
+    without both classes.
     """
     s, y = _arrays(scores, labels)
     if y.all() or not y.any():
@@ -101,7 +103,7 @@ def best_f1_threshold(scores, labels) -> float | None:
     f1 = 2 * tps / (tps + fps + y.sum())
     best = int(np.argmax(f1))  # first maximum: the highest threshold among equally good ones
     below = thresholds[best + 1] if best + 1 < thresholds.size else thresholds[best] - 1.0
-    return float((thresholds[best] + below) / 2)
+    return float(below + gap_fraction * (thresholds[best] - below))
 
 
 def downsample_curve(x: np.ndarray, y: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:

@@ -3,22 +3,11 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from engine import Sample, decode_image, decode_mask
 
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def backbone_cache(tmp_path_factory):
-    """A fresh graph cache for the run, so the suite also exercises the ONNX export subprocess."""
-    directory = tmp_path_factory.mktemp("kenpin-cache")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("KENPIN_CACHE_DIR", str(directory))
-    yield directory
-    patch.undo()
 
 
 def shrink(image: np.ndarray, long_side: int) -> np.ndarray:

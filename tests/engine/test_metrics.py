@@ -49,3 +49,7 @@ def test_average_precision_steps_over_recall():
 def test_best_f1_threshold_sits_in_the_gap_below_the_lowest_flagged_score():
     assert best_f1_threshold([0.1, 0.2, 0.6, 0.9], [0, 0, 1, 1]) == pytest.approx(0.4)
     assert best_f1_threshold([0.1, 0.2], [0, 0]) is None
+
+
+def test_the_threshold_can_sit_nearer_the_normal_side_of_the_gap():
+    assert best_f1_threshold([0.1, 0.2, 0.6, 0.9], [0, 0, 1, 1], gap_fraction=0.25) == pytest.approx(0.3)

@@ -1,0 +1,272 @@
+"""The LFV-30 benchmark: our engine, and optionally anomalib's PatchCore, on the same splits.
+
+Protocol (../shared/datasets/README.md): for each data set and seed, shuffle the normal and the
+anomalous files with the seed, train on 20 normal + 10 anomalous, test on up to 50 normal + 50
+anomalous of the rest. Each model is saved, then served by a fresh subprocess that loads it and
+predicts the test files one at a time from their encoded bytes to the mask; that process reports
+the per-image latencies and its own peak RSS, so neither includes what training cost.
+
+Run it with `python manage.py benchmark --data DIR ...` or `python -m engine.benchmark --data ...`.
+The peer runs in a separate virtual environment (docs/benchmarks.md says how to set it up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from engine.backbones import BACKBONES, DEFAULT_BACKBONE
+from engine.images import decode_image, decode_mask
+from engine.metrics import average_precision, metrics_at_threshold, roc_auc
+from engine.model import AnomalyModel
+from engine.training import Sample, pixel_auroc, train
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+KEYS = ("auroc", "ap", "precision", "recall", "f1", "pixel_auroc", "fit_s", "infer_ms_p50", "infer_ms_p95", "peak_rss_mb")
+TRAIN_NORMAL, TRAIN_ANOMALY, TEST_PER_CLASS = 20, 10, 50
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    label: int
+    mask: Path | None
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+
+
+def lfv30_split(data: Path, seed: int) -> tuple[list[Item], list[Item]]:
+    """(train, test) items of one data set for one seed."""
+    rng = np.random.default_rng(seed)
+    split = {}
+    for label, sub in ((0, "normal"), (1, "anomaly")):
+        files = _images(data / sub)
+        shuffled = [files[i] for i in rng.permutation(len(files))]
+        n_train = TRAIN_NORMAL if label == 0 else TRAIN_ANOMALY
+        items = [Item(p, label, m if (m := data / "mask" / f"{p.stem}.png").exists() else None) for p in shuffled]
+        split[label] = (items[:n_train], items[n_train : n_train + TEST_PER_CLASS])
+    return split[0][0] + split[1][0], split[0][1] + split[1][1]
+
+
+def _sample(item: Item) -> Sample:
+    image = decode_image(item.path.read_bytes())
+    mask = None
+    if item.mask is not None:
+        mask = decode_mask(item.mask.read_bytes(), width=image.shape[1], height=image.shape[0])
+    return Sample(key=item.path.name, image=image, label=item.label, mask=mask)
+
+
+def _masks(test: Sequence[Item]) -> list[np.ndarray | None]:
+    """Ground-truth masks for pixel AUROC: normal images count as defect-free, anomalies need a file."""
+    out = []
+    for item in test:
+        if item.mask is not None:
+            height, width = decode_image(item.path.read_bytes()).shape[:2]
+            out.append(decode_mask(item.mask.read_bytes(), width=width, height=height))
+        elif item.label == 0:
+            height, width = decode_image(item.path.read_bytes()).shape[:2]
+            out.append(np.zeros((height, width), dtype=bool))
+        else:
+            out.append(None)
+    return out
+
+
+def score(served: dict, test: Sequence[Item], masks: Sequence[np.ndarray | None], fit_s: float) -> dict:
+    """Benchmark numbers of one run from what its serving process reported."""
+    scores, labels = np.asarray(served["scores"]), np.array([i.label for i in test])
+    at = metrics_at_threshold(scores, labels, served["threshold"])
+    with_mask = [(m, mask) for m, mask in zip(served["maps"], masks) if mask is not None]
+    has_pixel_truth = any(i.mask is not None for i in test)
+    times = np.asarray(served["times_ms"])
+    return {
+        "auroc": roc_auc(scores, labels),
+        "ap": average_precision(scores, labels),
+        "precision": at["precision"],
+        "recall": at["recall"],
+        "f1": at["f1"],
+        "pixel_auroc": pixel_auroc([m for m, _ in with_mask], [k for _, k in with_mask]) if has_pixel_truth else None,
+        "fit_s": fit_s,
+        "infer_ms_p50": float(np.percentile(times, 50)),
+        "infer_ms_p95": float(np.percentile(times, 95)),
+        "peak_rss_mb": served["peak_rss_mb"],
+    }
+
+
+def _serve_subprocess(command: list[str], workdir: Path) -> dict:
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} failed:\n{result.stderr[-4000:]}")
+    served = json.loads((workdir / "served.json").read_text())
+    maps = np.load(workdir / "maps.npz")
+    served["maps"] = [maps[str(i)] for i in range(len(served["scores"]))]
+    return served
+
+
+def run_ours(train_items: Sequence[Item], test: Sequence[Item], *, backbone: str, seed: int, workdir: Path) -> tuple[float, dict]:
+    """Fit (decoding the training files included) and save; then serve in a fresh process."""
+    started = time.perf_counter()
+    result = train(train=[_sample(i) for i in train_items], backbone=backbone, seed=seed)
+    fit_s = time.perf_counter() - started
+    for name, data in result.model.to_files().items():
+        (workdir / name).write_bytes(data)
+    files = workdir / "test.txt"
+    files.write_text("\n".join(str(i.path) for i in test))
+    served = _serve_subprocess([sys.executable, "-m", "engine.benchmark", "serve", str(workdir)], workdir)
+    return fit_s, served
+
+
+def serve(workdir: Path) -> None:
+    """Subprocess side: load the model in `workdir`, predict its test files, report."""
+    model = AnomalyModel.from_files({n: (workdir / n).read_bytes() for n in ("model.safetensors", "model.json")})
+    paths = [Path(p) for p in (workdir / "test.txt").read_text().splitlines()]
+    model.predict(decode_image(paths[0].read_bytes()))  # load the graph, as a worker does at start
+    scores, maps, times = [], {}, []
+    for i, path in enumerate(paths):
+        data = path.read_bytes()
+        started = time.perf_counter()
+        prediction = model.predict(decode_image(data))
+        times.append((time.perf_counter() - started) * 1000)
+        scores.append(prediction.score)
+        maps[str(i)] = prediction.anomaly_map
+    np.savez(workdir / "maps.npz", **maps)
+    report = {
+        "scores": scores,
+        "threshold": model.threshold,
+        "times_ms": times,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch_imported": "torch" in sys.modules,
+    }
+    (workdir / "served.json").write_text(json.dumps(report))
+
+
+def run_peer(train_items: Sequence[Item], test: Sequence[Item], *, backbone: str, seed: int, workdir: Path) -> tuple[float, dict]:
+    if not PEER_PYTHON.exists():
+        raise RuntimeError(f"the peer needs {PEER_PYTHON}; set it up as docs/benchmarks.md describes")
+    spec = {"backbone": backbone, "seed": seed, "train": [[str(i.path), i.label] for i in train_items]}
+    (workdir / "peer.json").write_text(json.dumps(spec))
+    (workdir / "test.txt").write_text("\n".join(str(i.path) for i in test))
+    command = [str(PEER_PYTHON), "-m", "engine.peer_anomalib"]
+    fit = subprocess.run([*command, "fit", str(workdir)], cwd=ROOT, capture_output=True, text=True)
+    if fit.returncode != 0:
+        raise RuntimeError(f"anomalib fit failed:\n{fit.stderr[-4000:]}")
+    fit_s = json.loads((workdir / "fit.json").read_text())["fit_s"]
+    return fit_s, _serve_subprocess([*command, "serve", str(workdir)], workdir)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # progress lines of a run that takes minutes
+
+
+def _mean(runs: list[dict]) -> dict:
+    out = {}
+    for key in KEYS:
+        values = [r[key] for r in runs if r[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    out["std"] = {k: float(np.std([r[k] for r in runs])) for k in ("auroc", "f1") if all(r[k] is not None for r in runs)}
+    return out
+
+
+def benchmark(
+    data: Sequence[Path],
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    backbone: str = DEFAULT_BACKBONE,
+    peer: bool = False,
+    log: Callable[[str], None] = _print,
+) -> dict:
+    results = {}
+    for folder in data:
+        name = folder.name
+        ours, theirs = [], []
+        for seed in seeds:
+            train_items, test = lfv30_split(folder, seed)
+            masks = _masks(test)
+            with tempfile.TemporaryDirectory(prefix="kenpin-bench-") as tmp:
+                fit_s, served = run_ours(train_items, test, backbone=backbone, seed=seed, workdir=Path(tmp))
+            if served["torch_imported"]:
+                raise RuntimeError("the serving process imported torch; the inference path must not")
+            ours.append(score(served, test, masks, fit_s))
+            log(f"{name} seed {seed}: ours " + _line(ours[-1]))
+            if peer:
+                with tempfile.TemporaryDirectory(prefix="kenpin-peer-") as tmp:
+                    fit_s, served = run_peer(train_items, test, backbone=backbone, seed=seed, workdir=Path(tmp))
+                theirs.append(score(served, test, masks, fit_s))
+                log(f"{name} seed {seed}: peer " + _line(theirs[-1]))
+        results[name] = _mean(ours)
+        if peer:
+            results[name]["peer"] = _mean(theirs)
+    return {"datasets": results, "seeds": list(seeds), "backbone": backbone}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _line(r: dict) -> str:
+    return " ".join(f"{k}={_fmt(r[k], 1 if k in ('infer_ms_p50', 'infer_ms_p95', 'peak_rss_mb', 'fit_s') else 3)}" for k in KEYS)
+
+
+def table(results: dict) -> str:
+    """One row per data set (and peer, and our/peer ratio when the peer ran)."""
+    header = ["dataset", "who", "AUROC", "AP", "prec", "recall", "F1", "pixAUROC", "fit s", "p50 ms", "p95 ms", "RSS MB"]
+    rows = []
+    for name, r in results["datasets"].items():
+        rows.append([name, "kenpin", *(_cell(k, r[k]) for k in KEYS)])
+        if "peer" in r:
+            p = r["peer"]
+            rows.append(["", "anomalib", *(_cell(k, p[k]) for k in KEYS)])
+            ratios = [_fmt(r[k] / p[k], 2) if r[k] is not None and p[k] else "-" for k in KEYS]
+            rows.append(["", "ours/peer", *ratios])
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).rjust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _cell(key: str, value: float | None) -> str:
+    return _fmt(value, 1 if key in ("fit_s", "infer_ms_p50", "infer_ms_p95", "peak_rss_mb") else 3)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", nargs="+", type=Path, required=True, help="data set folders (normal/, anomaly/, mask/)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
+    parser.add_argument("--peer", action="store_true", help="also run anomalib's PatchCore (needs .venv-bench)")
+    parser.add_argument("--json", type=Path, help="write the mean results as JSON here")
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None] = _print) -> dict:
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    results = benchmark(args.data, seeds=seeds, backbone=args.backbone, peer=args.peer, log=log)
+    log(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        serve(Path(argv[1]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
