@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -148,7 +147,7 @@ def serve(workdir: Path) -> None:
         "scores": scores,
         "threshold": model.threshold,
         "times_ms": times,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "torch_imported": "torch" in sys.modules,
     }
     (workdir / "served.json").write_text(json.dumps(report))
@@ -174,6 +173,18 @@ def run_peer(train_items: Sequence[Item], test: Sequence[Item], *, backbone: str
 
 def _print(line: str) -> None:
     print(line, flush=True)  # progress lines of a run that takes minutes
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    VmHWM rather than getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a process
+    started from a large parent would report the parent's peak instead of its own.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _mean(runs: list[dict]) -> dict:

@@ -18,7 +18,6 @@ validation set here, since the protocol has no other data to spare).
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from engine.backbones import BACKBONES
+from engine.benchmark import peak_rss_mb
 from engine.export import build_classifier
 
 IMAGE_SIZE = (256, 256)  # anomalib PatchCore's default
@@ -117,7 +117,7 @@ def serve(workdir: Path) -> None:
         "scores": scores,
         "threshold": meta["threshold"],
         "times_ms": times,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "torch_imported": True,
     }
     (workdir / "served.json").write_text(json.dumps(report))

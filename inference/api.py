@@ -11,10 +11,10 @@ from pydantic import Field
 
 from inference import services
 from inference.models import TrialDetection, TrialImage
-from inference.selectors import trial_get, trial_image_get, trial_image_list, trial_list
-from projects.api import DatasetName, read_upload
+from inference.selectors import trial_get, trial_image_get, trial_images, trial_list
+from projects.api import DatasetName
 from projects.selectors import project_get_for_user
-from projects.services import check_upload_length
+from projects.services import check_upload_length, upload_read
 from training.api import ModelStatusOut
 from training.selectors import model_version_get
 
@@ -212,7 +212,7 @@ def create_trial(
     GET …/trials/{id}, then read …/trials/{id}/images."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     mv = model_version_get(project=project, version=model_version)
-    uploads = [services.TrialUpload(name=f.name or "", data=read_upload(f)) for f in files or ()]
+    uploads = [services.TrialUpload(name=f.name or "", data=upload_read(file=f)) for f in files or ()]
     created = services.trial_create(
         project=project, model_version=mv, user=request.auth, name=trial_name, uploads=uploads, image_ids=image_ids or ()
     )
@@ -237,7 +237,7 @@ def get_trial(request, name: str, trial_id: int):
 @paginate(PageNumberPagination, page_size=100, max_page_size=1000)
 def list_trial_images(request, name: str, trial_id: int):
     project = project_get_for_user(user=request.auth, name=name)
-    return trial_image_list(trial=trial_get(project=project, trial_id=trial_id))
+    return trial_images(trial=trial_get(project=project, trial_id=trial_id))
 
 
 @trials_router.patch("/{name}/trials/{trial_id}/images/{trial_image_id}", response=TrialImageOut,

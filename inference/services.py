@@ -29,6 +29,7 @@ from projects.services import (
     dataset_add_image,
     preview_size,
     storage_delete_on_commit,
+    upload_read,
 )
 from training.models import ModelVersion, Status
 
@@ -41,6 +42,11 @@ MAX_TRIAL_IMAGES = 2000
 class TrialUpload:
     name: str
     data: bytes
+
+
+def trial_upload_read(*, file) -> TrialUpload:
+    """An uploaded file (Django UploadedFile) as a trial upload; TooLarge before reading a huge one."""
+    return TrialUpload(name=file.name, data=upload_read(file=file))
 
 
 @dataclass

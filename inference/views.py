@@ -1,18 +1,172 @@
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from inference.selectors import trial_get, trial_list
-from projects.selectors import project_get_for_user
+from console.errors import Invalid, KenpinError
+from console.files import storage_file_response
+from console.http import form_error
+from inference import services
+from inference.forms import AddToDatasetForm, TrialForm, VerdictForm
+from inference.selectors import (
+    TRIAL_FILTERS,
+    trial_get,
+    trial_image_file,
+    trial_image_get,
+    trial_images,
+    trial_list,
+    trial_summary,
+)
+from projects.models import Label
+from projects.selectors import image_list, project_get_for_user
+from training.selectors import model_version_get, model_version_list_usable
+
+# Unlabeled images offered for a trial; more are better tried by uploading them anew.
+MAX_OFFERED_IMAGES = 200
 
 
-@require_GET
+def _index_page(request, project, form, *, status=200):
+    versions = list(model_version_list_usable(project=project))
+    return render(request, "inference/list.html", {
+        "project": project,
+        "trials": trial_list(project=project),
+        "versions": versions,
+        "form": form,
+        "unlabeled": image_list(project=project, label=Label.UNLABELED)[:MAX_OFFERED_IMAGES],
+        "chosen_ids": set(form["image_ids"].value() or []) if form.is_bound else set(),
+    }, status=status)
+
+
+@require_http_methods(["GET", "POST"])
 def trial_index(request, name):
-    project = project_get_for_user(user=request.user, name=name)
-    return render(request, "inference/list.html", {"project": project, "trials": trial_list(project=project)})
+    """The project's trial detections, and the form that starts a new one (POST, editors)."""
+    project = project_get_for_user(user=request.user, name=name, write=request.method == "POST")
+    versions = list(model_version_list_usable(project=project))
+    if request.method == "GET":
+        form = TrialForm(versions=versions, initial={"model_version": request.GET.get("version")})
+        return _index_page(request, project, form)
+    form = TrialForm(request.POST, versions=versions)
+    if not form.is_valid():
+        messages.error(request, form_error(form))
+        return _index_page(request, project, form, status=400)
+    rejected = []
+    uploads = []
+    for file in request.FILES.getlist("files"):
+        try:
+            uploads.append(services.trial_upload_read(file=file))
+        except KenpinError as exc:
+            rejected.append((file.name, exc.message))
+    try:
+        if not uploads and not form.cleaned_data["image_ids"]:
+            raise Invalid(
+                "Add photos to try the model on, or tick some of the project's unlabeled images."
+                + "".join(f" {name}: {reason}" for name, reason in rejected)
+            )
+        created = services.trial_create(
+            project=project,
+            model_version=model_version_get(project=project, version=form.cleaned_data["model_version"]),
+            user=request.user,
+            name=form.cleaned_data["name"],
+            uploads=uploads,
+            image_ids=form.cleaned_data["image_ids"],
+        )
+    except KenpinError as exc:
+        messages.error(request, exc.message)
+        return _index_page(request, project, form, status=exc.status)
+    for file_name, reason in rejected + created.rejected:
+        messages.warning(request, f"{file_name} was left out: {reason}")
+    return redirect("inference:detail", name=project.name, trial_id=created.trial.pk)
+
+
+def _detail_context(project, trial) -> dict:
+    return {
+        "project": project,
+        "trial": trial,
+        "summary": trial_summary(trial=trial),
+        "add_form": AddToDatasetForm(),
+    }
 
 
 @require_GET
 def trial_detail(request, name, trial_id):
     project = project_get_for_user(user=request.user, name=name)
     trial = trial_get(project=project, trial_id=trial_id)
-    return render(request, "inference/detail.html", {"project": project, "trial": trial, "images": trial.images.all()})
+    show = request.GET.get("show", "")
+    return render(request, "inference/detail.html", {
+        **_detail_context(project, trial),
+        "images": trial_images(trial=trial, show=show),
+        "show": show if show in TRIAL_FILTERS else "",
+    })
+
+
+@require_GET
+def trial_status(request, name, trial_id):
+    """The progress fragment htmx polls while the trial runs."""
+    project = project_get_for_user(user=request.user, name=name)
+    trial = trial_get(project=project, trial_id=trial_id)
+    response = render(request, "inference/_status.html", {"project": project, "trial": trial})
+    if trial.is_final and request.htmx:
+        response["HX-Refresh"] = "true"  # the full page shows the predictions
+    return response
+
+
+@require_POST
+def trial_image_verdict(request, name, trial_id, trial_image_id):
+    """Mark one prediction correct or incorrect; htmx swaps in the card and the add-to-dataset panel."""
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    trial = trial_get(project=project, trial_id=trial_id)
+    row = trial_image_get(trial=trial, trial_image_id=trial_image_id)
+    form = VerdictForm(request.POST)
+    error = ""
+    try:
+        if not form.is_valid():
+            raise Invalid(form_error(form))
+        row = services.trial_image_set_verdict(trial_image=row, verdict=form.cleaned_data["verdict"])
+    except KenpinError as exc:
+        error = exc.message
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        return redirect("inference:detail", name=project.name, trial_id=trial.pk)
+    return render(request, "inference/_verdict_response.html", {
+        **_detail_context(project, trial), "ti": row, "error": error,
+    })
+
+
+@require_POST
+def trial_add_to_dataset(request, name, trial_id):
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    trial = trial_get(project=project, trial_id=trial_id)
+    form = AddToDatasetForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_error(form))
+        return redirect("inference:detail", name=project.name, trial_id=trial.pk)
+    report = services.trial_add_verified_to_dataset(trial=trial, user=request.user, split=form.cleaned_data["split"])
+    if report.added or report.relabeled:
+        parts = []
+        if report.added:
+            parts.append(f"{report.added} new image{'s' if report.added != 1 else ''} added to the dataset")
+        if report.relabeled:
+            parts.append(f"{report.relabeled} image{'s' if report.relabeled != 1 else ''} already in the project relabeled")
+        messages.success(request, " and ".join(parts) + " with the labels you verified. Train a new version to use them.")
+    elif not report.skipped:
+        messages.info(request, "No verified image is waiting: mark predictions correct or incorrect first.")
+    for file_name, reason in report.skipped:
+        messages.warning(request, f"{file_name} was not added: {reason}")
+    return redirect("inference:detail", name=project.name, trial_id=trial.pk)
+
+
+@require_POST
+def trial_delete(request, name, trial_id):
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    trial = trial_get(project=project, trial_id=trial_id)
+    services.trial_delete(trial=trial)
+    messages.success(request, f"Trial detection “{trial.name}” deleted. Images already added to the dataset stay there.")
+    return redirect("inference:list", name=project.name)
+
+
+@require_GET
+def trial_image_file_view(request, name, trial_id, trial_image_id, kind):
+    project = project_get_for_user(user=request.user, name=name)
+    trial = trial_get(project=project, trial_id=trial_id)
+    row = trial_image_get(trial=trial, trial_image_id=trial_image_id)
+    return storage_file_response(trial_image_file(trial_image=row, kind=kind))

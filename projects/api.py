@@ -82,12 +82,6 @@ def project_out(project: Project, *, role: str) -> dict:
     return {"name": project.name, "description": project.description, "created_at": project.created_at, "role": role}
 
 
-def read_upload(file: UploadedFile) -> bytes:
-    """The bytes of an uploaded file, refused (413) before reading when it is over the limit."""
-    services.check_upload_length(file.size)
-    return file.read()
-
-
 @router.post("", response={201: ProjectOut}, summary="Create a project")
 def create_project(request, payload: ProjectIn):
     project = services.project_create(user=request.auth, name=payload.name, description=payload.description)
@@ -133,12 +127,12 @@ def upload_image(
     project = project_get_for_user(user=request.auth, name=name, write=True)
     image = services.dataset_add_image(
         project=project,
-        data=read_upload(file),
+        data=services.upload_read(file=file),
         name=file.name or "",
         label=label,
         split=dataset,
         user=request.auth,
-        mask=read_upload(mask) if mask is not None else None,
+        mask=services.upload_read(file=mask) if mask is not None else None,
     )
     return Status(201, image)
 

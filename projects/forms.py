@@ -1,12 +1,87 @@
 from django import forms
 
-from projects.models import PROJECT_NAME_PATTERN
+from projects.models import PROJECT_NAME_PATTERN, Label, Role, Split
 
 
 class ProjectForm(forms.Form):
     name = forms.CharField(
         max_length=255,
         help_text="Letters, digits, '-' and '_'; for example circuit-boards-line-2.",
-        widget=forms.TextInput(attrs={"pattern": PROJECT_NAME_PATTERN, "autocomplete": "off"}),
+        # Browsers compile `pattern` in Unicode-sets mode, where a bare "-" in a class is an error.
+        widget=forms.TextInput(attrs={"pattern": PROJECT_NAME_PATTERN.replace("_-]", r"_\-]"), "autocomplete": "off"}),
     )
     description = forms.CharField(required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class ProjectUpdateForm(forms.Form):
+    description = forms.CharField(required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class ProjectDeleteForm(forms.Form):
+    confirm_name = forms.CharField(label="Type the project's name to confirm", max_length=255)
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.EDITOR)
+
+
+class IdListField(forms.Field):
+    """The repeated `ids` values of a form (checkboxes, or a script's FormData) as integers."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value):
+        try:
+            return [int(v) for v in value or []]
+        except (TypeError, ValueError):
+            raise forms.ValidationError("Image ids are numbers.")
+
+    def validate(self, value):
+        if not value and self.required:
+            raise forms.ValidationError("Select at least one image first.")
+
+
+class ImageFilterForm(forms.Form):
+    """The label grid's filters, from the query string; anything unknown shows every image."""
+
+    label = forms.ChoiceField(choices=[("", "All labels")] + Label.choices, required=False)
+    split = forms.ChoiceField(choices=[("", "Both datasets")] + Split.choices, required=False)
+    page = forms.IntegerField(min_value=1, required=False)
+
+    def filters(self) -> dict:
+        if not self.is_valid():
+            return {"label": "", "split": "", "page": 1}
+        return {**self.cleaned_data, "page": self.cleaned_data["page"] or 1}
+
+
+class ImagesLabelForm(forms.Form):
+    ids = IdListField()
+    label = forms.ChoiceField(choices=Label.choices)
+
+
+class ImagesMoveForm(forms.Form):
+    ids = IdListField()
+    split = forms.ChoiceField(choices=Split.choices)
+
+
+class ImagesDeleteForm(forms.Form):
+    ids = IdListField()
+
+
+class ImageUploadForm(forms.Form):
+    """One image per request: the upload page's script sends each file on its own."""
+
+    file = forms.FileField(allow_empty_file=True)  # the service explains an empty file in words
+    label = forms.ChoiceField(choices=Label.choices, required=False)
+    split = forms.ChoiceField(choices=Split.choices, required=False)
+    mask = forms.FileField(required=False)
+
+
+class ZipImportForm(forms.Form):
+    file = forms.FileField(label="Zip file")
+    split = forms.ChoiceField(choices=Split.choices, initial=Split.TRAIN, label="Into the", widget=forms.RadioSelect)
+
+
+class MaskForm(forms.Form):
+    mask = forms.FileField(label="Defect mask (PNG, same size as the image, white where the defect is)")

@@ -25,6 +25,15 @@ class Project(models.Model):
     def __str__(self):
         return self.name
 
+    # `role` is annotated by the selectors that fetch a project for a user (project_get_for_user).
+    @property
+    def can_write(self) -> bool:
+        return getattr(self, "role", None) in (Role.OWNER, Role.EDITOR)
+
+    @property
+    def is_owner(self) -> bool:
+        return getattr(self, "role", None) == Role.OWNER
+
 
 class Role(models.TextChoices):
     OWNER = "owner", "Owner"

@@ -91,5 +91,26 @@ def image_get(*, project: Project, image_id: int) -> Image:
     return image
 
 
+def image_states(*, project: Project, image_ids: list[int]) -> list[dict]:
+    """Label and dataset of the given images, for the label grid to redraw its tiles."""
+    return [
+        {"id": row["id"], "label": row["label"], "split": row["dataset__split"]}
+        for row in Image.objects.filter(project=project, pk__in=image_ids).values("id", "label", "dataset__split")
+    ]
+
+
+def image_neighbours(*, project: Project, image: Image, label: str = "", split: str = "") -> tuple[int | None, int | None]:
+    """The ids of the images before and after `image` in the grid's order under the same filters.
+
+    The grid lists the newest first (`-uploaded_at, -id`), so "before" is newer and "after" older.
+    """
+    images = image_list(project=project, label=label or None, split=split or None)
+    newer = images.filter(Q(uploaded_at__gt=image.uploaded_at) | Q(uploaded_at=image.uploaded_at, id__gt=image.pk))
+    older = images.filter(Q(uploaded_at__lt=image.uploaded_at) | Q(uploaded_at=image.uploaded_at, id__lt=image.pk))
+    previous = newer.order_by("uploaded_at", "id").values_list("id", flat=True).first()
+    following = older.order_by("-uploaded_at", "-id").values_list("id", flat=True).first()
+    return previous, following
+
+
 def api_token_list(*, user) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user, revoked_at__isnull=True)

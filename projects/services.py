@@ -176,6 +176,15 @@ def check_upload_length(length: int) -> None:
         )
 
 
+def upload_read(*, file) -> bytes:
+    """The bytes of an uploaded file (Django UploadedFile), refused before reading when too large.
+
+    Checking the size first keeps a huge upload out of memory: only its temporary file exists.
+    """
+    check_upload_length(file.size)
+    return file.read()
+
+
 def dataset_add_image(
     *,
     project: Project,
@@ -328,6 +337,9 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
     Each image is added on its own, so one bad file does not stop the others.
     """
     _dataset(project=project, split=split)
+    if getattr(file, "size", 0) > settings.KENPIN_MAX_ZIP_BYTES:
+        raise TooLarge(f"The zip is {file.size / 1e9:.1f} GB; import at most "
+                       f"{settings.KENPIN_MAX_ZIP_BYTES / 1e9:.0f} GB at a time.")
     try:
         archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError):
@@ -353,9 +365,7 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
         for entry, label in images:
             path = PurePosixPath(entry.filename)
             try:
-                if entry.file_size > settings.KENPIN_MAX_UPLOAD_BYTES:
-                    raise TooLarge(f"The file is {entry.file_size / 1e6:.1f} MB; the largest accepted is "
-                                   f"{settings.KENPIN_MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
+                check_upload_length(entry.file_size)
                 mask_entry = masks.get(path.stem) if label == Label.ANOMALY else None
                 report.added.append(
                     dataset_add_image(

@@ -1,13 +1,44 @@
+from django.conf import settings
 from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.errors import KenpinError
+from console.errors import Invalid, KenpinError
 from console.files import storage_file_response
+from console.http import form_error, json_error, redirect_back, wants_json
+from inference.selectors import trial_list
 from projects import services
-from projects.forms import ProjectForm
-from projects.selectors import dataset_counts, image_get, project_get_for_user, project_has_test_dataset
+from projects.forms import (
+    ImageFilterForm,
+    ImagesDeleteForm,
+    ImagesLabelForm,
+    ImagesMoveForm,
+    ImageUploadForm,
+    MaskForm,
+    MemberForm,
+    ProjectDeleteForm,
+    ProjectForm,
+    ProjectUpdateForm,
+    ZipImportForm,
+)
+from projects.models import Label, Split
+from projects.selectors import (
+    dataset_counts,
+    image_get,
+    image_list,
+    image_neighbours,
+    image_states,
+    project_get_for_user,
+    project_has_test_dataset,
+    project_members,
+)
 from training.selectors import model_version_list, training_readiness
+
+IMAGES_PER_PAGE = 48  # 6 columns x 8 rows at 1280 px
 
 
 @require_http_methods(["GET", "POST"])
@@ -24,16 +55,312 @@ def project_create(request):
     return render(request, "projects/create.html", {"form": form}, status=400 if form.errors else 200)
 
 
+def _dataset_context(project, filters: dict | None = None) -> dict:
+    """What the overview, the label grid and its counts bar show about the datasets.
+
+    `chips` are the counts bar's filter links: per label within the chosen dataset, and per
+    dataset within the chosen label, so that each number is what clicking it will show.
+    """
+    counts = dataset_counts(project=project)
+    filters = filters or {"label": "", "split": ""}
+    splits = [filters["split"]] if filters["split"] else list(Split.values)
+
+    def n(label, split):
+        c = counts[split]
+        return c.total if not label else getattr(c, label)
+
+    label_chips = [("", "All", sum(n("", s) for s in splits))] + [
+        (label, name, sum(n(label, s) for s in splits)) for label, name in Label.choices
+    ]
+    split_chips = [("", "Both datasets", sum(n(filters["label"], s) for s in Split.values))] + [
+        (Split.TRAIN, "Training", n(filters["label"], Split.TRAIN)),
+        (Split.TEST, "Test", n(filters["label"], Split.TEST)),
+    ]
+    return {
+        "counts": counts,
+        "has_test": project_has_test_dataset(project=project),
+        "readiness": training_readiness(project=project),
+        "filters": filters,
+        "label_chips": label_chips,
+        "split_chips": split_chips,
+    }
+
+
 @require_GET
 def project_detail(request, name):
     project = project_get_for_user(user=request.user, name=name)
+    model_versions = list(model_version_list(project=project)[:5])
     return render(request, "projects/detail.html", {
         "project": project,
-        "counts": dataset_counts(project=project),
-        "has_test": project_has_test_dataset(project=project),
-        "readiness": training_readiness(project=project),
-        "model_versions": model_version_list(project=project)[:5],
+        **_dataset_context(project),
+        "model_versions": model_versions,
+        "trained_version": next((mv for mv in model_versions if mv.is_usable), None),
+        "trials": trial_list(project=project)[:5],
     })
+
+
+# --- Settings, members, deletion --------------------------------------------------------------
+
+
+def _settings_page(request, project, *, update_form=None, member_form=None, delete_form=None, status=200):
+    return render(request, "projects/settings.html", {
+        "project": project,
+        "members": project_members(project=project),
+        "update_form": update_form or ProjectUpdateForm(initial={"description": project.description}),
+        "member_form": member_form or MemberForm(),
+        "delete_form": delete_form or ProjectDeleteForm(),
+    }, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def project_settings(request, name):
+    """Read by every member; the description is changed by editors and owners (POST)."""
+    project = project_get_for_user(user=request.user, name=name, write=request.method == "POST")
+    if request.method == "GET":
+        return _settings_page(request, project)
+    form = ProjectUpdateForm(request.POST)
+    if not form.is_valid():
+        return _settings_page(request, project, update_form=form, status=400)
+    services.project_update(project=project, **form.cleaned_data)
+    messages.success(request, "Description saved.")
+    return redirect("projects:settings", name=project.name)
+
+
+@require_POST
+def project_delete(request, name):
+    project = project_get_for_user(user=request.user, name=name, owner=True)
+    form = ProjectDeleteForm(request.POST)
+    if form.is_valid() and form.cleaned_data["confirm_name"].strip() != project.name:
+        form.add_error("confirm_name", f"Type “{project.name}” exactly to delete this project.")
+    if not form.is_valid():
+        return _settings_page(request, project, delete_form=form, status=400)
+    services.project_delete(project=project)
+    messages.success(request, f"Project “{name}” was deleted with its images, models and trial detections.")
+    return redirect("dashboard")
+
+
+@require_POST
+def member_set(request, name):
+    project = project_get_for_user(user=request.user, name=name, owner=True)
+    form = MemberForm(request.POST)
+    if form.is_valid():
+        try:
+            membership = services.member_set(project=project, **form.cleaned_data)
+        except KenpinError as exc:
+            form.add_error("username", exc.message)
+        else:
+            messages.success(request, f"{membership.user.username} is now {membership.get_role_display().lower()} of this project.")
+            return redirect("projects:settings", name=project.name)
+    return _settings_page(request, project, member_form=form, status=400)
+
+
+@require_POST
+def member_remove(request, name, user_id):
+    project = project_get_for_user(user=request.user, name=name, owner=True)
+    try:
+        services.member_remove(project=project, user_id=user_id)
+    except KenpinError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Member removed.")
+    return redirect("projects:settings", name=project.name)
+
+
+# --- Upload -----------------------------------------------------------------------------------
+
+
+@require_GET
+def image_upload_page(request, name):
+    project = project_get_for_user(user=request.user, name=name)
+    return render(request, "projects/upload.html", {
+        "project": project,
+        **_dataset_context(project),
+        "zip_form": ZipImportForm(),
+        "upload_config": {
+            "url": reverse("projects:image_add", kwargs={"name": project.name}),
+            "maxBytes": settings.KENPIN_MAX_UPLOAD_BYTES,
+            "labelUrl": reverse("projects:images", kwargs={"name": project.name}),
+        },
+    })
+
+
+@require_POST
+def image_add(request, name):
+    """One uploaded image (the upload page's script sends each file on its own), answered in JSON."""
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    form = ImageUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return json_error(Invalid(form_error(form)))
+    try:
+        mask = form.cleaned_data["mask"]
+        image = services.dataset_add_image(
+            project=project,
+            data=services.upload_read(file=form.cleaned_data["file"]),
+            name=form.cleaned_data["file"].name,
+            label=form.cleaned_data["label"] or None,
+            split=form.cleaned_data["split"] or Split.TRAIN,
+            mask=services.upload_read(file=mask) if mask else None,
+            user=request.user,
+        )
+    except KenpinError as exc:
+        return json_error(exc)
+    return JsonResponse(
+        {"id": image.pk, "name": str(image), "label": image.label, "split": image.dataset.split}, status=201
+    )
+
+
+@require_POST
+def images_import(request, name):
+    """A zip whose folders normal/ and anomaly/ label its images; the report is shown at once."""
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    form = ZipImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, form_error(form))
+        return redirect("projects:upload", name=project.name)
+    try:
+        report = services.dataset_import_zip(
+            project=project, file=form.cleaned_data["file"], split=form.cleaned_data["split"], user=request.user
+        )
+    except KenpinError as exc:
+        messages.error(request, exc.message)
+        return redirect("projects:upload", name=project.name)
+    return render(request, "projects/import_report.html", {
+        "project": project,
+        "report": report,
+        "split": form.cleaned_data["split"],
+        "labels": {label: sum(1 for image in report.added if image.label == label) for label in Label.values},
+    })
+
+
+# --- Label grid -------------------------------------------------------------------------------
+
+
+@require_GET
+def image_grid(request, name):
+    project = project_get_for_user(user=request.user, name=name)
+    filters = ImageFilterForm(request.GET).filters()
+    paginator = Paginator(image_list(project=project, label=filters["label"], split=filters["split"]), IMAGES_PER_PAGE)
+    page = paginator.get_page(filters["page"])
+    query = {k: v for k, v in (("label", filters["label"]), ("split", filters["split"])) if v}
+    return render(request, "projects/images.html", {
+        "project": project,
+        **_dataset_context(project, filters),
+        "page": page,
+        "query": urlencode(query),
+        "next_url": request.get_full_path(),
+        "grid_config": {
+            "label": reverse("projects:images_label", kwargs={"name": project.name}),
+            "move": reverse("projects:images_move", kwargs={"name": project.name}),
+            "delete": reverse("projects:images_delete", kwargs={"name": project.name}),
+        },
+    })
+
+
+@require_GET
+def image_counts(request, name):
+    """The counts bar of the label grid, fetched again by htmx after each change."""
+    project = project_get_for_user(user=request.user, name=name)
+    filters = ImageFilterForm(request.GET).filters()
+    return render(request, "projects/_counts.html", {"project": project, **_dataset_context(project, filters)})
+
+
+def _images_action(request, name, form_class, action):
+    """Run a change on many images: JSON for the grid's script, a redirect back for plain forms."""
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    form = form_class(request.POST)
+    fallback = reverse("projects:images", kwargs={"name": project.name})
+    try:
+        if not form.is_valid():
+            raise Invalid(form_error(form))
+        ids = form.cleaned_data["ids"]
+        message = action(project, form.cleaned_data)
+    except KenpinError as exc:
+        if wants_json(request):
+            return json_error(exc)
+        messages.error(request, exc.message)
+        return redirect_back(request, fallback)
+    if wants_json(request):
+        return JsonResponse({"message": message, "images": image_states(project=project, image_ids=ids)})
+    messages.success(request, message)
+    return redirect_back(request, fallback)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+@require_POST
+def images_label(request, name):
+    def label(project, data):
+        changed = services.images_set_label(project=project, image_ids=data["ids"], label=data["label"])
+        return f"{_plural(changed, 'image')} labeled {Label(data['label']).label.lower()}."
+
+    return _images_action(request, name, ImagesLabelForm, label)
+
+
+@require_POST
+def images_move(request, name):
+    def move(project, data):
+        moved = services.images_move(project=project, image_ids=data["ids"], split=data["split"])
+        return f"{_plural(moved, 'image')} moved to the {Split(data['split']).label.lower()}."
+
+    return _images_action(request, name, ImagesMoveForm, move)
+
+
+@require_POST
+def images_delete(request, name):
+    def delete(project, data):
+        deleted = services.images_delete(project=project, image_ids=data["ids"])
+        return f"{_plural(deleted, 'image')} deleted."
+
+    return _images_action(request, name, ImagesDeleteForm, delete)
+
+
+@require_POST
+def test_dataset_delete(request, name):
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    services.dataset_delete_test(project=project)
+    messages.success(request, "The test dataset was removed; its images are back in the training dataset. "
+                              "Models will be evaluated by cross-validation.")
+    return redirect_back(request, reverse("projects:detail", kwargs={"name": project.name}))
+
+
+# --- One image --------------------------------------------------------------------------------
+
+
+@require_GET
+def image_detail(request, name, image_id):
+    """The larger view of one image, with its mask, label and the grid's filters kept."""
+    project = project_get_for_user(user=request.user, name=name)
+    image = image_get(project=project, image_id=image_id)
+    filters = ImageFilterForm(request.GET).filters()
+    query = urlencode({k: v for k, v in (("label", filters["label"]), ("split", filters["split"])) if v})
+    previous, following = image_neighbours(project=project, image=image, label=filters["label"], split=filters["split"])
+    return render(request, "projects/image.html", {
+        "project": project,
+        "image": image,
+        "query": query,
+        "previous": previous,
+        "following": following,
+        "next_url": request.get_full_path(),
+        "mask_form": MaskForm(),
+    })
+
+
+@require_POST
+def image_mask_set(request, name, image_id):
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    image = image_get(project=project, image_id=image_id)
+    form = MaskForm(request.POST, request.FILES)
+    try:
+        if not form.is_valid():
+            raise Invalid(form_error(form))
+        services.image_set_mask(image=image, mask=services.upload_read(file=form.cleaned_data["mask"]))
+    except KenpinError as exc:
+        messages.error(request, f"The mask was not saved: {exc.message}")
+    else:
+        messages.success(request, "Defect mask saved; the image is labeled anomaly.")
+    return redirect_back(request, reverse("projects:image", kwargs={"name": project.name, "image_id": image.pk}))
 
 
 @require_GET

@@ -73,6 +73,19 @@ def user(db):
 
 
 @pytest.fixture
+def signed_in(client, user):
+    """The test client, signed in as `user`."""
+    client.login(username=user.username, password=factories.PASSWORD)
+    return client
+
+
+@pytest.fixture
+def project(user):
+    """A project named cookies, owned by `user`."""
+    return factories.make_project(owner=user, name="cookies")
+
+
+@pytest.fixture
 def shared_datasets():
     if not SHARED_DATASETS.is_dir():
         pytest.fail(f"the shared datasets are missing at {SHARED_DATASETS}")

@@ -1,11 +1,13 @@
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 
+from engine.metrics import metrics_at_threshold
+from engine.model import confidence
 from projects.models import Label, Project
 from projects.selectors import dataset_counts, project_has_test_dataset
-from training.models import ModelVersion, ModelVersionImage
+from training.models import USABLE_STATUSES, ModelVersion, ModelVersionImage
 
 # Lookout for Vision's minimums, kept: fewer images give models that cannot be trusted.
 MIN_TRAIN_NORMAL_ALONE = 20
@@ -48,6 +50,25 @@ def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(project=project).order_by("-version")
 
 
+def model_version_list_with_performance(*, project: Project) -> list[ModelVersion]:
+    """The versions, newest first, each with `confusion` at its threshold in use (None until trained).
+
+    Counted by the database in one query, so that the list stays cheap with many versions and
+    images; the rule is the engine's: flagged when score >= threshold.
+    """
+    flagged, passed = Q(images__score__gte=F("threshold")), Q(images__score__lt=F("threshold"))
+    anomaly, normal = Q(images__label=Label.ANOMALY), Q(images__label=Label.NORMAL)
+    versions = list(model_version_list(project=project).annotate(
+        tp=Count("images", filter=flagged & anomaly),
+        fp=Count("images", filter=flagged & normal),
+        tn=Count("images", filter=passed & normal),
+        fn=Count("images", filter=passed & anomaly),
+    ))
+    for mv in versions:
+        mv.confusion = Confusion(tp=mv.tp, fp=mv.fp, tn=mv.tn, fn=mv.fn) if mv.is_usable else None
+    return versions
+
+
 def model_version_get(*, project: Project, version: int) -> ModelVersion:
     mv = ModelVersion.objects.filter(project=project, version=version).first()
     if mv is None:
@@ -60,26 +81,234 @@ def model_version_results(*, model_version: ModelVersion) -> QuerySet[ModelVersi
     return model_version.images.filter(score__isnull=False).order_by("-score")
 
 
-def model_version_performance(*, model_version: ModelVersion) -> dict | None:
-    """How the version performs at its *current* threshold; None until it is trained.
+def model_version_result_get(*, model_version: ModelVersion, row_id: int) -> ModelVersionImage:
+    row = model_version.images.filter(pk=row_id).first()
+    if row is None:
+        raise Http404
+    return row
 
-    Precision, recall, F1 and the confusion matrix are recomputed from the evaluated images'
-    scores, so that they follow a threshold moved after training; ROC AUC and average precision
-    do not depend on the threshold and come from the training's metrics.
+
+def model_version_list_usable(*, project: Project) -> QuerySet[ModelVersion]:
+    """Versions with a trained model, newest first: the ones a trial detection can use."""
+    return model_version_list(project=project).filter(status__in=USABLE_STATUSES)
+
+
+# --- Results at the threshold in use ---------------------------------------------------------------
+
+
+def _threshold(mv: ModelVersion) -> float:
+    return mv.threshold if mv.threshold is not None else 0.5
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts when flagging every score >= threshold as an anomaly (the engine's rule), with the
+    precision, recall and F1 they give (0 where undefined, as engine.metrics does)."""
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def confusion_at(*, rows, threshold: float) -> Confusion:
+    """The confusion matrix of evaluated snapshot rows (score and label) at `threshold`."""
+    matrix = metrics_at_threshold(
+        [row.score for row in rows], [int(row.label == Label.ANOMALY) for row in rows], threshold
+    )["confusion_matrix"]
+    return Confusion(**matrix)
+
+
+@dataclass
+class ResultsAtThreshold:
+    rows: list[ModelVersionImage]  # evaluated images, highest score first
+    confusion: Confusion  # at the version's threshold in use
+    n_normal: int
+    n_anomaly: int
+
+
+def model_version_results_at_threshold(*, model_version: ModelVersion) -> ResultsAtThreshold:
+    """Per-image results and the confusion matrix at the threshold the version uses now.
+
+    The engine's metrics are at the trained threshold; people may have moved it since, so the
+    matrix is counted again from the evaluated images' scores, which never change.
+    """
+    rows = list(model_version_results(model_version=model_version).select_related("image"))
+    threshold = _threshold(model_version)
+    for row in rows:
+        row.predicted_anomaly = row.score >= threshold
+        row.is_error = row.predicted_anomaly != (row.label == Label.ANOMALY)
+        row.confidence = confidence(row.score, threshold)
+    return ResultsAtThreshold(
+        rows=rows,
+        confusion=confusion_at(rows=rows, threshold=threshold),
+        n_normal=sum(1 for row in rows if row.label == Label.NORMAL),
+        n_anomaly=sum(1 for row in rows if row.label == Label.ANOMALY),
+    )
+
+
+def model_version_performance(*, model_version: ModelVersion) -> dict | None:
+    """The API's summary of how the version performs at its threshold in use; None until trained.
+
+    Precision, recall, F1 and the confusion matrix are counted again at the current threshold
+    (confusion_at), so that they follow a threshold moved after training; ROC AUC and average
+    precision do not depend on the threshold and come from the training's metrics.
     """
     if not model_version.metrics or model_version.threshold is None:
         return None
-    from engine.metrics import metrics_at_threshold
-
-    rows = list(model_version.images.filter(score__isnull=False).values_list("score", "label"))
-    at_threshold = metrics_at_threshold(
-        [score for score, _ in rows], [int(label == Label.ANOMALY) for _, label in rows], model_version.threshold
-    )
+    rows = list(model_version_results(model_version=model_version))
+    confusion = confusion_at(rows=rows, threshold=model_version.threshold)
     return {
-        **at_threshold,
+        "precision": confusion.precision,
+        "recall": confusion.recall,
+        "f1": confusion.f1,
+        "confusion_matrix": asdict(confusion),
         "roc_auc": model_version.metrics.get("roc_auc"),
         "average_precision": model_version.metrics.get("average_precision"),
         "threshold": model_version.threshold,
         "trained_threshold": model_version.trained_threshold,
         "evaluated_images": len(rows),
     }
+
+
+# --- Comparing versions --------------------------------------------------------------------------
+
+
+@dataclass
+class SnapshotChange:
+    """What differs between two versions' snapshots and settings (older -> newer)."""
+
+    older: ModelVersion
+    newer: ModelVersion
+    added: list[ModelVersionImage]  # newer's rows for images the older did not have
+    removed: list[ModelVersionImage]  # older's rows for images the newer does not have
+    relabeled: list[tuple[ModelVersionImage, ModelVersionImage]]  # (older row, newer row)
+    moved: list[tuple[ModelVersionImage, ModelVersionImage]]  # between training and test
+    settings: list[tuple[str, str, str]]  # (what, before, after)
+
+    @property
+    def data_changed(self) -> bool:
+        return bool(self.added or self.removed or self.relabeled or self.moved)
+
+
+@dataclass
+class Cell:
+    """One version's verdict on one image."""
+
+    model_version: ModelVersion
+    row: ModelVersionImage
+    predicted_anomaly: bool
+    correct: bool
+
+
+@dataclass
+class Disagreement:
+    """An image that versions evaluated alike but predicted differently."""
+
+    name: str
+    label: str  # the actual label, as the newest of the versions had it
+    cells: list[Cell]  # one per trained version, oldest first
+
+
+@dataclass
+class Column:
+    """One version in the side-by-side table."""
+
+    model_version: ModelVersion
+    performance: ResultsAtThreshold | None  # None until trained
+    snapshot: dict[str, dict[str, int]]  # split -> label -> number of images it was given
+
+
+@dataclass
+class Comparison:
+    columns: list[Column]  # oldest first
+    changes: list[SnapshotChange]  # each version against the one before it
+    trained: int  # how many of the versions have a trained model
+    evaluated_by_all: int  # images that every trained version evaluated
+    disagreements: list[Disagreement]
+
+
+def _describe_threshold(mv: ModelVersion) -> str:
+    return "—" if mv.threshold is None else f"{mv.threshold:.3f}"
+
+
+def _snapshot_change(older: ModelVersion, newer: ModelVersion, rows: dict[int, dict[str, ModelVersionImage]]) -> SnapshotChange:
+    before, after = rows[older.pk], rows[newer.pk]
+    common = before.keys() & after.keys()
+    settings = [
+        (what, a, b)
+        for what, a, b in (
+            ("Backbone", older.backbone, newer.backbone),
+            ("Threshold in use", _describe_threshold(older), _describe_threshold(newer)),
+            ("Evaluated by", older.get_evaluation_display() or "—", newer.get_evaluation_display() or "—"),
+        )
+        if a != b
+    ]
+    return SnapshotChange(
+        older=older,
+        newer=newer,
+        added=[after[sha] for sha in after.keys() - before.keys()],
+        removed=[before[sha] for sha in before.keys() - after.keys()],
+        relabeled=[(before[sha], after[sha]) for sha in common if before[sha].label != after[sha].label],
+        moved=[(before[sha], after[sha]) for sha in common if before[sha].split != after[sha].split],
+        settings=settings,
+    )
+
+
+def model_version_compare(*, project: Project, versions: list[int]) -> Comparison:
+    """Two or more versions side by side: metrics, what changed between them, where they disagree.
+
+    Versions are compared in the order they were trained. An image counts as a disagreement
+    when every trained version among them evaluated it (scored it without having trained on
+    it) and their predictions at their own thresholds differ.
+    """
+    mvs = list(ModelVersion.objects.filter(project=project, version__in=versions).order_by("version"))
+    if len(mvs) != len(set(versions)):
+        raise Http404
+    rows = {
+        mv.pk: {row.sha256: row for row in mv.images.select_related("image").order_by("original_name", "id")}
+        for mv in mvs
+    }
+    columns = []
+    for mv in mvs:
+        snapshot = {split: {label: 0 for label in (Label.NORMAL, Label.ANOMALY)} for split in ("train", "test")}
+        for row in rows[mv.pk].values():
+            snapshot[row.split][row.label] += 1
+        performance = model_version_results_at_threshold(model_version=mv) if mv.is_usable else None
+        columns.append(Column(model_version=mv, performance=performance, snapshot=snapshot))
+
+    trained = [mv for mv in mvs if mv.is_usable]
+    evaluated = [{sha for sha, row in rows[mv.pk].items() if row.score is not None} for mv in trained]
+    shared = set.intersection(*evaluated) if len(trained) >= 2 else set()
+    disagreements = []
+    newest = trained[-1] if trained else None
+    for sha in sorted(shared, key=lambda s: rows[newest.pk][s].original_name):
+        actual = rows[newest.pk][sha].label == Label.ANOMALY
+        cells = []
+        for mv in trained:
+            predicted = rows[mv.pk][sha].score >= _threshold(mv)
+            cells.append(Cell(model_version=mv, row=rows[mv.pk][sha], predicted_anomaly=predicted, correct=predicted == actual))
+        if len({cell.predicted_anomaly for cell in cells}) > 1:
+            row = rows[newest.pk][sha]
+            disagreements.append(Disagreement(name=row.original_name or sha[:12], label=row.label, cells=cells))
+
+    return Comparison(
+        columns=columns,
+        changes=[_snapshot_change(a, b, rows) for a, b in zip(mvs, mvs[1:])],
+        trained=len(trained),
+        evaluated_by_all=len(shared),
+        disagreements=disagreements,
+    )

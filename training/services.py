@@ -28,7 +28,9 @@ DEFAULT_BACKBONE = "lite0"
 HEARTBEAT_SECONDS = 10
 
 # Share of the progress bar each stage of the engine takes, in the order they usually run.
-STAGES = {"preparing": (0, 10), "features": (10, 55), "evaluating": (55, 85), "fitting": (85, 95), "saving": (95, 100)}
+# The engine reports features, then fitting (the cross-validation folds and the final bank, the
+# longest part), then evaluating.
+STAGES = {"preparing": (0, 10), "features": (10, 55), "fitting": (55, 90), "evaluating": (90, 95), "saving": (95, 100)}
 
 
 class TrainingCancelled(Exception):

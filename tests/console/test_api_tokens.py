@@ -14,12 +14,6 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def signed_in(client, user):
-    client.force_login(user)
-    return client
-
-
 def test_the_top_bar_links_to_the_tokens_page(signed_in):
     assert 'href="/account/tokens/"' in signed_in.get("/").content.decode()
 

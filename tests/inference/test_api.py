@@ -46,11 +46,6 @@ def owner_api(user, api_client):
 
 
 @pytest.fixture
-def project(user):
-    return make_project(owner=user, name="cookies")
-
-
-@pytest.fixture
 def hosted(project, owner_api, restore_model_version, celery_worker):
     """A real cookie model, hosted through the API in the real inference worker."""
     mv = restore_model_version(project)

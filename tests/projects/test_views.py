@@ -1,0 +1,286 @@
+"""The project pages: overview, settings and members, upload, zip import, label grid, one image."""
+
+import io
+import zipfile
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from projects.models import Image, Membership, Project, Role
+from tests.factories import PASSWORD, UserFactory, add_image, image_bytes, make_project
+
+pytestmark = pytest.mark.django_db
+
+JSON = {"HTTP_ACCEPT": "application/json"}
+
+
+def _fill(project, *, normal, anomaly, split="train"):
+    for _ in range(normal):
+        add_image(project, label="normal", split=split)
+    for _ in range(anomaly):
+        add_image(project, label="anomaly", split=split)
+
+
+# --- Overview ---------------------------------------------------------------------------------
+
+
+def test_the_overview_of_an_empty_project_says_to_upload_first(signed_in, project):
+    page = signed_in.get("/projects/cookies/").content.decode()
+    assert "Upload photos of your product" in page
+
+
+def test_the_overview_says_what_is_missing_and_offers_the_unlabeled_images(signed_in, project):
+    _fill(project, normal=19, anomaly=10)
+    add_image(project)
+    page = signed_in.get("/projects/cookies/").content.decode()
+    assert "Add 1 more normal image to the training dataset" in page
+    assert "Label the 1 unlabeled image" in page
+
+
+def test_the_overview_offers_training_once_the_data_is_enough(signed_in, project):
+    _fill(project, normal=20, anomaly=10)
+    assert "Train your first model" in signed_in.get("/projects/cookies/").content.decode()
+
+
+# --- Settings, members, deletion ------------------------------------------------------------------
+
+
+def test_an_editor_changes_the_description(client, project):
+    editor = UserFactory()
+    Membership.objects.create(project=project, user=editor, role=Role.EDITOR)
+    client.login(username=editor.username, password=PASSWORD)
+    response = client.post("/projects/cookies/settings/", {"description": "Line 2 cookies"})
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.description == "Line 2 cookies"
+
+
+def test_the_owner_adds_changes_and_removes_a_member(signed_in, project):
+    colleague = UserFactory(username="grace")
+    assert signed_in.post("/projects/cookies/members/", {"username": "grace", "role": "viewer"}).status_code == 302
+    assert Membership.objects.get(project=project, user=colleague).role == Role.VIEWER
+    signed_in.post("/projects/cookies/members/", {"username": "grace", "role": "editor"})
+    assert Membership.objects.get(project=project, user=colleague).role == Role.EDITOR
+    signed_in.post(f"/projects/cookies/members/{colleague.pk}/remove")
+    assert not Membership.objects.filter(project=project, user=colleague).exists()
+
+
+def test_adding_someone_without_an_account_says_so(signed_in, project):
+    response = signed_in.post("/projects/cookies/members/", {"username": "nobody", "role": "editor"})
+    assert response.status_code == 400
+    assert "There is no user named “nobody”" in response.content.decode()
+
+
+def test_the_last_owner_cannot_leave_and_is_told_why(signed_in, project, user):
+    response = signed_in.post(f"/projects/cookies/members/{user.pk}/remove", follow=True)
+    assert "needs at least one owner" in response.content.decode()
+    assert Membership.objects.filter(project=project, user=user, role=Role.OWNER).exists()
+
+
+def test_an_editor_cannot_manage_members_or_delete_the_project(client, project):
+    editor = UserFactory()
+    Membership.objects.create(project=project, user=editor, role=Role.EDITOR)
+    client.login(username=editor.username, password=PASSWORD)
+    assert client.post("/projects/cookies/members/", {"username": editor.username, "role": "owner"}).status_code == 403
+    assert client.post("/projects/cookies/delete", {"confirm_name": "cookies"}).status_code == 403
+    assert Membership.objects.get(user=editor).role == Role.EDITOR and Project.objects.filter(name="cookies").exists()
+
+
+def test_deleting_a_project_needs_its_name_typed(signed_in, project):
+    add_image(project)
+    response = signed_in.post("/projects/cookies/delete", {"confirm_name": "cookie"})
+    assert response.status_code == 400 and "Type “cookies” exactly" in response.content.decode()
+    assert Project.objects.filter(name="cookies").exists()
+    response = signed_in.post("/projects/cookies/delete", {"confirm_name": "cookies"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert not Project.objects.filter(name="cookies").exists() and not Image.objects.exists()
+
+
+# --- Upload -----------------------------------------------------------------------------------
+
+
+def _upload(client, data, *, name="photo.png", **fields):
+    return client.post("/projects/cookies/images/add", {"file": SimpleUploadedFile(name, data), **fields}, **JSON)
+
+
+def test_an_uploaded_image_goes_into_the_chosen_dataset_with_its_label(signed_in, project):
+    response = _upload(signed_in, image_bytes(), label="anomaly", split="test")
+    assert response.status_code == 201
+    image = Image.objects.get(pk=response.json()["id"])
+    assert (image.label, image.dataset.split, image.original_name) == ("anomaly", "test", "photo.png")
+    assert response.json() == {"id": image.pk, "name": "photo.png", "label": "anomaly", "split": "test"}
+
+
+def test_each_refused_upload_says_why_in_words(signed_in, project, settings):
+    data = image_bytes()
+    assert _upload(signed_in, data).status_code == 201
+    duplicate = _upload(signed_in, data, name="again.png")
+    assert duplicate.status_code == 409 and duplicate.json()["error"] == "duplicate"
+    assert "already in the project" in duplicate.json()["message"]
+    text = _upload(signed_in, b"these are not pixels", name="notes.txt")
+    assert text.status_code == 400 and "not an image" in text.json()["message"]
+    corrupt = _upload(signed_in, image_bytes(fmt="JPEG")[:300], name="cut.jpg")
+    assert corrupt.status_code == 400 and "damaged" in corrupt.json()["message"]
+    settings.KENPIN_MAX_UPLOAD_BYTES = 1000
+    large = _upload(signed_in, image_bytes(width=200, height=200))
+    assert large.status_code == 413 and "the largest accepted is" in large.json()["message"]
+    assert Image.objects.count() == 1
+
+
+def test_an_upload_with_its_defect_mask_becomes_an_anomaly(signed_in, project):
+    response = signed_in.post("/projects/cookies/images/add", {
+        "file": SimpleUploadedFile("crack.png", image_bytes(width=64, height=48)),
+        "mask": SimpleUploadedFile("crack-mask.png", image_bytes(width=64, height=48, mode="L")),
+    }, **JSON)
+    assert response.status_code == 201
+    image = Image.objects.get()
+    assert image.label == "anomaly" and image.mask
+
+
+def test_an_upload_without_a_file_is_refused_in_json(signed_in, project):
+    response = signed_in.post("/projects/cookies/images/add", {"label": "normal"}, **JSON)
+    assert response.status_code == 400 and response.json()["message"].startswith("File:")
+
+
+def test_a_zip_import_reports_what_went_in_and_what_did_not(signed_in, project):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("cookies/normal/a.png", image_bytes())
+        zf.writestr("cookies/anomaly/b.png", image_bytes())
+        zf.writestr("cookies/anomaly/readme.txt", b"not an image")
+    response = signed_in.post("/projects/cookies/images/import", {
+        "file": SimpleUploadedFile("cookies.zip", archive.getvalue()), "split": "train",
+    })
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "2 images added" in page and "1 normal, 1 anomaly, 0 unlabeled" in page
+    assert "cookies/anomaly/readme.txt" in page and "not an image" in page
+
+
+def test_a_file_that_is_not_a_zip_is_refused_with_a_message(signed_in, project):
+    response = signed_in.post("/projects/cookies/images/import", {
+        "file": SimpleUploadedFile("photos.zip", b"nope"), "split": "train",
+    }, follow=True)
+    assert "not a zip archive" in response.content.decode()
+
+
+def test_a_viewer_sees_the_upload_page_but_cannot_upload(client, project):
+    viewer = UserFactory()
+    Membership.objects.create(project=project, user=viewer, role=Role.VIEWER)
+    client.login(username=viewer.username, password=PASSWORD)
+    assert "you can look at its images but not add any" in client.get("/projects/cookies/upload/").content.decode()
+    assert _upload(client, image_bytes()).status_code == 403
+
+
+# --- Label grid -------------------------------------------------------------------------------
+
+
+def test_the_grid_filters_by_label_and_dataset_and_counts_each_filter(signed_in, project):
+    _fill(project, normal=3, anomaly=2)
+    add_image(project, split="test", name="kept-apart.png")
+    page = signed_in.get("/projects/cookies/images/?label=unlabeled&split=test").content.decode()
+    assert page.count('class="tile"') == 1 and "kept-apart.png" in page
+    assert 'data-filter-label="normal"' in page
+    counts = signed_in.get("/projects/cookies/images/counts?split=train").content.decode()
+    # Label chips count within the training dataset: all 5, unlabeled 0, normal 3, anomaly 2.
+    for label, n in (("all", 5), ("unlabeled", 0), ("normal", 3), ("anomaly", 2)):
+        assert f'data-filter-label="{label}"' in counts and f"<b>{n}</b>" in counts
+
+
+def test_the_grid_pages_through_many_images(signed_in, project):
+    for _ in range(50):
+        add_image(project, width=32, height=32)
+    first = signed_in.get("/projects/cookies/images/").content.decode()
+    second = signed_in.get("/projects/cookies/images/?page=2").content.decode()
+    assert first.count('class="tile"') == 48 and second.count('class="tile"') == 2
+    assert "Page 1 of 2" in first
+
+
+def test_an_empty_project_grid_says_to_upload(signed_in, project):
+    assert "No images yet" in signed_in.get("/projects/cookies/images/").content.decode()
+
+
+def test_labeling_many_images_answers_their_new_state(signed_in, project):
+    images = [add_image(project) for _ in range(3)]
+    other = add_image(make_project(owner=UserFactory()))
+    ids = [i.pk for i in images] + [other.pk]
+    response = signed_in.post("/projects/cookies/images/label", {"ids": ids, "label": "anomaly"}, **JSON)
+    assert response.status_code == 200
+    assert response.json()["message"] == "3 images labeled anomaly."
+    assert sorted(s["id"] for s in response.json()["images"]) == sorted(i.pk for i in images)
+    assert {s["label"] for s in response.json()["images"]} == {"anomaly"}
+    other.refresh_from_db()
+    assert other.label == "unlabeled"  # another project's image is never touched
+
+
+def test_moving_and_deleting_images(signed_in, project):
+    a, b = add_image(project), add_image(project)
+    response = signed_in.post("/projects/cookies/images/move", {"ids": [a.pk], "split": "test"}, **JSON)
+    assert response.json()["images"] == [{"id": a.pk, "label": "unlabeled", "split": "test"}]
+    response = signed_in.post("/projects/cookies/images/delete", {"ids": [a.pk, b.pk]}, **JSON)
+    assert response.json()["message"] == "2 images deleted." and not Image.objects.exists()
+
+
+def test_a_bulk_action_without_images_or_with_a_bad_label_says_so(signed_in, project):
+    image = add_image(project)
+    response = signed_in.post("/projects/cookies/images/label", {"label": "normal"}, **JSON)
+    assert response.status_code == 400 and "Select at least one image" in response.json()["message"]
+    response = signed_in.post("/projects/cookies/images/label", {"ids": [image.pk], "label": "broken"}, **JSON)
+    assert response.status_code == 400 and response.json()["message"].startswith("Label:")
+
+
+def test_plain_forms_go_back_to_the_page_they_came_from_but_never_elsewhere(signed_in, project):
+    image = add_image(project)
+    back = f"/projects/cookies/images/{image.pk}/?label=unlabeled"
+    response = signed_in.post("/projects/cookies/images/label", {"ids": [image.pk], "label": "normal", "next": back})
+    assert response.status_code == 302 and response["Location"] == back
+    response = signed_in.post("/projects/cookies/images/label", {"ids": [image.pk], "label": "normal", "next": "https://evil.example/"})
+    assert response["Location"] == "/projects/cookies/images/"
+
+
+def test_removing_the_test_dataset_brings_its_images_back(signed_in, project):
+    image = add_image(project, split="test")
+    signed_in.post("/projects/cookies/test-dataset/delete")
+    image.refresh_from_db()
+    assert image.dataset.split == "train" and not project.datasets.filter(split="test").exists()
+
+
+# --- One image --------------------------------------------------------------------------------
+
+
+def test_the_larger_view_links_to_its_neighbours_within_the_filter(signed_in, project):
+    oldest = add_image(project, label="normal")
+    add_image(project, label="anomaly")
+    middle = add_image(project, label="normal")
+    newest = add_image(project, label="normal")
+    page = signed_in.get(f"/projects/cookies/images/{middle.pk}/?label=normal").content.decode()
+    assert f'href="/projects/cookies/images/{newest.pk}/?label=normal">← Previous' in page
+    assert f'href="/projects/cookies/images/{oldest.pk}/?label=normal">Next →' in page
+
+
+def test_the_larger_view_shows_the_mask_over_the_image(signed_in, project):
+    image = add_image(project, mask=image_bytes(mode="L"))
+    page = signed_in.get(f"/projects/cookies/images/{image.pk}/").content.decode()
+    assert f"/projects/cookies/images/{image.pk}/mask" in page and 'id="show-mask"' in page
+    assert signed_in.get(f"/projects/cookies/images/{image.pk}/mask")["Content-Type"] == "image/png"
+
+
+def test_a_mask_of_the_wrong_size_is_refused_and_the_image_kept(signed_in, project):
+    image = add_image(project, width=64, height=48)
+    response = signed_in.post(f"/projects/cookies/images/{image.pk}/set-mask", {
+        "mask": SimpleUploadedFile("m.png", image_bytes(width=10, height=10, mode="L")),
+    }, follow=True)
+    assert "The mask was not saved" in response.content.decode()
+    image.refresh_from_db()
+    assert not image.mask and image.label == "unlabeled"
+
+
+def test_a_zip_over_the_limit_is_refused_before_it_is_read(signed_in, project, settings):
+    settings.KENPIN_MAX_ZIP_BYTES = 100
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("normal/a.png", image_bytes())
+    response = signed_in.post("/projects/cookies/images/import", {
+        "file": SimpleUploadedFile("big.zip", archive.getvalue()), "split": "train",
+    }, follow=True)
+    assert "import at most" in response.content.decode() and not Image.objects.exists()
