@@ -27,3 +27,14 @@ class Conflict(KenpinError):
 class TooLarge(KenpinError):
     status = 413
     code = "too_large"
+
+
+class Unavailable(KenpinError):
+    """Work that needs a worker which did not answer in time (for example no inference worker)."""
+
+    status = 503
+    code = "unavailable"
+
+
+INTERNAL_MESSAGE = ("Kenpin failed to answer because of an internal error, which it logged. Try again; if it fails "
+                    "again, report it with the web server's log.")

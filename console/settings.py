@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
+    "ninja",  # the API's docs page and its Swagger UI files, served from here (never a CDN)
     "console",
     "projects",
     "training",
@@ -45,6 +46,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that it sees every API response, even refusals of the middleware below.
+    "console.middleware.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -193,6 +196,7 @@ CELERY_TASK_ROUTES = {
     # Trials are batch work: kept off the inference queue, where detect calls wait on latency.
     "inference.tasks.run_trial_detection": {"queue": "default"},
     "inference.tasks.sweep_stale_trials": {"queue": "default"},
+    "inference.tasks.sweep_stale_hosting": {"queue": "default"},
     "inference.tasks.*": {"queue": "inference"},
 }
 # One long task must not sit on prefetched messages that an idle worker could run.
@@ -207,12 +211,15 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-trainings": {"task": "training.tasks.sweep_stale_trainings", "schedule": 30.0},
     "sweep-stale-trials": {"task": "inference.tasks.sweep_stale_trials", "schedule": 30.0},
+    "sweep-stale-hosting": {"task": "inference.tasks.sweep_stale_hosting", "schedule": 30.0},
 }
 
 # A training whose heartbeat is older than this is declared dead by the sweep (seconds).
 KENPIN_STALE_AFTER = env.int("KENPIN_STALE_AFTER", default=120)
 # How many trained models one worker process keeps loaded (each costs its memory bank in RAM).
 KENPIN_MODELS_PER_WORKER = env.int("KENPIN_MODELS_PER_WORKER", default=4)
+# How long a detect call waits for an inference worker's answer before answering 503 (seconds).
+KENPIN_DETECT_TIMEOUT = env.int("KENPIN_DETECT_TIMEOUT", default=30)
 # Where backbones exported to ONNX are cached on each machine (not shared storage). The engine
 # is plain Python and reads it from the environment, as do the processes `serve` starts.
 KENPIN_CACHE_DIR = Path(env("KENPIN_CACHE_DIR", default=str(DATA_DIR / "cache")))
@@ -222,7 +229,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"quiet_detect_calls": {"()": "inference.logfilters.QuietDetectCalls"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["quiet_detect_calls"]}},
     "root": {"handlers": ["console"], "level": env("KENPIN_LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -1,16 +1,23 @@
+import base64
+import functools
 import hashlib
+import io
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import numpy as np
+import redis
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, transaction
 from django.utils import timezone
+from PIL import Image as PILImage
 
-from console.errors import Conflict, Invalid
+from console.errors import Conflict, Invalid, Unavailable
 from engine.images import ImageError, decode_image, probe_image, thumbnail_jpeg
 from inference.models import TrialDetection, TrialImage, TrialStatus, Verdict
 from inference.runtime import load_model
@@ -24,7 +31,7 @@ from projects.services import (
     storage_delete_on_commit,
     upload_read,
 )
-from training.models import ModelVersion
+from training.models import ModelVersion, Status
 
 logger = logging.getLogger(__name__)
 
@@ -260,3 +267,262 @@ def trial_delete(*, trial: TrialDetection) -> None:
         trial.delete()
         storage_delete_on_commit(names)
 
+
+# --- Hosting and detection ----------------------------------------------------------------------
+#
+# A hosted model lives in the long-lived inference workers (`-Q inference`), loaded once and
+# pinned there (inference.runtime), never re-read per request. The web process never loads a
+# model: a detect call travels to an inference worker as a Celery task on the `inference` queue
+# (a JSON message; the image's bytes wait in Redis beside it) and its answer comes back through
+# the Redis result backend. Any number of inference workers, on any machines, can serve any
+# hosted model: each pins a HOSTED version at its own start, or at its first call for it.
+
+HOSTING_READY_MESSAGE = "Hosted: ready for detect calls."
+
+
+def model_version_start_hosting(*, model_version: ModelVersion) -> ModelVersion:
+    """TRAINED or HOSTING_FAILED -> STARTING_HOSTING, and queue the loading; an inference
+    worker then makes it HOSTED (or HOSTING_FAILED with the reason).
+
+    Starting a version that is already hosted or starting changes nothing (as LFV's StartModel).
+    Raises Conflict for a version without a trained model or one that is stopping.
+    """
+    from inference.tasks import host_model_version
+
+    started = ModelVersion.objects.filter(
+        pk=model_version.pk, status__in=(Status.TRAINED, Status.HOSTING_FAILED)
+    ).update(
+        status=Status.STARTING_HOSTING,
+        status_message="Waiting for an inference worker to load the model.",
+        heartbeat_at=timezone.now(),
+    )
+    model_version.refresh_from_db()
+    if started:
+        transaction.on_commit(lambda: host_model_version.delay(model_version.pk))
+    elif model_version.status not in (Status.STARTING_HOSTING, Status.HOSTED):
+        raise Conflict(_hosting_refusal(model_version, action="start hosting"), code="not_hostable")
+    return model_version
+
+
+def model_version_stop_hosting(*, model_version: ModelVersion) -> ModelVersion:
+    """HOSTED or STARTING_HOSTING -> STOPPING_HOSTING, and queue the unloading, after which the
+    version is TRAINED again. A version whose hosting failed becomes TRAINED at once.
+
+    Stopping a version that is not hosted changes nothing; one in training raises Conflict.
+    """
+    from inference.tasks import unhost_model_version
+
+    stopping = ModelVersion.objects.filter(
+        pk=model_version.pk, status__in=(Status.HOSTED, Status.STARTING_HOSTING)
+    ).update(status=Status.STOPPING_HOSTING, status_message="Unloading the model from the inference workers.")
+    failed = ModelVersion.objects.filter(pk=model_version.pk, status=Status.HOSTING_FAILED).update(
+        status=Status.TRAINED, status_message="Hosting stopped."
+    )
+    model_version.refresh_from_db()
+    if stopping or failed:
+        # A failed hosting may still have left a copy in some worker: unload it there too.
+        transaction.on_commit(lambda: unhost_model_version.delay(model_version.pk))
+    elif not model_version.is_usable:
+        raise Conflict(_hosting_refusal(model_version, action="stop hosting"), code="not_hosted")
+    return model_version
+
+
+def _hosting_refusal(model_version: ModelVersion, *, action: str) -> str:
+    if model_version.status == Status.STOPPING_HOSTING:
+        return f"Model version {model_version.version} is stopping; wait until it is TRAINED, then {action}."
+    return (f"Model version {model_version.version} is {model_version.status}, not trained: only a trained "
+            f"model can {action}.")
+
+
+def model_version_host(*, model_version_id: int) -> None:
+    """Load and pin a STARTING_HOSTING version in this worker, try it once, and mark it HOSTED.
+
+    Runs in an inference worker (inference.tasks.host_model_version). A version that left
+    STARTING_HOSTING meanwhile (stopped, or a redelivered task) is left alone.
+    """
+    from inference import runtime
+
+    mv = ModelVersion.objects.filter(pk=model_version_id, status=Status.STARTING_HOSTING).first()
+    if mv is None or _pin(mv, expected=Status.STARTING_HOSTING) is None:
+        return
+    hosted = ModelVersion.objects.filter(pk=model_version_id, status=Status.STARTING_HOSTING).update(
+        status=Status.HOSTED, status_message=HOSTING_READY_MESSAGE
+    )
+    if not hosted:
+        runtime.unload_model(model_version_id)  # stopped while loading
+
+
+def _pin(mv: ModelVersion, *, expected: str):
+    """Pin `mv` in this worker and run one prediction; the model, or None when it cannot be
+    loaded, after marking the version HOSTING_FAILED with the reason (if it is still `expected`).
+
+    The prediction pays the first call's one-time costs (graph set-up, memory arenas), so that
+    the first detect call is as fast as the others, and proves the model runs.
+    """
+    from inference import runtime
+
+    try:
+        model = runtime.pin_model(mv)
+        model.predict(np.full((256, 256, 3), 128, dtype=np.uint8), threshold=mv.threshold)
+        return model
+    except Exception as exc:
+        logger.exception("loading model version %s for hosting failed", mv.pk)
+        runtime.unload_model(mv.pk)
+        ModelVersion.objects.filter(pk=mv.pk, status=expected).update(
+            status=Status.HOSTING_FAILED,
+            status_message=f"The model could not be loaded ({type(exc).__name__}: {exc}). Start hosting again; "
+            "if it fails again, train a new version or report it with the inference worker's log.",
+        )
+        return None
+
+
+def model_version_unhost(*, model_version_id: int) -> None:
+    """Unload a version from every inference worker, then STOPPING_HOSTING -> TRAINED."""
+    from inference import runtime
+    from inference.tasks import broadcast_unload
+
+    broadcast_unload([model_version_id])
+    runtime.unload_model(model_version_id)
+    ModelVersion.objects.filter(pk=model_version_id, status=Status.STOPPING_HOSTING).update(
+        status=Status.TRAINED, status_message="Hosting stopped."
+    )
+
+
+def model_versions_host_all_hosted() -> int:
+    """Pin every HOSTED version in this worker (at its start, so the first detect call is fast).
+
+    A version that no longer loads (its files lost, or trained by an older engine) becomes
+    HOSTING_FAILED with the reason, rather than staying HOSTED and failing every call.
+    """
+    return sum(_pin(mv, expected=Status.HOSTED) is not None for mv in ModelVersion.objects.filter(status=Status.HOSTED))
+
+
+def hosting_sweep_stale() -> int:
+    """Declare failed every hosting that no inference worker picked up in KENPIN_STALE_AFTER."""
+    cutoff = timezone.now() - timedelta(seconds=settings.KENPIN_STALE_AFTER)
+    return ModelVersion.objects.filter(status=Status.STARTING_HOSTING, heartbeat_at__lt=cutoff).update(
+        status=Status.HOSTING_FAILED,
+        status_message="No inference worker loaded the model in time. Check that an inference worker is running "
+        "(`make run` starts one), then start hosting again.",
+    )
+
+
+@dataclass(frozen=True)
+class Detection:
+    is_anomalous: bool
+    confidence: float  # 0.5..1, confidence in the verdict `is_anomalous`
+    score: float  # calibrated anomaly score, 0..1; the threshold decides
+    anomalous_fraction: float  # 0..1 of the image's pixels
+    mask_png: str  # base64 PNG of the image's size, coloured as MASK_COLORS
+    inference_ms: float  # the worker's own time: decoding, predicting, encoding the mask
+
+
+@functools.cache
+def _redis():
+    """One client (a thread-safe connection pool) per process, on the broker's Redis."""
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detection:
+    """Detect anomalies in one encoded image with a HOSTED version, in an inference worker.
+
+    The image's bytes wait in Redis under a random key that expires with the call; the task
+    message (JSON) carries only that key. Measured against the bytes base64-encoded inside the
+    message, this saves most of the transport's cost: kombu encodes a message body again and
+    copies it into its unacked set, so a 450 KB photo cost ~20 ms more per call
+    (docs/benchmarks.md).
+
+    Raises Conflict (409) when the version is not hosted, Invalid (400) for bytes that are not
+    a usable image, TooLarge (413), Unavailable (503) when no inference worker answers within
+    KENPIN_DETECT_TIMEOUT seconds.
+    """
+    from celery.exceptions import TaskRevokedError
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from inference.tasks import detect_anomalies
+
+    if model_version.status != Status.HOSTED:
+        raise Conflict(
+            f"Model version {model_version.version} is {model_version.status}, not HOSTED. Start it "
+            f"(POST …/models/{model_version.version}/start) and wait until its status is HOSTED.",
+            code="not_hosted",
+        )
+    check_upload_size(data)
+    if not data:
+        raise Invalid("The request body is empty: send the image's bytes as the body.", code="empty")
+    timeout = settings.KENPIN_DETECT_TIMEOUT
+    image_key = f"{settings.KENPIN_REDIS_PREFIX}detect:{uuid.uuid4().hex}"
+    _redis().set(image_key, data, px=max(1, int(timeout * 1000)))
+    # `expires`: a call whose client has given up is dropped by the worker, not run late.
+    result = detect_anomalies.apply_async(
+        args=[model_version.pk, model_version.weights_file.name, model_version.threshold, image_key], expires=timeout
+    )
+    try:
+        answer = result.get(timeout=timeout)
+    except (CeleryTimeout, TaskRevokedError):  # revoked: a worker received it after `expires`
+        answer = {"error": "unavailable", "message": ""}
+    finally:
+        result.forget()  # the answer was read (or abandoned): free its key in Redis now
+        _redis().delete(image_key)  # already gone if a worker took it
+    if "error" in answer:
+        if answer["error"] == "unavailable":
+            raise Unavailable(f"No inference worker answered within {timeout} s. Check that an inference worker is "
+                              "running and not overloaded, then try again.")
+        error = Conflict if answer["error"] == "not_hosted" else Invalid
+        raise error(answer["message"], code=answer["error"])
+    return Detection(**answer)
+
+
+def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, image_key: str) -> dict:
+    """The worker's side of model_version_detect: plain JSON in and out, the image from Redis.
+
+    `weights` names the version's weights file, so that a model pinned under a reused primary
+    key is never taken for another one.
+    """
+    from inference import runtime
+
+    started = time.perf_counter()
+    data = _redis().getdel(image_key)
+    if data is None:  # expired: the caller gave up before this worker got to the call
+        return {"error": "unavailable", "message": ""}
+    model = runtime.hosted_model(model_version_id, weights)
+    if model is None:
+        # Hosted since this worker started, or unloaded by a stop racing a start: pin it now.
+        mv = ModelVersion.objects.filter(pk=model_version_id, weights_file=weights, status=Status.HOSTED).first()
+        if mv is None:
+            return {"error": "not_hosted", "message": "This model version is no longer hosted. Start it again."}
+        model = _pin(mv, expected=Status.HOSTED)
+        if model is None:
+            return {"error": "not_hosted", "message": f"Model version {mv.version} could not be loaded by the inference "
+                    "worker: it is now HOSTING_FAILED, and its status message says why."}
+    try:
+        array = decode_image(data)
+    except ImageError as exc:
+        return {"error": exc.code, "message": exc.message}
+    prediction = model.predict(array, threshold=threshold)
+    return {
+        "is_anomalous": bool(prediction.is_anomalous),
+        "confidence": float(prediction.confidence),
+        "score": float(prediction.score),
+        "anomalous_fraction": float(prediction.anomalous_fraction),
+        "mask_png": base64.b64encode(lfv_mask_png(prediction.mask)).decode(),
+        "inference_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
+# Lookout for Vision names each class of a mask and gives it a colour, which the response's
+# `Anomalies` list repeats; Kenpin's models find one class. Background white, as in LFV's answers.
+MASK_COLORS = {"background": "#FFFFFF", "anomaly": "#FF0000"}
+
+
+def lfv_mask_png(mask: np.ndarray) -> bytes:
+    """(H, W) bool mask -> PNG of the same size, each pixel the colour of its class.
+
+    A two-colour palette image, which PNG stores at one bit per pixel: small to send, quick to
+    encode. (engine.mask_png's 0/255 greyscale is the upload format, not LFV's colours.)
+    """
+    image = PILImage.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette([int(c[i:i + 2], 16) for c in MASK_COLORS.values() for i in (1, 3, 5)])
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

@@ -71,7 +71,8 @@ def project_update(*, project: Project, description: str) -> Project:
 def project_delete(*, project: Project) -> None:
     """Delete the project with its images, model versions and trials, and their stored files."""
     from inference.models import TrialImage
-    from training.models import ModelVersion, ModelVersionImage
+    from inference.tasks import broadcast_unload
+    from training.models import USABLE_STATUSES, ModelVersion, ModelVersionImage, Status
 
     names = []
     for image in Image.objects.filter(project=project):
@@ -83,10 +84,14 @@ def project_delete(*, project: Project) -> None:
     )
     for trial_image in TrialImage.objects.filter(trial__project=project):
         names += [trial_image.file.name, trial_image.thumbnail.name, trial_image.heatmap.name]
+    # Versions an inference worker may hold: unloaded everywhere once the rows are gone.
+    loaded = list(ModelVersion.objects.filter(project=project, status__in=USABLE_STATUSES)
+                  .exclude(status=Status.TRAINED).values_list("pk", flat=True))
     with transaction.atomic():
         Image.objects.filter(project=project).delete()  # Image.dataset is PROTECTed
         project.delete()
         storage_delete_on_commit(names)
+        transaction.on_commit(lambda: broadcast_unload(loaded))
 
 
 # --- Members ----------------------------------------------------------------------------------
@@ -265,6 +270,16 @@ def images_move(*, project: Project, image_ids: list[int], split: str) -> int:
     """Move images to the training or test dataset (creating the test dataset if needed)."""
     dataset = _dataset(project=project, split=split)
     return Image.objects.filter(project=project, pk__in=image_ids).exclude(dataset=dataset).update(dataset=dataset)
+
+
+def image_update(*, image: Image, label: str | None = None, split: str | None = None) -> Image:
+    """Relabel and/or move one image; None leaves that property as it is."""
+    with transaction.atomic():
+        if label is not None:
+            images_set_label(project=image.project, image_ids=[image.pk], label=label)
+        if split is not None:
+            images_move(project=image.project, image_ids=[image.pk], split=split)
+    return Image.objects.select_related("dataset").get(pk=image.pk)
 
 
 def images_delete(*, project: Project, image_ids: list[int]) -> int:

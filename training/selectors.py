@@ -1,4 +1,4 @@
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
@@ -158,6 +158,30 @@ def model_version_results_at_threshold(*, model_version: ModelVersion) -> Result
         n_normal=sum(1 for row in rows if row.label == Label.NORMAL),
         n_anomaly=sum(1 for row in rows if row.label == Label.ANOMALY),
     )
+
+
+def model_version_performance(*, model_version: ModelVersion) -> dict | None:
+    """The API's summary of how the version performs at its threshold in use; None until trained.
+
+    Precision, recall, F1 and the confusion matrix are counted again at the current threshold
+    (confusion_at), so that they follow a threshold moved after training; ROC AUC and average
+    precision do not depend on the threshold and come from the training's metrics.
+    """
+    if not model_version.metrics or model_version.threshold is None:
+        return None
+    rows = list(model_version_results(model_version=model_version))
+    confusion = confusion_at(rows=rows, threshold=model_version.threshold)
+    return {
+        "precision": confusion.precision,
+        "recall": confusion.recall,
+        "f1": confusion.f1,
+        "confusion_matrix": asdict(confusion),
+        "roc_auc": model_version.metrics.get("roc_auc"),
+        "average_precision": model_version.metrics.get("average_precision"),
+        "threshold": model_version.threshold,
+        "trained_threshold": model_version.trained_threshold,
+        "evaluated_images": len(rows),
+    }
 
 
 # --- Comparing versions --------------------------------------------------------------------------

@@ -1,0 +1,166 @@
+"""Kenpin's REST API: one NinjaAPI holding v1 (/api/v1/...) and Lookout for Vision's own detect
+path (/2020-11-20/...), its bearer-token authentication and its one error shape.
+
+Every error the API returns is `{"error": CODE, "message": TEXT}` with the matching status:
+the handlers below cover what API functions raise (services' KenpinError, Http404,
+PermissionDenied, ninja's validation and authentication errors); console.middleware.ApiErrorShape
+covers what never reaches them (unknown routes, wrong methods, Django's own refusals).
+"""
+
+import logging
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404
+from django.urls import URLPattern
+from ninja import NinjaAPI, Swagger
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
+
+from console.errors import INTERNAL_MESSAGE, KenpinError
+from projects.services import api_token_authenticate
+
+logger = logging.getLogger(__name__)
+
+TOKENS_PAGE = "/account/tokens/"
+
+
+class BearerToken(HttpBearer):
+    """`Authorization: Bearer <token>`: the token's owner, with their per-project roles."""
+
+    def authenticate(self, request, token):
+        return api_token_authenticate(token=token.strip())
+
+
+DESCRIPTION = f"""
+Everything the Kenpin console does, for scripts and production lines.
+
+Authenticate every call with a personal API token: `Authorization: Bearer <token>`. Create one on
+the console's [API tokens]({TOKENS_PAGE}) page or with `python manage.py create_token USERNAME`.
+A token acts with its owner's role in each project: viewers read (and may call detect), editors
+and owners change. A project you are not a member of answers 404, like one that does not exist.
+
+Errors are always `{{"error": CODE, "message": TEXT}}`.
+
+`POST /2020-11-20/projects/{{project}}/models/{{version}}/detect` is Amazon Lookout for Vision's
+own DetectAnomalies path: client code moves to Kenpin by changing its endpoint and credentials.
+"""
+
+class KenpinAPI(NinjaAPI):
+    def get_root_path(self, path_params):
+        # Mounted at the site's root (see urlpatterns below), without ninja's root page.
+        return "/"
+
+
+api = KenpinAPI(
+    title="Kenpin API",
+    version="1",
+    description=DESCRIPTION,
+    auth=BearerToken(),
+    urls_namespace="api",
+    openapi_url="/api/openapi.json",
+    docs_url="/api/docs",
+    # Served from django-ninja's own static files ("ninja" is an installed app), never a CDN.
+    # validatorUrl: Swagger UI would otherwise send the description to validator.swagger.io.
+    docs=Swagger(settings={"validatorUrl": None, "persistAuthorization": True, "tryItOutEnabled": False}),
+)
+
+
+def error_response(request, *, status: int, code: str, message: str):
+    return api.create_response(request, {"error": code, "message": message}, status=status)
+
+
+@api.exception_handler(KenpinError)
+def _kenpin_error(request, exc: KenpinError):
+    return error_response(request, status=exc.status, code=exc.code, message=exc.message)
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    # One message whether the thing does not exist or the caller may not see it.
+    return error_response(request, status=404, code="not_found",
+                          message="Not found: there is no such resource, or your token may not see it.")
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request, exc):
+    message = str(exc) or "Your role in this project does not allow this."
+    return error_response(request, status=403, code="forbidden", message=message)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request, exc):
+    if request.headers.get("Authorization"):
+        message = ("The API token is not valid: it may be mistyped or revoked. Send "
+                   f"`Authorization: Bearer <token>` with a token from {TOKENS_PAGE}.")
+    else:
+        message = f"Send your API token in the header `Authorization: Bearer <token>`; create one at {TOKENS_PAGE}."
+    response = error_response(request, status=401, code="unauthorized", message=message)
+    response["WWW-Authenticate"] = 'Bearer realm="kenpin"'
+    return response
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request, exc: ValidationError):
+    return error_response(request, status=400, code="invalid", message=validation_message(exc.errors))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request, exc):
+    return error_response(request, status=413, code="too_large", message="The request body is too large.")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    code = {429: "throttled"}.get(exc.status_code, "invalid" if exc.status_code < 500 else "internal")
+    message = str(exc)
+    if message.startswith("Cannot parse request body"):
+        message = "The body is not valid JSON: send a JSON object with `Content-Type: application/json`."
+    return error_response(request, status=exc.status_code, code=code, message=message)
+
+
+@api.exception_handler(Exception)
+def _internal(request, exc):
+    logger.exception("API call %s %s failed", request.method, request.path)
+    return error_response(request, status=500, code="internal", message=INTERNAL_MESSAGE)
+
+
+def validation_message(errors: list[dict]) -> str:
+    """ninja's (pydantic's) error list -> one sentence per problem, naming the field and where it is."""
+    where_names = {"body": "JSON body", "query": "query string", "path": "path", "form": "form", "file": "form"}
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ())]
+        where = where_names.get(loc[0], loc[0]) if loc else "request"
+        # The second item is the parameter's name in our function; the caller knows only the fields.
+        fields = loc[2:] if len(loc) > 2 and loc[0] == "body" else loc[1:]
+        field = ".".join(fields)
+        parts.append(f"{field} ({where}): {error.get('msg', 'invalid')}" if field else f"{where}: {error.get('msg', 'invalid')}")
+    return "The request is not valid. " + "; ".join(parts) + "."
+
+
+def _mount():
+    from inference.api import lfv_router, trials_router
+    from inference.api import router as hosting_router
+    from projects.api import router as projects_router
+    from training.api import router as training_router
+
+    for router in (projects_router, training_router, hosting_router, trials_router):
+        api.add_router("/api/v1/projects", router)
+    api.add_router("/2020-11-20/projects", lfv_router)
+
+
+_mount()
+
+
+def urlpatterns() -> list[URLPattern]:
+    """The API's URL patterns, to be included at the root of the site.
+
+    Mounted at the root so that one API (one description, one set of error handlers) serves
+    both /api/ and Lookout for Vision's /2020-11-20/; ninja's root page is dropped, because at
+    the root it would take the console's "/". The API authenticates its own callers with
+    bearer tokens, so its views are exempt from the console's LoginRequiredMiddleware.
+    """
+    patterns = [p for p in api.urls[0] if getattr(p, "name", None) != "api-root"]
+    for pattern in patterns:
+        pattern.callback.login_required = False
+    return patterns

@@ -1,0 +1,267 @@
+"""API v1: hosting, detection (also at Lookout for Vision's own path) and trial detections."""
+
+from datetime import datetime
+from typing import Literal
+
+from django.http import HttpResponse
+from ninja import File, Form, Router, Schema, Status
+from ninja.files import UploadedFile
+from ninja.pagination import PageNumberPagination, paginate
+from pydantic import Field
+
+from inference import services
+from inference.models import TrialDetection, TrialImage
+from inference.selectors import trial_get, trial_image_get, trial_images, trial_list
+from projects.api import DatasetName
+from projects.selectors import project_get_for_user
+from projects.services import check_upload_length, upload_read
+from training.api import ModelStatusOut
+from training.selectors import model_version_get
+
+router = Router(tags=["hosting and detection"])
+trials_router = Router(tags=["trial detections"])
+lfv_router = Router(tags=["Lookout for Vision compatibility"])
+
+
+
+# --- Hosting ------------------------------------------------------------------------------------
+
+
+@router.post("/{name}/models/{version}/start", response={202: ModelStatusOut}, summary="Start hosting a model")
+def start_hosting(request, name: str, version: int):
+    """STARTING_HOSTING, then HOSTED once an inference worker has loaded the model (a second or
+    two); poll GET …/models/{version}. Starting a hosted model changes nothing."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    mv = model_version_get(project=project, version=version)
+    return Status(202, services.model_version_start_hosting(model_version=mv))
+
+
+@router.post("/{name}/models/{version}/stop", response={202: ModelStatusOut}, summary="Stop hosting a model")
+def stop_hosting(request, name: str, version: int):
+    """STOPPING_HOSTING, then TRAINED once the inference workers have unloaded it."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    mv = model_version_get(project=project, version=version)
+    return Status(202, services.model_version_stop_hosting(model_version=mv))
+
+
+# --- Detection ----------------------------------------------------------------------------------
+
+
+class Source(Schema):
+    Type: Literal["direct"]
+
+
+class PixelAnomaly(Schema):
+    TotalPercentageArea: float = Field(description="Share of the image's pixels, a fraction from 0 to 1.")
+    Color: str = Field(description="This class's colour in AnomalyMask, #RRGGBB.")
+
+
+class Anomaly(Schema):
+    Name: str = Field(description='"background" (always first), then "anomaly" when the mask has defect pixels.')
+    PixelAnomaly: PixelAnomaly
+
+
+class DetectAnomalyResult(Schema):
+    Source: Source
+    IsAnomalous: bool
+    Confidence: float = Field(description="Confidence in IsAnomalous, 0 to 1.")
+    AnomalyMask: str = Field(description="Base64 PNG of the image's size, each pixel coloured by its class.")
+    Anomalies: list[Anomaly]
+
+
+class DetectOut(Schema):
+    DetectAnomalyResult: DetectAnomalyResult
+
+
+DETECT_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "The image's bytes, as the whole body.",
+        "content": {kind: {"schema": {"type": "string", "format": "binary"}} for kind in ("image/jpeg", "image/png")},
+    }
+}
+
+
+def detect_out(detection: services.Detection) -> dict:
+    """Lookout for Vision's DetectAnomalies response, field for field."""
+    colors = services.MASK_COLORS
+    anomalies = [{"Name": "background",
+                  "PixelAnomaly": {"TotalPercentageArea": 1.0 - detection.anomalous_fraction, "Color": colors["background"]}}]
+    if detection.anomalous_fraction > 0:
+        anomalies.append({"Name": "anomaly",
+                          "PixelAnomaly": {"TotalPercentageArea": detection.anomalous_fraction, "Color": colors["anomaly"]}})
+    return {"DetectAnomalyResult": {
+        "Source": {"Type": "direct"},
+        "IsAnomalous": detection.is_anomalous,
+        "Confidence": detection.confidence,
+        "AnomalyMask": detection.mask_png,
+        "Anomalies": anomalies,
+    }}
+
+
+def _detect(request, response: HttpResponse, name: str, version: int) -> dict:
+    # Viewers may detect: it reads the model and changes nothing in the project.
+    project = project_get_for_user(user=request.auth, name=name)
+    mv = model_version_get(project=project, version=version)
+    # Refused from its declared length, before the body is read.
+    check_upload_length(int(request.META.get("CONTENT_LENGTH") or 0))
+    detection = services.model_version_detect(model_version=mv, data=request.read())
+    # The inference worker's share of the call, for whoever measures where the time goes.
+    response["Server-Timing"] = f"inference;dur={detection.inference_ms}"
+    return detect_out(detection)
+
+
+@router.post("/{name}/models/{version}/detect", response=DetectOut, openapi_extra=DETECT_DOC,
+             summary="Detect anomalies in one image (DetectAnomalies)")
+def detect(request, response: HttpResponse, name: str, version: int):
+    """Send the image as the raw body with `Content-Type: image/jpeg` or `image/png`. The model
+    must be HOSTED (409 `not_hosted` otherwise); an unreadable image answers 400. The
+    `Server-Timing` header says how long the inference worker took (`inference;dur=` ms)."""
+    return _detect(request, response, name, version)
+
+
+@lfv_router.post("/{project}/models/{version}/detect", response=DetectOut, openapi_extra=DETECT_DOC,
+                 summary="DetectAnomalies at Lookout for Vision's path")
+def detect_lfv(request, response: HttpResponse, project: str, version: int):
+    """Amazon Lookout for Vision's `POST /2020-11-20/projects/{ProjectName}/models/{ModelVersion}/detect`,
+    answering exactly as …/api/v1/projects/{name}/models/{version}/detect does."""
+    return _detect(request, response, project, version)
+
+
+# --- Trial detections ---------------------------------------------------------------------------
+
+
+class RejectedFile(Schema):
+    name: str
+    reason: str
+
+
+class TrialOut(Schema):
+    id: int
+    name: str
+    model_version: int
+    threshold: float
+    status: Literal["QUEUED", "RUNNING", "COMPLETED", "FAILED"]
+    status_message: str
+    progress: int = Field(description="0-100")
+    image_count: int
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+    @staticmethod
+    def resolve_model_version(trial: TrialDetection) -> int:
+        return trial.model_version.version
+
+    @staticmethod
+    def resolve_image_count(trial: TrialDetection) -> int:
+        return trial.images.count()
+
+
+class TrialCreatedOut(TrialOut):
+    rejected: list[RejectedFile] = Field(description="Uploaded files left out of the trial, and why.")
+
+
+class TrialImageOut(Schema):
+    id: int
+    name: str
+    image_id: int | None = Field(description="The project image, when the trial used one.")
+    width: int
+    height: int
+    is_anomalous: bool | None = Field(description="null until predicted.")
+    confidence: float | None
+    score: float | None
+    anomalous_fraction: float | None
+    error: str = Field(description="Why this image could not be predicted; empty when it was.")
+    verdict: Literal["unverified", "correct", "incorrect"]
+    verified_label: Literal["normal", "anomaly"] | None
+    added_to_dataset: bool
+
+    @staticmethod
+    def resolve_name(row: TrialImage) -> str:
+        return row.original_name
+
+
+class VerdictIn(Schema):
+    verdict: Literal["unverified", "correct", "incorrect"] = Field(
+        description="Was the prediction right? `incorrect` gives the image the opposite label when added."
+    )
+
+
+class AddToDatasetIn(Schema):
+    dataset: DatasetName = "train"
+
+
+class AddReportOut(Schema):
+    added: int = Field(description="Uploaded images added to the dataset with their verified label.")
+    relabeled: int = Field(description="Project images (or duplicates of them) given their verified label.")
+    skipped: list[RejectedFile]
+
+
+@trials_router.post("/{name}/trials", response={202: TrialCreatedOut}, summary="Run a trial detection")
+def create_trial(
+    request,
+    name: str,
+    model_version: Form[int],
+    trial_name: Form[str] = "",
+    files: File[list[UploadedFile]] = None,
+    image_ids: Form[list[int]] = None,
+):
+    """Multipart: `model_version`, any number of `files` (new images) and/or `image_ids`
+    (the project's images), optional `trial_name`. Runs in the background; poll
+    GET …/trials/{id}, then read …/trials/{id}/images."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    mv = model_version_get(project=project, version=model_version)
+    uploads = [services.TrialUpload(name=f.name or "", data=upload_read(file=f)) for f in files or ()]
+    created = services.trial_create(
+        project=project, model_version=mv, user=request.auth, name=trial_name, uploads=uploads, image_ids=image_ids or ()
+    )
+    trial = created.trial
+    trial.rejected = [{"name": n, "reason": r} for n, r in created.rejected]  # rendered beside the row's fields
+    return Status(202, trial)
+
+
+@trials_router.get("/{name}/trials", response=list[TrialOut], summary="List trial detections")
+def list_trials(request, name: str):
+    project = project_get_for_user(user=request.auth, name=name)
+    return trial_list(project=project)
+
+
+@trials_router.get("/{name}/trials/{trial_id}", response=TrialOut, summary="Get a trial's status and progress")
+def get_trial(request, name: str, trial_id: int):
+    project = project_get_for_user(user=request.auth, name=name)
+    return trial_get(project=project, trial_id=trial_id)
+
+
+@trials_router.get("/{name}/trials/{trial_id}/images", response=list[TrialImageOut], summary="A trial's per-image results (paged)")
+@paginate(PageNumberPagination, page_size=100, max_page_size=1000)
+def list_trial_images(request, name: str, trial_id: int):
+    project = project_get_for_user(user=request.auth, name=name)
+    return trial_images(trial=trial_get(project=project, trial_id=trial_id))
+
+
+@trials_router.patch("/{name}/trials/{trial_id}/images/{trial_image_id}", response=TrialImageOut,
+                     summary="Set a prediction's verdict")
+def set_verdict(request, name: str, trial_id: int, trial_image_id: int, payload: VerdictIn):
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    row = trial_image_get(trial=trial_get(project=project, trial_id=trial_id), trial_image_id=trial_image_id)
+    return services.trial_image_set_verdict(trial_image=row, verdict=payload.verdict)
+
+
+@trials_router.post("/{name}/trials/{trial_id}/add-to-dataset", response=AddReportOut,
+                    summary="Add the verified images to a dataset")
+def add_to_dataset(request, name: str, trial_id: int, payload: AddToDatasetIn):
+    """Each verified image goes in with its verified label (images already added are skipped,
+    so calling this twice adds nothing twice)."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    trial = trial_get(project=project, trial_id=trial_id)
+    report = services.trial_add_verified_to_dataset(trial=trial, user=request.auth, split=payload.dataset)
+    return {"added": report.added, "relabeled": report.relabeled,
+            "skipped": [{"name": n, "reason": r} for n, r in report.skipped]}
+
+
+@trials_router.delete("/{name}/trials/{trial_id}", response={204: None}, summary="Delete a trial detection")
+def delete_trial(request, name: str, trial_id: int):
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    services.trial_delete(trial=trial_get(project=project, trial_id=trial_id))
+    return Status(204, None)

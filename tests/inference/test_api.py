@@ -1,0 +1,404 @@
+"""API v1: hosting and DetectAnomalies, with a real model in the real inference worker."""
+
+import base64
+import io
+import json
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from console.celery import app
+from inference.models import TrialDetection, TrialStatus
+from projects.models import Image, Label
+from projects.services import member_set
+from tests.conftest import cookie_photos
+from tests.factories import UserFactory, add_image, image_bytes, make_project
+from tests.workers import Worker
+from training.models import ModelVersion, Status
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+UNSEEN_NORMAL = cookie_photos("normal", "test", 4)
+UNSEEN_ANOMALY = cookie_photos("anomaly", "test", 4)
+
+
+def wait_for_status(mv: ModelVersion, goal: str, timeout: float = 60) -> ModelVersion:
+    deadline = time.monotonic() + timeout
+    while (mv := ModelVersion.objects.get(pk=mv.pk)).status != goal:
+        assert time.monotonic() < deadline, f"still {mv.status} ({mv.status_message}), not {goal}"
+        time.sleep(0.05)
+    return mv
+
+
+def hosted_in(worker: Worker) -> list[int]:
+    replies = app.control.broadcast("kenpin_hosted_models", reply=True, destination=[worker.name], timeout=5)
+    assert replies, f"{worker.name} did not answer"
+    return replies[0][worker.name]["hosted"]
+
+
+@pytest.fixture
+def owner_api(user, api_client):
+    return api_client(user)
+
+
+@pytest.fixture
+def hosted(project, owner_api, restore_model_version, celery_worker):
+    """A real cookie model, hosted through the API in the real inference worker."""
+    mv = restore_model_version(project)
+    response = owner_api.post(f"/api/v1/projects/cookies/models/{mv.version}/start")
+    assert response.status_code == 202 and response.json() == {"version": mv.version, "status": "STARTING_HOSTING"}
+    mv = wait_for_status(mv, Status.HOSTED)
+    yield mv
+    from inference.tasks import broadcast_unload
+
+    broadcast_unload([mv.pk])  # the session's worker outlives this test's rows
+
+
+def detect(client, mv, path, *, legacy=False):
+    url = (f"/2020-11-20/projects/{mv.project.name}/models/{mv.version}/detect" if legacy
+           else f"/api/v1/projects/{mv.project.name}/models/{mv.version}/detect")
+    content_type = "image/png" if path.suffix == ".png" else "image/jpeg"
+    return client.post(url, path.read_bytes(), content_type=content_type)
+
+
+def check_detect_anomaly_result(body: dict, *, width: int, height: int) -> dict:
+    """Lookout for Vision's DetectAnomalies response, field for field, and a mask that agrees with it."""
+    assert list(body) == ["DetectAnomalyResult"]
+    result = body["DetectAnomalyResult"]
+    assert list(result) == ["Source", "IsAnomalous", "Confidence", "AnomalyMask", "Anomalies"]
+    assert result["Source"] == {"Type": "direct"}
+    assert isinstance(result["IsAnomalous"], bool)
+    assert isinstance(result["Confidence"], float) and 0.0 <= result["Confidence"] <= 1.0
+    anomalies = result["Anomalies"]
+    assert anomalies[0]["Name"] == "background" and anomalies[0]["PixelAnomaly"]["Color"] == "#FFFFFF"
+    for anomaly in anomalies:
+        assert list(anomaly) == ["Name", "PixelAnomaly"]
+        assert list(anomaly["PixelAnomaly"]) == ["TotalPercentageArea", "Color"]
+        assert 0.0 <= anomaly["PixelAnomaly"]["TotalPercentageArea"] <= 1.0
+    assert [a["Name"] for a in anomalies[1:]] in ([], ["anomaly"])
+    assert sum(a["PixelAnomaly"]["TotalPercentageArea"] for a in anomalies) == pytest.approx(1.0)
+
+    mask = PILImage.open(io.BytesIO(base64.b64decode(result["AnomalyMask"], validate=True)))
+    assert mask.format == "PNG" and mask.size == (width, height)
+    rgb = np.asarray(mask.convert("RGB")).reshape(-1, 3)
+    colours = {f"#{r:02X}{g:02X}{b:02X}": n for (r, g, b), n in zip(*np.unique(rgb, axis=0, return_counts=True))}
+    expected = {a["Name"]: a["PixelAnomaly"] for a in anomalies}
+    assert set(colours) <= {p["Color"] for p in expected.values()}
+    for pixel_anomaly in expected.values():
+        share = colours.get(pixel_anomaly["Color"], 0) / (width * height)
+        assert share == pytest.approx(pixel_anomaly["TotalPercentageArea"], abs=1e-6)
+    return result
+
+
+# --- DetectAnomalies ----------------------------------------------------------------------------
+
+
+def test_detect_answers_lookout_for_visions_response_on_real_photos(hosted, owner_api):
+    answers = {}
+    for path in UNSEEN_NORMAL + UNSEEN_ANOMALY:
+        response = detect(owner_api, hosted, path)
+        assert response.status_code == 200, response.content[:300]
+        width, height = PILImage.open(path).size
+        answers[path.name] = check_detect_anomaly_result(response.json(), width=width, height=height)
+    assert re.fullmatch(r"inference;dur=\d+(\.\d+)?", response["Server-Timing"])
+    right = [answers[p.name]["IsAnomalous"] is False for p in UNSEEN_NORMAL]
+    right += [answers[p.name]["IsAnomalous"] is True for p in UNSEEN_ANOMALY]
+    # Photos the model never saw: a working model gets nearly all right (the engine's own
+    # benchmark measures its accuracy; here a broken pipeline would score about half).
+    assert sum(right) >= 7, {name: a["IsAnomalous"] for name, a in answers.items()}
+    flagged = [a for a in answers.values() if a["IsAnomalous"]]
+    assert flagged and all(len(a["Anomalies"]) == 2 for a in flagged), "an anomalous photo has no defect area"
+
+
+def test_lookout_for_visions_own_path_answers_the_same_body(hosted, owner_api):
+    for path in (UNSEEN_NORMAL[0], UNSEEN_ANOMALY[0]):
+        v1 = detect(owner_api, hosted, path)
+        legacy = detect(owner_api, hosted, path, legacy=True)
+        assert v1.status_code == legacy.status_code == 200
+        assert legacy.content == v1.content
+        assert legacy["Content-Type"] == v1["Content-Type"] == "application/json; charset=utf-8"
+
+
+def test_png_and_greyscale_images_are_detected_too(hosted, owner_api):
+    photo = PILImage.open(UNSEEN_NORMAL[0])
+    for mode in ("RGB", "L", "RGBA"):
+        out = io.BytesIO()
+        photo.convert(mode).save(out, format="PNG")
+        url = f"/api/v1/projects/cookies/models/{hosted.version}/detect"
+        response = owner_api.post(url, out.getvalue(), content_type="image/png")
+        assert response.status_code == 200, (mode, response.content[:300])
+        check_detect_anomaly_result(response.json(), width=photo.width, height=photo.height)
+
+
+def test_a_bad_image_answers_400_with_a_message(hosted, owner_api):
+    url = f"/api/v1/projects/cookies/models/{hosted.version}/detect"
+    truncated = UNSEEN_NORMAL[0].read_bytes()[:5000]
+    for body, code in ((b"not an image at all", "not_an_image"), (truncated, None), (b"", "empty"),
+                       (image_bytes(width=8, height=8), "too_small")):
+        response = owner_api.post(url, body, content_type="image/jpeg")
+        assert response.status_code == 400, (code, response.content[:300])
+        assert set(response.json()) == {"error", "message"} and response.json()["message"]
+        assert code is None or response.json()["error"] == code
+    # The model is still hosted and answering.
+    assert detect(owner_api, hosted, UNSEEN_NORMAL[0]).status_code == 200
+
+
+def test_a_body_over_the_upload_limit_answers_413_before_it_is_read(hosted, owner_api, settings):
+    settings.KENPIN_MAX_UPLOAD_BYTES = 100_000
+    response = detect(owner_api, hosted, UNSEEN_NORMAL[0])
+    assert response.status_code == 413 and response.json()["error"] == "too_large"
+
+
+def test_detect_on_a_model_that_is_not_hosted_answers_409(project, owner_api, restore_model_version):
+    mv = restore_model_version(project)
+    response = detect(owner_api, mv, UNSEEN_NORMAL[0])
+    assert response.status_code == 409 and response.json()["error"] == "not_hosted"
+    assert "POST" in response.json()["message"] and "/start" in response.json()["message"]
+    assert detect(owner_api, mv, UNSEEN_NORMAL[0], legacy=True).status_code == 409
+    response = owner_api.post("/api/v1/projects/cookies/models/99/detect", b"x", content_type="image/jpeg")
+    assert response.status_code == 404
+
+
+def test_a_viewer_may_detect(hosted, api_client):
+    viewer = UserFactory()
+    member_set(project=hosted.project, username=viewer.username, role="viewer")
+    assert detect(api_client(viewer), hosted, UNSEEN_ANOMALY[0]).status_code == 200
+
+
+def test_no_inference_worker_answering_in_time_is_503(hosted, owner_api, settings):
+    settings.KENPIN_DETECT_TIMEOUT = 0.001
+    response = detect(owner_api, hosted, UNSEEN_NORMAL[0])
+    assert response.status_code == 503 and response.json()["error"] == "unavailable"
+
+
+def test_a_new_threshold_applies_to_the_next_call(hosted, owner_api):
+    url = f"/api/v1/projects/cookies/models/{hosted.version}"
+    photo = UNSEEN_NORMAL[0]
+    result = detect(owner_api, hosted, photo).json()["DetectAnomalyResult"]
+    # Confidence is 0.5 at the threshold and 1 at score 0 (or 1): the score follows from it.
+    threshold, share = hosted.threshold, 2 * result["Confidence"] - 1
+    score = threshold + share * (1 - threshold) if result["IsAnomalous"] else threshold - share * threshold
+    assert 0.01 < score < 0.99, score
+    for new_threshold, flagged in ((score * 0.98, True), (score * 1.02, False)):
+        assert owner_api.patch(url, json.dumps({"threshold": new_threshold}), content_type="application/json").status_code == 200
+        assert detect(owner_api, hosted, photo).json()["DetectAnomalyResult"]["IsAnomalous"] is flagged
+
+
+# --- A hosted model under load ------------------------------------------------------------------
+
+
+def test_a_hosted_model_survives_many_sequential_and_concurrent_calls(hosted, owner_api, api_client, user):
+    photos = UNSEEN_NORMAL + UNSEEN_ANOMALY
+    expected = {p.name: detect(owner_api, hosted, p).content for p in photos}
+    for i in range(40):
+        photo = photos[i % len(photos)]
+        assert detect(owner_api, hosted, photo).content == expected[photo.name], f"call {i} on {photo.name}"
+
+    wrong, done = [], []
+
+    def client(n):
+        own = api_client(user)
+        for i in range(12):
+            photo = photos[(n + i) % len(photos)]
+            response = detect(own, hosted, photo)
+            done.append(1)
+            if response.status_code != 200 or response.content != expected[photo.name]:
+                wrong.append((n, i, photo.name, response.status_code))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Every caller got the answer for its own photo, identical to the one-at-a-time answer.
+    assert len(done) == 96 and wrong == []
+    assert ModelVersion.objects.get(pk=hosted.pk).status == Status.HOSTED
+
+
+def test_detect_calls_do_not_fill_the_workers_log(hosted, owner_api, celery_worker):
+    for _ in range(3):
+        assert detect(owner_api, hosted, UNSEEN_NORMAL[0]).status_code == 200
+    log = celery_worker.log.read_text(errors="replace").splitlines()
+    assert any("inference.tasks.host_model_version[" in line and " succeeded " in line for line in log)
+    detect_lines = [line for line in log if "inference.tasks.detect_anomalies[" in line]
+    assert not [line for line in detect_lines if " received" in line or " succeeded " in line], detect_lines[:3]
+
+
+# --- Hosting ----------------------------------------------------------------------------------
+
+
+def test_hosting_loads_the_model_into_the_inference_worker_and_stopping_unloads_it(hosted, owner_api, celery_worker):
+    assert hosted.pk in hosted_in(celery_worker)
+    body = owner_api.get(f"/api/v1/projects/cookies/models/{hosted.version}").json()
+    assert body["status"] == "HOSTED"
+
+    response = owner_api.post(f"/api/v1/projects/cookies/models/{hosted.version}/stop")
+    assert response.status_code == 202 and response.json() == {"version": hosted.version, "status": "STOPPING_HOSTING"}
+    wait_for_status(hosted, Status.TRAINED)
+    assert hosted.pk not in hosted_in(celery_worker)
+    assert detect(owner_api, hosted, UNSEEN_NORMAL[0]).status_code == 409
+
+
+def test_starting_twice_changes_nothing_and_a_training_model_cannot_be_hosted(hosted, owner_api, project):
+    response = owner_api.post(f"/api/v1/projects/cookies/models/{hosted.version}/start")
+    assert response.status_code == 202 and response.json()["status"] == "HOSTED"
+    training = ModelVersion.objects.create(project=project, version=hosted.version + 1, backbone="lite0",
+                                           status=Status.TRAINING)
+    for action in ("start", "stop"):
+        response = owner_api.post(f"/api/v1/projects/cookies/models/{training.version}/{action}")
+        assert response.status_code == 409, action
+    response = owner_api.delete(f"/api/v1/projects/cookies/models/{hosted.version}")
+    assert response.status_code == 409 and response.json()["error"] == "hosted"
+
+
+def test_several_models_are_hosted_at_once(hosted, project, user, owner_api, restore_model_version, celery_worker):
+    second = restore_model_version(project)
+    owner_api.post(f"/api/v1/projects/cookies/models/{second.version}/start")
+    second = wait_for_status(second, Status.HOSTED)
+    other_project = make_project(owner=user, name="other-line")
+    third = restore_model_version(other_project)
+    owner_api.post(f"/api/v1/projects/other-line/models/{third.version}/start")
+    third = wait_for_status(third, Status.HOSTED)
+    try:
+        assert {hosted.pk, second.pk, third.pk} <= set(hosted_in(celery_worker))
+        answers = {detect(owner_api, mv, UNSEEN_ANOMALY[1]).content for mv in (hosted, second, third)}
+        assert len(answers) == 1  # the same model restored three times answers the same
+    finally:
+        from inference.tasks import broadcast_unload
+
+        broadcast_unload([second.pk, third.pk])
+
+
+def test_a_model_that_cannot_be_loaded_ends_hosting_failed_with_the_reason(project, owner_api, restore_model_version,
+                                                                           celery_worker):
+    mv = restore_model_version(project)
+    with mv.weights_file.open("wb") as f:
+        f.write(b"these are not safetensors")
+    owner_api.post(f"/api/v1/projects/cookies/models/{mv.version}/start")
+    mv = wait_for_status(mv, Status.HOSTING_FAILED)
+    assert "could not be loaded" in mv.status_message
+    response = owner_api.post(f"/api/v1/projects/cookies/models/{mv.version}/stop")
+    assert response.status_code == 202 and response.json()["status"] == "TRAINED"
+
+
+def test_a_hosted_model_that_no_longer_loads_fails_its_hosting_instead_of_every_call(hosted, owner_api, celery_worker):
+    """As after an engine upgrade or lost files: the worker lost its copy and cannot read it again."""
+    from inference.tasks import broadcast_unload
+
+    broadcast_unload([hosted.pk])
+    deadline = time.monotonic() + 10
+    while hosted.pk in hosted_in(celery_worker):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with hosted.weights_file.open("wb") as f:
+        f.write(b"no longer a model")
+    response = detect(owner_api, hosted, UNSEEN_NORMAL[0])
+    assert response.status_code == 409 and response.json()["error"] == "not_hosted"
+    assert "HOSTING_FAILED" in response.json()["message"]
+    mv = ModelVersion.objects.get(pk=hosted.pk)
+    assert mv.status == Status.HOSTING_FAILED and "could not be loaded" in mv.status_message
+
+
+def test_an_inference_worker_that_starts_loads_the_hosted_models(hosted):
+    """A restarted (or added) inference worker holds the hosted models before any call needs them."""
+    worker = Worker(queues="inference", concurrency=1)
+    try:
+        worker.wait_ready()
+        deadline = time.monotonic() + 30
+        while hosted.pk not in hosted_in(worker):
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+    finally:
+        worker.stop()
+
+
+def test_deleting_the_project_unloads_its_hosted_model(hosted, owner_api, celery_worker):
+    assert owner_api.delete("/api/v1/projects/cookies").status_code == 204
+    deadline = time.monotonic() + 10
+    while hosted.pk in hosted_in(celery_worker):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+# --- Trial detections ------------------------------------------------------------------------
+
+
+def _wait_trial(trial_id: int, timeout: float = 60) -> TrialDetection:
+    deadline = time.monotonic() + timeout
+    while not (trial := TrialDetection.objects.get(pk=trial_id)).is_final:
+        assert time.monotonic() < deadline, f"trial still {trial.status}"
+        time.sleep(0.1)
+    return trial
+
+
+def test_a_trial_detection_from_creation_to_verified_images_in_the_dataset(project, owner_api, restore_model_version,
+                                                                           celery_worker):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    mv = restore_model_version(project)
+    known = add_image(project, label=Label.UNLABELED, width=96, height=96)
+    files = [SimpleUploadedFile(p.name, p.read_bytes(), "image/jpeg") for p in (UNSEEN_NORMAL[1], UNSEEN_ANOMALY[1])]
+    files.append(SimpleUploadedFile("notes.txt", b"not an image", "text/plain"))
+    response = owner_api.post("/api/v1/projects/cookies/trials",
+                              {"model_version": mv.version, "trial_name": "line 2, Monday", "files": files,
+                               "image_ids": [known.pk]})
+    assert response.status_code == 202, response.content
+    created = response.json()
+    assert created["name"] == "line 2, Monday" and created["model_version"] == mv.version
+    assert created["image_count"] == 3 and [r["name"] for r in created["rejected"]] == ["notes.txt"]
+
+    trial = _wait_trial(created["id"])
+    assert trial.status == TrialStatus.COMPLETED
+    progress = owner_api.get(f"/api/v1/projects/cookies/trials/{trial.pk}").json()
+    assert (progress["status"], progress["progress"]) == ("COMPLETED", 100)
+    assert [t["id"] for t in owner_api.get("/api/v1/projects/cookies/trials").json()] == [trial.pk]
+
+    results = owner_api.get(f"/api/v1/projects/cookies/trials/{trial.pk}/images").json()
+    assert results["count"] == 3
+    rows = {r["name"]: r for r in results["items"]}
+    for row in rows.values():
+        assert isinstance(row["is_anomalous"], bool) and 0 <= row["confidence"] <= 1 and row["error"] == ""
+        assert row["verdict"] == "unverified" and row["verified_label"] is None
+    assert rows[known.original_name]["image_id"] == known.pk
+
+    normal, anomaly = rows[UNSEEN_NORMAL[1].name], rows[UNSEEN_ANOMALY[1].name]
+    url = f"/api/v1/projects/cookies/trials/{trial.pk}/images"
+    # Verdicts chosen so that the verified labels are the photos' true labels whatever was predicted.
+    for row, truth in ((normal, False), (anomaly, True)):
+        verdict = "correct" if row["is_anomalous"] == truth else "incorrect"
+        body = owner_api.patch(f"{url}/{row['id']}", json.dumps({"verdict": verdict}), content_type="application/json").json()
+        assert body["verdict"] == verdict and body["verified_label"] == ("anomaly" if truth else "normal")
+    response = owner_api.patch(f"{url}/{normal['id']}", json.dumps({"verdict": "maybe"}), content_type="application/json")
+    assert response.status_code == 400
+
+    report = owner_api.post(f"/api/v1/projects/cookies/trials/{trial.pk}/add-to-dataset", json.dumps({"dataset": "test"}),
+                            content_type="application/json").json()
+    assert report == {"added": 2, "relabeled": 0, "skipped": []}
+    added = {i.original_name: (i.label, i.dataset.split) for i in Image.objects.filter(project=project).exclude(pk=known.pk)}
+    assert added == {UNSEEN_NORMAL[1].name: ("normal", "test"), UNSEEN_ANOMALY[1].name: ("anomaly", "test")}
+    again = owner_api.post(f"/api/v1/projects/cookies/trials/{trial.pk}/add-to-dataset", "{}", content_type="application/json")
+    assert again.json() == {"added": 0, "relabeled": 0, "skipped": []}
+
+    assert owner_api.delete(f"/api/v1/projects/cookies/trials/{trial.pk}").status_code == 204
+    assert not TrialDetection.objects.exists()
+
+
+def test_a_trial_needs_a_trained_version_and_a_usable_image(project, owner_api):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    training = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINING)
+    photo = SimpleUploadedFile("a.jpg", UNSEEN_NORMAL[0].read_bytes(), "image/jpeg")
+    response = owner_api.post("/api/v1/projects/cookies/trials", {"model_version": training.version, "files": [photo]})
+    assert response.status_code == 409 and response.json()["error"] == "not_trained"
+    response = owner_api.post("/api/v1/projects/cookies/trials", {"model_version": 42, "files": [photo]})
+    assert response.status_code == 404
+    ModelVersion.objects.filter(pk=training.pk).update(status=Status.TRAINED, threshold=0.5)
+    junk = SimpleUploadedFile("junk.jpg", b"junk", "image/jpeg")
+    response = owner_api.post("/api/v1/projects/cookies/trials", {"model_version": 1, "files": [junk]})
+    assert response.status_code == 400 and response.json()["error"] == "no_images" and "junk.jpg" in response.json()["message"]
+    response = owner_api.post("/api/v1/projects/cookies/trials", {"files": [photo]})
+    assert response.status_code == 400 and "model_version" in response.json()["message"]

@@ -1,0 +1,179 @@
+"""API v1: projects and images."""
+
+import hashlib
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from projects.models import Image, Project
+from tests.factories import UserFactory, add_image, image_bytes, make_project
+
+pytestmark = pytest.mark.django_db
+
+
+def _json(data):
+    return {"data": json.dumps(data), "content_type": "application/json"}
+
+
+def _file(data: bytes, name="photo.png", content_type="image/png"):
+    return SimpleUploadedFile(name, data, content_type)
+
+
+@pytest.fixture
+def owner_api(user, api_client):
+    return api_client(user)
+
+
+def test_creating_listing_reading_and_deleting_a_project(owner_api, user):
+    response = owner_api.post("/api/v1/projects", **_json({"name": "pcb-line-2", "description": "Boards"}))
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["name"], body["description"], body["role"]) == ("pcb-line-2", "Boards", "owner")
+    assert [p["name"] for p in owner_api.get("/api/v1/projects").json()] == ["pcb-line-2"]
+
+    detail = owner_api.get("/api/v1/projects/pcb-line-2").json()
+    assert detail["datasets"] == {"train": {"normal": 0, "anomaly": 0, "unlabeled": 0}, "test": None}
+
+    assert owner_api.delete("/api/v1/projects/pcb-line-2").status_code == 204
+    assert not Project.objects.exists()
+    assert owner_api.get("/api/v1/projects/pcb-line-2").status_code == 404
+
+
+def test_a_project_name_is_checked(owner_api):
+    for name, code in (("", "name_required"), ("has space", "invalid_name"), ("-dash-first", "invalid_name")):
+        response = owner_api.post("/api/v1/projects", **_json({"name": name}))
+        assert response.status_code == 400 and response.json()["error"] == code, name
+    owner_api.post("/api/v1/projects", **_json({"name": "taken"}))
+    response = owner_api.post("/api/v1/projects", **_json({"name": "taken"}))
+    assert response.status_code == 409 and response.json()["error"] == "name_taken"
+
+
+def test_uploading_labelled_images_into_either_dataset(owner_api, user):
+    project = make_project(owner=user, name="cookies")
+    data = image_bytes(width=80, height=60)
+    response = owner_api.post("/api/v1/projects/cookies/images", {"file": _file(data), "label": "normal"})
+    assert response.status_code == 201
+    body = response.json()
+    assert {k: body[k] for k in ("label", "dataset", "width", "height", "sha256", "name")} == {
+        "label": "normal", "dataset": "train", "width": 80, "height": 60,
+        "sha256": hashlib.sha256(data).hexdigest(), "name": "photo.png",
+    }
+    assert Image.objects.get(pk=body["id"]).project == project
+
+    response = owner_api.post("/api/v1/projects/cookies/images",
+                              {"file": _file(image_bytes(fmt="JPEG"), "a.jpg", "image/jpeg"), "label": "anomaly", "dataset": "test"})
+    assert response.status_code == 201 and (response.json()["label"], response.json()["dataset"]) == ("anomaly", "test")
+
+    response = owner_api.post("/api/v1/projects/cookies/images", {"file": _file(image_bytes())})
+    assert response.status_code == 201 and response.json()["label"] == "unlabeled"
+
+    counts = owner_api.get("/api/v1/projects/cookies").json()["datasets"]
+    assert counts == {"train": {"normal": 1, "anomaly": 0, "unlabeled": 1}, "test": {"normal": 0, "anomaly": 1, "unlabeled": 0}}
+
+
+def test_an_image_with_a_mask_is_an_anomaly_and_keeps_its_mask(owner_api, user):
+    make_project(owner=user, name="cookies")
+    mask = image_bytes(width=64, height=48, mode="L", seed=3)
+    response = owner_api.post("/api/v1/projects/cookies/images",
+                              {"file": _file(image_bytes(width=64, height=48)), "mask": _file(mask, "mask.png")})
+    assert response.status_code == 201
+    assert response.json()["label"] == "anomaly" and response.json()["has_mask"] is True
+    with Image.objects.get(pk=response.json()["id"]).mask.open("rb") as f:
+        assert f.read() == mask
+
+
+def test_a_mask_of_the_wrong_size_is_refused_and_nothing_is_stored(owner_api, user):
+    make_project(owner=user, name="cookies")
+    response = owner_api.post("/api/v1/projects/cookies/images",
+                              {"file": _file(image_bytes(width=64, height=48)),
+                               "mask": _file(image_bytes(width=32, height=32, mode="L"), "mask.png")})
+    assert response.status_code == 400 and response.json()["error"] == "wrong_size"
+    assert not Image.objects.exists()
+
+
+def test_bad_uploads_are_refused_with_a_message(owner_api, user, settings):
+    make_project(owner=user, name="cookies")
+    url = "/api/v1/projects/cookies/images"
+    cases = [
+        ({"file": _file(b"this is not an image", "notes.png")}, 400, "not_an_image"),
+        ({"file": _file(image_bytes()[:60], "cut.png")}, 400, None),
+        ({"file": _file(image_bytes()), "label": "broken"}, 400, "invalid"),
+        ({"file": _file(image_bytes()), "dataset": "validation"}, 400, "invalid"),
+        ({"label": "normal"}, 400, "invalid"),
+    ]
+    for data, status, code in cases:
+        response = owner_api.post(url, data)
+        assert response.status_code == status, (data, response.json())
+        assert set(response.json()) == {"error", "message"} and (code is None or response.json()["error"] == code)
+    settings.KENPIN_MAX_UPLOAD_BYTES = 1000
+    response = owner_api.post(url, {"file": _file(image_bytes(width=200, height=200))})
+    assert response.status_code == 413 and response.json()["error"] == "too_large"
+    assert not Image.objects.exists()
+
+
+def test_a_duplicate_upload_is_reported_not_stored_twice(owner_api, user):
+    make_project(owner=user, name="cookies")
+    data = image_bytes()
+    first = owner_api.post("/api/v1/projects/cookies/images", {"file": _file(data), "label": "normal"})
+    again = owner_api.post("/api/v1/projects/cookies/images", {"file": _file(data, "again.png"), "label": "anomaly"})
+    assert first.status_code == 201 and again.status_code == 409
+    assert again.json()["error"] == "duplicate" and "already in the project" in again.json()["message"]
+    assert Image.objects.count() == 1
+
+
+def test_listing_images_filters_and_pages(owner_api, user):
+    project = make_project(owner=user, name="cookies")
+    normals = [add_image(project, label="normal") for _ in range(5)]
+    add_image(project, label="anomaly")
+    add_image(project, label="anomaly", split="test")
+    everything = owner_api.get("/api/v1/projects/cookies/images").json()
+    assert everything["count"] == 7 and len(everything["items"]) == 7
+    normal = owner_api.get("/api/v1/projects/cookies/images?label=normal").json()
+    assert {i["id"] for i in normal["items"]} == {i.pk for i in normals}
+    test = owner_api.get("/api/v1/projects/cookies/images?dataset=test").json()
+    assert test["count"] == 1 and test["items"][0]["label"] == "anomaly"
+    pages = [owner_api.get(f"/api/v1/projects/cookies/images?page={n}&page_size=3").json() for n in (1, 2, 3)]
+    assert [len(p["items"]) for p in pages] == [3, 3, 1] and all(p["count"] == 7 for p in pages)
+    assert len({i["id"] for p in pages for i in p["items"]}) == 7
+
+
+def test_relabelling_moving_downloading_and_deleting_an_image(owner_api, user):
+    project = make_project(owner=user, name="cookies")
+    image = add_image(project, label="normal")
+    url = f"/api/v1/projects/cookies/images/{image.pk}"
+    body = owner_api.patch(url, **_json({"label": "anomaly"})).json()
+    assert (body["label"], body["dataset"]) == ("anomaly", "train")
+    body = owner_api.patch(url, **_json({"dataset": "test"})).json()
+    assert (body["label"], body["dataset"]) == ("anomaly", "test")
+    assert owner_api.get(url).json()["dataset"] == "test"
+    response = owner_api.patch(url, **_json({"label": "weird"}))
+    assert response.status_code == 400 and response.json()["error"] == "invalid"
+
+    file = owner_api.get(f"{url}/file")
+    with image.file.open("rb") as f:
+        assert b"".join(file.streaming_content) == f.read()
+
+    assert owner_api.delete(url).status_code == 204
+    assert not Image.objects.filter(pk=image.pk).exists()
+    assert owner_api.delete(url).status_code == 404
+
+
+def test_an_image_of_another_project_is_not_found_through_yours(owner_api, user):
+    make_project(owner=user, name="mine")
+    theirs = add_image(make_project(owner=UserFactory(), name="theirs"))
+    for method in ("get", "delete"):
+        assert getattr(owner_api, method)(f"/api/v1/projects/mine/images/{theirs.pk}").status_code == 404
+    assert owner_api.patch(f"/api/v1/projects/mine/images/{theirs.pk}", **_json({"label": "normal"})).status_code == 404
+    assert Image.objects.filter(pk=theirs.pk, label="unlabeled").exists()
+
+
+def test_an_editor_uploads_and_labels_but_a_viewer_cannot(user, api_client):
+    editor, viewer = UserFactory(), UserFactory()
+    project = make_project(owner=user, name="cookies", editor=editor, viewer=viewer)
+    response = api_client(editor).post("/api/v1/projects/cookies/images", {"file": _file(image_bytes())})
+    assert response.status_code == 201
+    response = api_client(viewer).post("/api/v1/projects/cookies/images", {"file": _file(image_bytes())})
+    assert response.status_code == 403 and response.json()["error"] == "forbidden"
+    assert "Viewers" in response.json()["message"]
+    assert project.images.count() == 1

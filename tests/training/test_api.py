@@ -1,0 +1,115 @@
+"""API v1: model versions."""
+
+import json
+
+import pytest
+
+from engine.metrics import metrics_at_threshold
+from tests.factories import add_image, make_project
+from tests.training.test_services import _fill
+from training import tasks
+from training.models import ModelVersion, Status
+
+pytestmark = pytest.mark.django_db
+
+
+def _json(data):
+    return {"data": json.dumps(data), "content_type": "application/json"}
+
+
+@pytest.fixture
+def owner_api(user, api_client):
+    return api_client(user)
+
+
+def test_training_is_refused_with_what_is_missing(user, owner_api):
+    project = make_project(owner=user, name="cookies")
+    add_image(project, label="normal")
+    response = owner_api.post("/api/v1/projects/cookies/models", **_json({}))
+    assert response.status_code == 400 and response.json()["error"] == "not_enough_data"
+    assert "Add 19 more normal images" in response.json()["message"]
+    assert not ModelVersion.objects.exists()
+
+
+def test_starting_a_training_queues_it_and_answers_202(user, owner_api, monkeypatch):
+    queued = []
+    monkeypatch.setattr(tasks.train_model_version, "delay", queued.append)
+    project = make_project(owner=user, name="cookies")
+    _fill(project)
+    response = owner_api.post("/api/v1/projects/cookies/models", **_json({"description": "first try", "backbone": "lite2"}))
+    assert response.status_code == 202 and response.json() == {"version": 1, "status": "QUEUED"}
+    mv = ModelVersion.objects.get()
+    assert (mv.description, mv.backbone, mv.created_by) == ("first try", "lite2", user)
+    listed = owner_api.get("/api/v1/projects/cookies/models").json()
+    assert [(m["version"], m["status"], m["training_seconds"]) for m in listed] == [(1, "QUEUED", None)]
+    body = owner_api.get("/api/v1/projects/cookies/models/1").json()
+    assert body["performance"] is None and body["evaluation"] is None and body["status_message"]
+
+
+def test_an_unknown_backbone_is_refused(user, owner_api):
+    make_project(owner=user, name="cookies")
+    response = owner_api.post("/api/v1/projects/cookies/models", **_json({"backbone": "resnet-9000"}))
+    assert response.status_code == 400 and "backbone (JSON body)" in response.json()["message"]
+
+
+def test_a_missing_version_is_404(user, owner_api):
+    make_project(owner=user, name="cookies")
+    for method in ("get", "delete"):
+        assert getattr(owner_api, method)("/api/v1/projects/cookies/models/7").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.worker
+def test_a_trained_version_reports_its_performance_and_follows_its_threshold(user, owner_api, restore_model_version):
+    project = make_project(owner=user, name="cookies")
+    mv = restore_model_version(project)
+    body = owner_api.get(f"/api/v1/projects/cookies/models/{mv.version}").json()
+    assert body["status"] == "TRAINED" and body["backbone"] == mv.backbone
+    assert body["training_seconds"] == pytest.approx(mv.training_seconds)
+    assert body["evaluation"] in ("test_dataset", "cross_validation")
+    performance = body["performance"]
+    assert set(performance) == {"precision", "recall", "f1", "roc_auc", "average_precision", "threshold",
+                                "trained_threshold", "confusion_matrix", "evaluated_images"}
+    assert set(performance["confusion_matrix"]) == {"tp", "fp", "tn", "fn"}
+    # At the trained threshold, the numbers are the training's own.
+    for key in ("precision", "recall", "f1", "roc_auc", "average_precision"):
+        assert performance[key] == pytest.approx(mv.metrics[key]), key
+    assert performance["confusion_matrix"] == mv.metrics["confusion_matrix"]
+    assert sum(performance["confusion_matrix"].values()) == performance["evaluated_images"] == 30
+
+    rows = list(mv.images.values_list("score", "label"))
+    scores = sorted(score for score, _ in rows)
+    threshold = (scores[14] + scores[15]) / 2  # the 15 highest-scoring images flagged
+    response = owner_api.patch(f"/api/v1/projects/cookies/models/{mv.version}", **_json({"threshold": threshold}))
+    assert response.status_code == 200
+    moved = response.json()["performance"]
+    expected = metrics_at_threshold([s for s, _ in rows], [int(label == "anomaly") for _, label in rows], threshold)
+    assert moved["threshold"] == threshold and moved["trained_threshold"] == mv.trained_threshold
+    assert moved["confusion_matrix"] == expected["confusion_matrix"]
+    assert moved["confusion_matrix"]["tp"] + moved["confusion_matrix"]["fp"] == 15
+    assert moved["roc_auc"] == performance["roc_auc"]  # threshold-free
+    assert ModelVersion.objects.get(pk=mv.pk).threshold == threshold
+
+    for bad in (0, 1, 1.5, -0.2, "high"):
+        response = owner_api.patch(f"/api/v1/projects/cookies/models/{mv.version}", **_json({"threshold": bad}))
+        assert response.status_code == 400 and response.json()["error"] == "invalid", bad
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.worker
+def test_deleting_a_version_removes_it_and_its_files(user, owner_api, restore_model_version):
+    from django.core.files.storage import default_storage
+
+    project = make_project(owner=user, name="cookies")
+    mv = restore_model_version(project)
+    names = [mv.weights_file.name, mv.config_file.name]
+    assert owner_api.delete(f"/api/v1/projects/cookies/models/{mv.version}").status_code == 204
+    assert not ModelVersion.objects.filter(pk=mv.pk).exists()
+    assert not any(default_storage.exists(n) for n in names)
+
+
+def test_a_threshold_of_an_untrained_version_cannot_be_set(user, owner_api):
+    project = make_project(owner=user, name="cookies")
+    ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINING)
+    response = owner_api.patch("/api/v1/projects/cookies/models/1", **_json({"threshold": 0.3}))
+    assert response.status_code == 409 and response.json()["error"] == "not_trained"

@@ -1,0 +1,119 @@
+"""API v1: model versions (train, read, threshold, delete). Hosting and detect: inference/api.py."""
+
+from datetime import datetime
+from typing import Literal
+
+from ninja import Router, Schema, Status
+from pydantic import Field
+
+from projects.selectors import project_get_for_user
+from training import services
+from training.models import ModelVersion
+from training.selectors import model_version_get, model_version_list, model_version_performance
+
+router = Router(tags=["models"])
+
+Backbone = Literal[tuple(services.BACKBONES)]  # type: ignore[valid-type]
+
+
+class TrainIn(Schema):
+    description: str = Field("", max_length=1000)
+    backbone: Backbone = Field(services.DEFAULT_BACKBONE, description="; ".join(f"{k}: {v}" for k, v in services.BACKBONES.items()))
+
+
+class ModelStatusOut(Schema):
+    version: int
+    status: str = Field(description="QUEUED, TRAINING, TRAINED, TRAINING_FAILED, STARTING_HOSTING, HOSTED, "
+                                    "HOSTING_FAILED, STOPPING_HOSTING or DELETING.")
+
+
+class ModelSummaryOut(ModelStatusOut):
+    status_message: str
+    stage: str = Field(description="While training: preparing, features, evaluating, fitting or saving.")
+    progress: int = Field(description="0-100")
+    description: str
+    backbone: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    training_seconds: float | None
+
+
+class ConfusionMatrix(Schema):
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+
+class PerformanceOut(Schema):
+    precision: float
+    recall: float
+    f1: float
+    roc_auc: float | None = Field(description="null when the evaluation had a single class.")
+    average_precision: float | None
+    threshold: float = Field(description="The decision threshold in use, in score units (0..1).")
+    trained_threshold: float | None = Field(description="The threshold training chose.")
+    confusion_matrix: ConfusionMatrix
+    evaluated_images: int
+
+
+class ModelOut(ModelSummaryOut):
+    evaluation: Literal["test_dataset", "cross_validation"] | None = Field(
+        description="How performance was measured: on the test dataset, or by cross-validation over the "
+                    "training dataset (each image scored by a model that did not train on it)."
+    )
+    performance: PerformanceOut | None = Field(description="At the current threshold; null until trained.")
+
+
+    @staticmethod
+    def resolve_evaluation(mv: ModelVersion) -> str | None:
+        return mv.evaluation or None
+
+    @staticmethod
+    def resolve_performance(mv: ModelVersion) -> dict | None:
+        return model_version_performance(model_version=mv)
+
+
+class ThresholdIn(Schema):
+    threshold: float = Field(gt=0, lt=1)
+
+
+@router.post("/{name}/models", response={202: ModelStatusOut}, summary="Train a new model version")
+def start_training(request, name: str, payload: TrainIn):
+    """Queues the training of the next version on the project's labeled images. 400
+    `not_enough_data` says exactly which images are missing. Poll GET .../models/{version}."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    mv = services.model_version_start_training(
+        project=project, user=request.auth, description=payload.description, backbone=payload.backbone
+    )
+    return Status(202, mv)
+
+
+@router.get("/{name}/models", response=list[ModelSummaryOut], summary="List model versions, newest first")
+def list_models(request, name: str):
+    project = project_get_for_user(user=request.auth, name=name)
+    return model_version_list(project=project)
+
+
+@router.get("/{name}/models/{version}", response=ModelOut, summary="Get a model version with its performance")
+def get_model(request, name: str, version: int):
+    project = project_get_for_user(user=request.auth, name=name)
+    return model_version_get(project=project, version=version)
+
+
+@router.patch("/{name}/models/{version}", response=ModelOut, summary="Change the decision threshold")
+def update_model(request, name: str, version: int, payload: ThresholdIn):
+    """Moves the threshold without retraining; performance is recomputed for it, and hosted
+    models use it from the next detect call on."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    mv = model_version_get(project=project, version=version)
+    return services.model_version_set_threshold(model_version=mv, threshold=payload.threshold)
+
+
+@router.delete("/{name}/models/{version}", response={204: None}, summary="Delete a model version")
+def delete_model(request, name: str, version: int):
+    """A hosted model answers 409 `hosted`: stop it first."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    services.model_version_delete(model_version=model_version_get(project=project, version=version))
+    return Status(204, None)
