@@ -70,6 +70,11 @@ class ModelVersion(models.Model):
         return self.status not in (Status.QUEUED, Status.TRAINING)
 
     @property
+    def is_changing_hosting(self) -> bool:
+        """Hosting is starting or stopping: an inference worker will change the state."""
+        return self.status in (Status.STARTING_HOSTING, Status.STOPPING_HOSTING)
+
+    @property
     def training_seconds(self) -> float | None:
         if self.started_at and self.ended_at:
             return (self.ended_at - self.started_at).total_seconds()

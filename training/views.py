@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console.errors import KenpinError
 from console.files import storage_file_response
@@ -119,6 +119,34 @@ def model_threshold(request, name, version):
     else:
         messages.success(request, f"Version {mv.version} now flags images scoring {mv.threshold:.3f} or more as anomalous.")
     return redirect("training:detail", name=name, version=version)
+
+
+HOSTING_ACTIONS = {"start": "model_version_start_hosting", "stop": "model_version_stop_hosting"}
+
+
+@require_http_methods(["GET", "POST"])
+def model_hosting(request, name, version):
+    """The hosting card: GET is the fragment htmx polls while hosting starts or stops; POST
+    with action=start|stop asks for the change (editors and owners)."""
+    from inference import services as hosting
+
+    project = project_get_for_user(user=request.user, name=name, write=request.method == "POST")
+    mv = model_version_get(project=project, version=version)
+    if request.method == "POST":
+        action = HOSTING_ACTIONS.get(request.POST.get("action", ""))
+        try:
+            if action is None:
+                raise KenpinError("Choose to start or to stop hosting.")
+            getattr(hosting, action)(model_version=mv)
+        except KenpinError as exc:
+            messages.error(request, exc.message)
+        if not request.htmx:
+            return redirect("training:detail", name=name, version=version)
+    response = render(request, "training/_hosting.html", {"project": project, "mv": mv})
+    if request.method == "GET" and request.htmx and not mv.is_changing_hosting:
+        # Hosting settled while polling: refresh the whole page (status badge, actions).
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @require_POST

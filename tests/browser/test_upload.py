@@ -5,7 +5,7 @@ import pytest
 from playwright.sync_api import expect
 
 from projects.models import Image
-from tests.browser.test_flow import drop_files, sign_in
+from tests.browser.actions import drop_files, sign_in
 from tests.factories import image_bytes, make_project
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from safetensors.numpy import load as load_tensors
 
-from engine import AnomalyModel, Sample, TrainingError, train
+from engine import AnomalyModel, TrainingError, train
 from engine.features import input_size
 from engine.training import long_side_for
 
