@@ -10,9 +10,9 @@ import redis
 from django.conf import settings
 
 from tests import factories
+from tests.datasets import DATASETS as SHARED_DATASETS
 from tests.workers import Worker
 
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -87,8 +87,6 @@ def project(user):
 
 @pytest.fixture
 def shared_datasets():
-    if not SHARED_DATASETS.is_dir():
-        pytest.fail(f"the shared datasets are missing at {SHARED_DATASETS}")
     return SHARED_DATASETS
 
 

@@ -1,13 +1,10 @@
 """Fixtures for the engine tests: real images from ../shared/datasets, shrunk to keep tests fast."""
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
 from engine import Sample, decode_image, decode_mask
-
-DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+from tests.datasets import DATASETS
 
 
 def shrink(image: np.ndarray, long_side: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from engine.benchmark import lfv30_split, table
 
-from .conftest import DATASETS
+from tests.datasets import DATASETS
 
 
 def test_lfv30_trains_on_20_normal_and_10_anomalous_and_tests_on_the_rest():
