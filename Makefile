@@ -31,4 +31,4 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 clean:
-	rm -rf $(VENV) staticfiles
+	rm -rf $(VENV)
