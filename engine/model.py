@@ -19,8 +19,8 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from engine.backbones import BACKBONES
-from engine.features import GRAPH_VERSION, STRIDE, FeatureExtractor
-from engine.patchcore import NearestNeighbours
+from engine.features import GRAPH_VERSION, MAX_STRETCH, STRIDE, FeatureExtractor
+from engine.patchcore import DEFECT_WEIGHT, NearestNeighbours, PatchScorer
 
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.5  # calibrated units: where the trained threshold sits by construction
@@ -69,6 +69,9 @@ class AnomalyModel:
         backbone: str,
         long_side: int,
         bank: np.ndarray,
+        defects: np.ndarray | None = None,
+        defect_weight: float = DEFECT_WEIGHT,
+        max_stretch: float = MAX_STRETCH,
         calibration: Calibration,
         sigma: float,
         threshold: float = DEFAULT_THRESHOLD,
@@ -78,7 +81,8 @@ class AnomalyModel:
             raise ValueError(f"unknown backbone {backbone!r}")
         self.backbone = backbone
         self.long_side = long_side  # px: images are resized so their long side has this length
-        self.neighbours = NearestNeighbours(bank)
+        self.max_stretch = max_stretch  # the short side's scale, at most this times the long side's
+        self.scorer = PatchScorer(NearestNeighbours(bank), defects, defect_weight)
         self.calibration = calibration
         self.sigma = sigma  # feature cells; smoothing of the distance map before scoring
         self.threshold = float(threshold)
@@ -87,18 +91,25 @@ class AnomalyModel:
 
     @property
     def bank(self) -> np.ndarray:
-        return self.neighbours.bank  # (M, C) float32 normal patch features
+        return self.scorer.normal.bank  # (M, C) float32 normal patch features
+
+    @property
+    def defects(self) -> np.ndarray:
+        """(K, C) float32 known-defect patch features; K = 0 when trained without anomalies."""
+        if self.scorer.defects is None:
+            return np.empty((0, self.bank.shape[1]), dtype=np.float32)
+        return self.scorer.defects.bank
 
     @property
     def extractor(self) -> FeatureExtractor:
         # Created on first use, so that loading a model for its metadata needs no backbone graph.
         if self._extractor is None:
-            self._extractor = FeatureExtractor(self.backbone, self.long_side)
+            self._extractor = FeatureExtractor(self.backbone, self.long_side, self.max_stretch)
         return self._extractor
 
     def raw_map(self, features: np.ndarray) -> np.ndarray:
-        """(h, w, C) patch features -> (h, w) float32 smoothed distance to the normal bank."""
-        return self.neighbours.distance_map(features, self.sigma)
+        """(h, w, C) patch features -> (h, w) float32 smoothed anomaly distance."""
+        return self.scorer.distance_map(features, self.sigma)
 
     def predict(self, image: np.ndarray, *, threshold: float | None = None) -> Prediction:
         """Score one (H, W, 3) uint8 RGB image; `threshold` overrides the stored one."""
@@ -148,15 +159,22 @@ class AnomalyModel:
             "backbone": self.backbone,
             "timm_architecture": backbone.timm_name,
             "graph_version": GRAPH_VERSION,
-            "input": {"long_side": self.long_side, "stride": STRIDE, "mean": backbone.mean, "std": backbone.std},
+            "input": {
+                "long_side": self.long_side,
+                "max_stretch": self.max_stretch,
+                "stride": STRIDE,
+                "mean": backbone.mean,
+                "std": backbone.std,
+            },
             "threshold": self.threshold,
             "calibration": {"raw_threshold": self.calibration.raw_threshold, "raw_scale": self.calibration.raw_scale},
             "sigma": self.sigma,
+            "defect_weight": self.scorer.defect_weight,
             "libraries": library_versions(),
             "info": self.info,
         }
         return {
-            "model.safetensors": save_tensors({"bank": self.bank}),
+            "model.safetensors": save_tensors({"bank": self.bank, "defects": self.defects}),
             "model.json": json.dumps(meta, indent=2, sort_keys=True).encode(),
         }
 
@@ -174,7 +192,11 @@ class AnomalyModel:
         return cls(
             backbone=meta["backbone"],
             long_side=int(meta["input"]["long_side"]),
+            # Models saved before the stretch existed kept the aspect ratio.
+            max_stretch=float(meta["input"].get("max_stretch", 1.0)),
             bank=tensors["bank"],
+            defects=tensors.get("defects"),
+            defect_weight=float(meta.get("defect_weight", DEFECT_WEIGHT)),
             calibration=Calibration(**meta["calibration"]),
             sigma=float(meta["sigma"]),
             threshold=float(meta["threshold"]),

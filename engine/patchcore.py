@@ -1,7 +1,10 @@
 """Memory-bank patch scoring (PatchCore-style) in plain numpy.
 
 A bank holds patch features of normal images; a patch's anomaly is its distance to the nearest
-bank patch, found exactly by one matrix multiplication per chunk of patches.
+bank patch, found exactly by one matrix multiplication per chunk of patches. A second, small bank
+holds the most anomalous patches of the training anomalies: a patch that resembles a known defect
+more than any normal patch has its distance raised, by at most DEFECT_WEIGHT, so that defects like
+the known ones stand out more while defects never seen keep their unsupervised score.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-BANK_SIZE = 2048  # patches kept in a bank; inference cost grows linearly with it (1024-4096 score alike)
+# Patches kept in a bank; inference cost grows linearly with it. 4096 rather than 2048: LFV-30
+# aliens AUROC 0.9956 -> 0.9964 (mean of 3 splits x 3 coreset seeds), others unchanged, ~4 ms more
+# per 256x256 image.
+BANK_SIZE = 4096
 # Patches that enter the greedy selection at most. Greedy k-center costs pool x bank, so the pool
 # is capped too (per image, see `build_bank`) to keep fitting linear in the number of images.
 POOL_SIZE = 65536
@@ -66,6 +72,15 @@ def build_bank(features: Sequence[np.ndarray], *, seed: int, size: int = BANK_SI
     return np.ascontiguousarray(all_patches[keep], dtype=np.float32)
 
 
+# A known-defect match raises a patch's distance by up to this fraction. LFV-30 image AUROC for
+# 0 / 0.25 / 0.5 / 1 (3 splits x 3 coreset seeds): solar cells 0.937 / 0.941 / 0.943 / 0.943,
+# aliens 0.9964 / 0.9961 / 0.9958 / 0.9949, cookies 1.000 throughout.
+DEFECT_WEIGHT = 0.5
+DEFECT_SHARE = 50  # each anomalous image gives its 1/DEFECT_SHARE patches farthest from normal
+DEFECT_MIN_PATCHES = 4
+DEFECT_BANK_SIZE = 1024  # known-defect patches kept at most, so the bank stays cheap to search
+
+
 class NearestNeighbours:
     """Exact nearest-bank-patch distances by matrix multiplication.
 
@@ -91,10 +106,48 @@ class NearestNeighbours:
         # Rounding can leave tiny negatives where a patch equals a bank patch.
         return np.sqrt(np.maximum(out, 0.0, out=out), out=out)
 
+
+def farthest_patches(features: np.ndarray, normal: NearestNeighbours, keep: int) -> np.ndarray:
+    """(min(keep, N), C) float32: the patches of (..., C) `features` farthest from the normal bank."""
+    patches = features.reshape(-1, features.shape[-1])
+    return patches[np.argsort(normal.distance(patches))[-keep:]]
+
+
+def defect_patch_count(features: np.ndarray) -> int:
+    """Patches an anomalous image with (h, w, C) features gives to the defect bank."""
+    return max(DEFECT_MIN_PATCHES, features.shape[0] * features.shape[1] // DEFECT_SHARE)
+
+
+def build_defect_bank(picked: Sequence[np.ndarray], *, seed: int) -> np.ndarray | None:
+    """Known-defect bank from each anomalous image's (k, C) picked patches; None without any.
+
+    Many anomalous images would make it larger than the normal bank and slow every prediction,
+    so a greedy coreset thins it to DEFECT_BANK_SIZE.
+    """
+    if not picked:
+        return None
+    return build_bank(picked, seed=seed, size=DEFECT_BANK_SIZE)
+
+
+class PatchScorer:
+    """Anomaly maps from a normal bank and an optional known-defect bank."""
+
+    def __init__(self, normal: NearestNeighbours, defects: np.ndarray | None = None, defect_weight: float = DEFECT_WEIGHT):
+        self.normal = normal
+        self.defects = NearestNeighbours(defects) if defects is not None and len(defects) else None
+        self.defect_weight = defect_weight
+
     def distance_map(self, features: np.ndarray, sigma: float) -> np.ndarray:
-        """(h, w, C) patch features -> (h, w) float32 smoothed nearest-bank-patch distance."""
+        """(h, w, C) patch features -> (h, w) float32 smoothed anomaly distance."""
         h, w, c = features.shape
-        return smooth(self.distance(features.reshape(-1, c)).reshape(h, w), sigma)
+        patches = features.reshape(-1, c)
+        distance = self.normal.distance(patches)
+        if self.defects is not None:
+            # Ratio of the distance to the nearest known defect to the distance to normal: near 0
+            # where a patch is a known defect, large where it is closer to normal than to any.
+            ratio = self.defects.distance(patches) / np.maximum(distance, 1e-6)
+            distance *= 1.0 + self.defect_weight * np.exp(-np.square(ratio))
+        return smooth(distance.reshape(h, w), sigma)
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from safetensors.numpy import load as load_tensors
+from safetensors.numpy import save as save_tensors
 
 from engine import AnomalyModel, TrainingError, train
 from engine.features import input_size
@@ -56,7 +57,8 @@ def test_predictions_are_consistent(trained, aliens):
     assert 0.0 <= p.score <= 1.0 and 0.5 <= p.confidence <= 1.0
     assert p.score == pytest.approx(float(p.anomaly_map.max()))
     assert p.mask.shape == image.shape[:2] and p.mask.dtype == bool
-    assert p.anomaly_map.dtype == np.float32 and p.anomaly_map.shape == (image.shape[0] // 8, image.shape[1] // 8)
+    h, w = input_size(*image.shape[:2], model.long_side, model.max_stretch)
+    assert p.anomaly_map.dtype == np.float32 and p.anomaly_map.shape == (h // 8, w // 8)
     assert p.anomalous_fraction == pytest.approx(p.mask.mean())
     assert p.mask.any() == p.is_anomalous
 
@@ -89,13 +91,27 @@ def test_saved_models_score_identically_and_never_unpickle(trained, aliens):
     meta = json.loads(files["model.json"])
     assert meta["backbone"] == "lite0" and meta["threshold"] == 0.5
     assert meta["input"]["mean"] == [0.5, 0.5, 0.5] and "onnxruntime" in meta["libraries"]
-    assert set(load_tensors(files["model.safetensors"])) == {"bank"}
+    tensors = load_tensors(files["model.safetensors"])
+    assert set(tensors) == {"bank", "defects"}
+    assert tensors["defects"].shape[0] >= 5 * 4  # each of the 5 anomalies gave its worst patches
     loaded = AnomalyModel.from_files(files)
     for sample in aliens[1][:2] + aliens[1][-2:]:
         a, b = model.predict(sample.image), loaded.predict(sample.image)
         assert a.score == b.score
         np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
         np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_a_model_saved_before_stretching_and_defect_banks_scores_as_it_was_trained(trained, aliens):
+    model = trained[0].model
+    files = model.to_files()
+    meta = json.loads(files["model.json"])
+    del meta["input"]["max_stretch"]
+    old = {"model.json": json.dumps(meta).encode(), "model.safetensors": save_tensors({"bank": model.bank})}
+    loaded = AnomalyModel.from_files(old)
+    assert loaded.max_stretch == 1.0 and loaded.defects.shape[0] == 0
+    image = aliens[1][0].image  # 256x176: kept at its aspect ratio, as such models were trained
+    assert loaded.predict(image).anomaly_map.shape == (176 // 8, 256 // 8)
 
 
 def test_a_changed_threshold_is_saved_with_the_model(trained):
@@ -109,6 +125,7 @@ def test_with_only_normal_images_new_normals_pass_and_a_gross_defect_is_flagged(
     result = train(train=normal_only)
     assert result.metrics["threshold_method"] == result.model.info["threshold_method"] == "normal_only"
     assert result.metrics["n_anomaly"] == 0 and result.metrics["roc_auc"] is None
+    assert result.model.defects.shape == (0, result.model.bank.shape[1])  # no known defects
     unseen_normals = [s.image for s in aliens[1] if s.label == 0]
     flagged = sum(result.model.predict(image).is_anomalous for image in unseen_normals)
     assert flagged <= 1
@@ -143,6 +160,29 @@ def test_images_of_different_sizes_train_together():
 def test_large_photos_get_a_larger_input_so_small_defects_survive():
     assert long_side_for([np.zeros((576, 768, 3), np.uint8)]) == 256
     assert long_side_for([np.zeros((3072, 4096, 3), np.uint8)]) == 1024
+    # Aliens photographed at 2200x1520: a 40 px defect is 0.05 % of the photo and would be
+    # 5 px, less than one feature cell, at a 256 px input.
+    result = train(train=load_set("aliens", normal=12, anomaly=4, long_side=2200))
+    model = result.model
+    assert model.long_side == 544
+    side = 40
+    for sample in load_set("aliens", normal=4, anomaly=0, long_side=2200, offset=31):
+        clean = sample.image
+        h, w = clean.shape[:2]
+        damaged = clean.copy()
+        damaged[h // 2 : h // 2 + side, w // 2 : w // 2 + side] = (200, 30, 30)  # a red speck
+        p = model.predict(damaged)
+        assert p.is_anomalous and p.score > model.predict(clean).score + 0.3
+        assert p.mask[h // 2 : h // 2 + side, w // 2 : w // 2 + side].mean() > 0.9  # the mask finds it
+        assert p.anomalous_fraction < 0.005
+
+
+def test_ordinary_photos_are_stretched_to_a_square_input_and_long_strips_are_not():
+    assert input_size(380, 550, 256, 2.0) == (256, 256)  # aliens
+    assert input_size(576, 768, 256, 2.0) == (256, 256)  # cookies, portrait or landscape alike
+    assert input_size(768, 576, 256, 2.0) == (256, 256)
+    assert input_size(200, 1600, 256, 2.0) == (64, 256)  # 8:1 strip: short side scaled 2x, no more
+    assert input_size(380, 550, 256, 1.0) == (176, 256)  # aspect kept
 
 
 def test_a_4096_px_photo_is_scored_with_a_full_size_mask(trained, aliens):
@@ -150,7 +190,7 @@ def test_a_4096_px_photo_is_scored_with_a_full_size_mask(trained, aliens):
     photo = np.asarray(Image.fromarray(aliens[1][0].image).resize((4096, 2830)))
     p = model.predict(photo)
     assert p.mask.shape == (2830, 4096)
-    h, w = input_size(2830, 4096, model.long_side)
+    h, w = input_size(2830, 4096, model.long_side, model.max_stretch)
     assert p.anomaly_map.shape == (h // 8, w // 8)
     assert not p.is_anomalous  # the same normal photo as at its own size
 
