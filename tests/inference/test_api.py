@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from django.db import connection
 from PIL import Image as PILImage
 
 from console.celery import app
@@ -202,12 +203,17 @@ def test_a_hosted_model_survives_many_sequential_and_concurrent_calls(hosted, ow
 
     def client(n):
         own = api_client(user)
-        for i in range(12):
-            photo = photos[(n + i) % len(photos)]
-            response = detect(own, hosted, photo)
-            done.append(1)
-            if response.status_code != 200 or response.content != expected[photo.name]:
-                wrong.append((n, i, photo.name, response.status_code))
+        try:
+            for i in range(12):
+                photo = photos[(n + i) % len(photos)]
+                response = detect(own, hosted, photo)
+                done.append(1)
+                if response.status_code != 200 or response.content != expected[photo.name]:
+                    wrong.append((n, i, photo.name, response.status_code))
+        finally:
+            # Each thread has its own database connection; left open, it keeps PostgreSQL from
+            # dropping the test database at the end of the run.
+            connection.close()
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
     for t in threads:
