@@ -1,5 +1,5 @@
 from django.contrib import messages
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from console.errors import Invalid, KenpinError
@@ -100,8 +100,12 @@ def trial_detail(request, name, trial_id):
 
 @require_GET
 def trial_status(request, name, trial_id):
-    """The progress fragment htmx polls while the trial runs."""
+    """The progress fragment htmx polls while the trial runs: the trial page's card, or with
+    ?row=1 the trial's row in the past-trials table."""
     project = project_get_for_user(user=request.user, name=name)
+    if request.GET.get("row"):
+        trial = get_object_or_404(trial_list(project=project), pk=trial_id)
+        return render(request, "inference/_trial_row.html", {"project": project, "trial": trial})
     trial = trial_get(project=project, trial_id=trial_id)
     response = render(request, "inference/_status.html", {"project": project, "trial": trial})
     if trial.is_final and request.htmx:

@@ -92,6 +92,18 @@ def test_the_status_fragment_refreshes_the_page_once_the_trial_is_over(signed_in
     assert fragment["HX-Refresh"] == "true" and "The worker died." in fragment.content.decode()
 
 
+def test_a_running_trial_updates_its_row_in_the_past_trials_table(signed_in, project, trained):
+    trial = TrialDetection.objects.create(project=project, model_version=trained, name="line 3", threshold=0.5,
+                                          status=TrialStatus.RUNNING, progress=40)
+    page = signed_in.get("/projects/cookies/trials/").content.decode()
+    assert f'hx-get="/projects/cookies/trials/{trial.pk}/status?row=1"' in page
+    row = signed_in.get(f"/projects/cookies/trials/{trial.pk}/status?row=1", HTTP_HX_REQUEST="true").content.decode()
+    assert row.startswith(f'<tr id="trial-{trial.pk}"') and "40%" in row and "hx-get" in row
+    TrialDetection.objects.filter(pk=trial.pk).update(status=TrialStatus.COMPLETED, progress=100)
+    row = signed_in.get(f"/projects/cookies/trials/{trial.pk}/status?row=1", HTTP_HX_REQUEST="true").content.decode()
+    assert "Completed" in row and "hx-get" not in row  # final: the row stops polling
+
+
 def test_predictions_show_their_heatmap_and_filters(signed_in, project, trained):
     trial, rows = _completed_trial(project, trained, predictions=[True, False, True])
     page = signed_in.get(f"/projects/cookies/trials/{trial.pk}/").content.decode()
