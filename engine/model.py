@@ -96,9 +96,7 @@ class AnomalyModel:
     @property
     def defects(self) -> np.ndarray:
         """(K, C) float32 known-defect patch features; K = 0 when trained without anomalies."""
-        if self.scorer.defects is None:
-            return np.empty((0, self.bank.shape[1]), dtype=np.float32)
-        return self.scorer.defects.bank
+        return self.scorer.defect_bank
 
     @property
     def extractor(self) -> FeatureExtractor:

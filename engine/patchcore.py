@@ -137,6 +137,13 @@ class PatchScorer:
         self.defects = NearestNeighbours(defects) if defects is not None and len(defects) else None
         self.defect_weight = defect_weight
 
+    @property
+    def defect_bank(self) -> np.ndarray:
+        """(K, C) float32 known-defect patch features; K = 0 without any."""
+        if self.defects is None:
+            return np.empty((0, self.normal.bank.shape[1]), dtype=np.float32)
+        return self.defects.bank
+
     def distance_map(self, features: np.ndarray, sigma: float) -> np.ndarray:
         """(h, w, C) patch features -> (h, w) float32 smoothed anomaly distance."""
         h, w, c = features.shape

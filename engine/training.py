@@ -323,7 +323,7 @@ def train(
         long_side=long_side,
         max_stretch=MAX_STRETCH,
         bank=scorer.normal.bank,
-        defects=scorer.defects.bank if scorer.defects is not None else None,
+        defects=scorer.defect_bank,
         calibration=calibration,
         sigma=SIGMA,
         info={
