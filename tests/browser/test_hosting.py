@@ -1,7 +1,7 @@
 import pytest
 
 from tests.browser.actions import sign_in
-from tests.factories import make_project
+from tests.factories import UserFactory, make_project
 from training.models import Status
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -26,8 +26,6 @@ def test_a_version_is_hosted_and_stopped_from_its_page(page, user, restore_model
 
 
 def test_a_viewer_sees_the_hosting_state_but_no_buttons(page, user, restore_model_version):
-    from tests.factories import UserFactory
-
     viewer = UserFactory()
     project = make_project(owner=user, name="hosting-viewed", viewer=viewer)
     mv = restore_model_version(project)
