@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test browser migrate clean
+.PHONY: run test lint browser migrate clean
 
 run: $(VENV)/.runtime
 	$(PY) manage.py migrate --noinput -v0
@@ -13,6 +13,11 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.test browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff.toml: the lint rules and the formatting every commit keeps.
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)

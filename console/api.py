@@ -45,6 +45,7 @@ Errors are always `{{"error": CODE, "message": TEXT}}`.
 own DetectAnomalies path: client code moves to Kenpin by changing its endpoint and credentials.
 """
 
+
 class KenpinAPI(NinjaAPI):
     def get_root_path(self, path_params):
         # Mounted at the site's root (see urlpatterns below), without ninja's root page.
@@ -77,8 +78,12 @@ def _kenpin_error(request, exc: KenpinError):
 @api.exception_handler(Http404)
 def _not_found(request, exc):
     # One message whether the thing does not exist or the caller may not see it.
-    return error_response(request, status=404, code="not_found",
-                          message="Not found: there is no such resource, or your token may not see it.")
+    return error_response(
+        request,
+        status=404,
+        code="not_found",
+        message="Not found: there is no such resource, or your token may not see it.",
+    )
 
 
 @api.exception_handler(PermissionDenied)
@@ -90,8 +95,10 @@ def _forbidden(request, exc):
 @api.exception_handler(AuthenticationError)
 def _unauthorized(request, exc):
     if request.headers.get("Authorization"):
-        message = ("The API token is not valid: it may be mistyped or revoked. Send "
-                   f"`Authorization: Bearer <token>` with a token from {TOKENS_PAGE}.")
+        message = (
+            "The API token is not valid: it may be mistyped or revoked. Send "
+            f"`Authorization: Bearer <token>` with a token from {TOKENS_PAGE}."
+        )
     else:
         message = f"Send your API token in the header `Authorization: Bearer <token>`; create one at {TOKENS_PAGE}."
     response = error_response(request, status=401, code="unauthorized", message=message)
@@ -134,7 +141,9 @@ def validation_message(errors: list[dict]) -> str:
         # The second item is the parameter's name in our function; the caller knows only the fields.
         fields = loc[2:] if len(loc) > 2 and loc[0] == "body" else loc[1:]
         field = ".".join(fields)
-        parts.append(f"{field} ({where}): {error.get('msg', 'invalid')}" if field else f"{where}: {error.get('msg', 'invalid')}")
+        parts.append(
+            f"{field} ({where}): {error.get('msg', 'invalid')}" if field else f"{where}: {error.get('msg', 'invalid')}"
+        )
     return "The request is not valid. " + "; ".join(parts) + "."
 
 

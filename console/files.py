@@ -14,7 +14,7 @@ def storage_file_response(field, *, download_name: str = "") -> FileResponse:
     try:
         handle = field.open("rb")
     except FileNotFoundError:
-        raise Http404
+        raise Http404 from None
     content_type = mimetypes.guess_type(field.name)[0] or "application/octet-stream"
     response = FileResponse(handle, content_type=content_type, filename=download_name or None)
     response["Cache-Control"] = "private, max-age=3600"

@@ -11,6 +11,8 @@ class FirstAdminForm(UserCreationForm):
 
 class ApiTokenForm(forms.Form):
     name = forms.CharField(
-        max_length=100, required=False, label="Token name",
+        max_length=100,
+        required=False,
+        label="Token name",
         help_text="What the token is for, so that you can tell your tokens apart: for example line-2-camera.",
     )

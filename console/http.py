@@ -24,7 +24,9 @@ def redirect_back(request: HttpRequest, fallback: str):
     `next` comes from the client, so only same-site relative URLs are followed (no open redirect).
     """
     target = request.POST.get("next") or request.GET.get("next") or ""
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = fallback
     return redirect(target)
 

@@ -22,7 +22,7 @@ def data_dir_secret_key(data_dir: Path) -> str:
             if key:
                 return key
             time.sleep(0.05)
-        raise RuntimeError(f"{path} is empty; delete it and start again")
+        raise RuntimeError(f"{path} is empty; delete it and start again") from None
     key = secrets.token_urlsafe(50)
     with os.fdopen(fd, "w") as f:
         f.write(key)

@@ -10,7 +10,8 @@ from console.errors import KenpinError
 from console.forms import ApiTokenForm, FirstAdminForm
 from console.selectors import dashboard_projects
 from projects.selectors import api_token_list
-from projects.services import api_token_create, api_token_revoke as revoke_token
+from projects.services import api_token_create
+from projects.services import api_token_revoke as revoke_token
 
 
 @login_not_required
@@ -47,11 +48,15 @@ def api_tokens(request):
     if request.method == "POST" and form.is_valid():
         created = api_token_create(user=request.user, name=form.cleaned_data["name"])
         form = ApiTokenForm()
-    response = render(request, "console/api_tokens.html", {
-        "form": form,
-        "tokens": api_token_list(user=request.user),
-        "created": created and {"row": created[0], "token": created[1]},
-    })
+    response = render(
+        request,
+        "console/api_tokens.html",
+        {
+            "form": form,
+            "tokens": api_token_list(user=request.user),
+            "created": created and {"row": created[0], "token": created[1]},
+        },
+    )
     # The page may hold a token that exists nowhere else: keep it out of every cache.
     response["Cache-Control"] = "no-store"
     return response
@@ -62,6 +67,6 @@ def api_token_revoke(request, token_id):
     try:
         revoke_token(user=request.user, token_id=token_id)
     except KenpinError:
-        raise Http404  # someone else's token, or already revoked: nothing to tell
+        raise Http404 from None  # someone else's token, or already revoked: nothing to tell
     messages.success(request, "Token revoked: calls made with it are refused from now on.")
     return redirect("api_tokens")

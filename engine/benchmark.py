@@ -19,9 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,7 +33,18 @@ from engine.training import Sample, pixel_auroc, train
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
-KEYS = ("auroc", "ap", "precision", "recall", "f1", "pixel_auroc", "fit_s", "infer_ms_p50", "infer_ms_p95", "peak_rss_mb")
+KEYS = (
+    "auroc",
+    "ap",
+    "precision",
+    "recall",
+    "f1",
+    "pixel_auroc",
+    "fit_s",
+    "infer_ms_p50",
+    "infer_ms_p95",
+    "peak_rss_mb",
+)
 TRAIN_NORMAL, TRAIN_ANOMALY, TEST_PER_CLASS = 20, 10, 50
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -116,7 +127,9 @@ def _serve_subprocess(command: list[str], workdir: Path, env: dict | None = None
     return served
 
 
-def run_ours(train_items: Sequence[Item], test: Sequence[Item], *, backbone: str, seed: int, workdir: Path) -> tuple[float, dict]:
+def run_ours(
+    train_items: Sequence[Item], test: Sequence[Item], *, backbone: str, seed: int, workdir: Path
+) -> tuple[float, dict]:
     """Fit (decoding the training files included) and save; then serve in a fresh process."""
     started = time.perf_counter()
     result = train(train=[_sample(i) for i in train_items], backbone=backbone, seed=seed)
@@ -153,7 +166,9 @@ def serve(workdir: Path) -> None:
     (workdir / "served.json").write_text(json.dumps(report))
 
 
-def run_peer(train_items: Sequence[Item], test: Sequence[Item], *, backbone: str, seed: int, workdir: Path) -> tuple[float, dict]:
+def run_peer(
+    train_items: Sequence[Item], test: Sequence[Item], *, backbone: str, seed: int, workdir: Path
+) -> tuple[float, dict]:
     if not PEER_PYTHON.exists():
         raise RuntimeError(f"the peer needs {PEER_PYTHON}; set it up as docs/benchmarks.md describes")
     spec = {"backbone": backbone, "seed": seed, "train": [[str(i.path), i.label] for i in train_items]}
@@ -192,7 +207,9 @@ def _mean(runs: list[dict]) -> dict:
     for key in KEYS:
         values = [r[key] for r in runs if r[key] is not None]
         out[key] = float(np.mean(values)) if values else None
-    out["std"] = {k: float(np.std([r[k] for r in runs])) for k in ("auroc", "f1") if all(r[k] is not None for r in runs)}
+    out["std"] = {
+        k: float(np.std([r[k] for r in runs])) for k in ("auroc", "f1") if all(r[k] is not None for r in runs)
+    }
     return out
 
 
@@ -228,7 +245,9 @@ def benchmark(
     return {"datasets": results, "seeds": list(seeds), "backbone": backbone}
 
 
-def fit_scaling(folder: Path, sizes: Sequence[int], *, backbone: str, log: Callable[[str], None] = _print) -> list[dict]:
+def fit_scaling(
+    folder: Path, sizes: Sequence[int], *, backbone: str, log: Callable[[str], None] = _print
+) -> list[dict]:
     """Fit time (training + cross-validation) for training sets of growing size.
 
     Two thirds normal and one third anomalous, as in LFV-30. Where a class runs out of files,
@@ -254,8 +273,15 @@ def fit_scaling(folder: Path, sizes: Sequence[int], *, backbone: str, log: Calla
         started = time.perf_counter()
         result = train(train=samples, backbone=backbone)
         fit_s = time.perf_counter() - started
-        row = {"images": size, "normal": wanted[0], "anomaly": wanted[1], "mirrored": mirrored,
-               "fit_s": fit_s, "ms_per_image": 1000 * fit_s / size, "auroc_cv": result.metrics["roc_auc"]}
+        row = {
+            "images": size,
+            "normal": wanted[0],
+            "anomaly": wanted[1],
+            "mirrored": mirrored,
+            "fit_s": fit_s,
+            "ms_per_image": 1000 * fit_s / size,
+            "auroc_cv": result.metrics["roc_auc"],
+        }
         log(" ".join(f"{k}={_fmt(v, 3) if isinstance(v, float) else v}" for k, v in row.items()))
         rows.append(row)
     return rows
@@ -266,12 +292,27 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def _line(r: dict) -> str:
-    return " ".join(f"{k}={_fmt(r[k], 1 if k in ('infer_ms_p50', 'infer_ms_p95', 'peak_rss_mb', 'fit_s') else 3)}" for k in KEYS)
+    return " ".join(
+        f"{k}={_fmt(r[k], 1 if k in ('infer_ms_p50', 'infer_ms_p95', 'peak_rss_mb', 'fit_s') else 3)}" for k in KEYS
+    )
 
 
 def table(results: dict) -> str:
     """One row per data set (and peer, and our/peer ratio when the peer ran)."""
-    header = ["dataset", "who", "AUROC", "AP", "prec", "recall", "F1", "pixAUROC", "fit s", "p50 ms", "p95 ms", "RSS MB"]
+    header = [
+        "dataset",
+        "who",
+        "AUROC",
+        "AP",
+        "prec",
+        "recall",
+        "F1",
+        "pixAUROC",
+        "fit s",
+        "p50 ms",
+        "p95 ms",
+        "RSS MB",
+    ]
     rows = []
     for name, r in results["datasets"].items():
         rows.append([name, "kenpin", *(_cell(k, r[k]) for k in KEYS)])
@@ -290,7 +331,9 @@ def _cell(key: str, value: float | None) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", nargs="+", type=Path, required=True, help="data set folders (normal/, anomaly/, mask/)")
+    parser.add_argument(
+        "--data", nargs="+", type=Path, required=True, help="data set folders (normal/, anomaly/, mask/)"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
     parser.add_argument("--peer", action="store_true", help="also run anomalib's PatchCore (needs .venv-bench)")

@@ -14,9 +14,9 @@ import re
 import sys
 from pathlib import Path
 
+import timm
 import torch
 import torch.nn.functional as F
-import timm
 
 from engine.backbones import BACKBONES, Backbone
 from engine.features import GRAPH_VERSION

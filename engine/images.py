@@ -45,9 +45,9 @@ def _open(data: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageError("not_an_image", "This file is not an image Kenpin can read (use JPEG or PNG).")
+        raise ImageError("not_an_image", "This file is not an image Kenpin can read (use JPEG or PNG).") from None
     except Exception as exc:  # Pillow raises many types on broken headers
-        raise ImageError("corrupt", f"The image file is damaged and cannot be read ({exc}).")
+        raise ImageError("corrupt", f"The image file is damaged and cannot be read ({exc}).") from exc
     width, height = image.size
     if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
         raise ImageError(
@@ -56,9 +56,7 @@ def _open(data: bytes) -> Image.Image:
             f"on a side and {MAX_PIXELS // 1_000_000} megapixels.",
         )
     if min(width, height) < MIN_SIDE:
-        raise ImageError(
-            "too_small", f"The image is {width}x{height} pixels; each side must be at least {MIN_SIDE}."
-        )
+        raise ImageError("too_small", f"The image is {width}x{height} pixels; each side must be at least {MIN_SIDE}.")
     return image
 
 
@@ -73,7 +71,7 @@ def _load(data: bytes) -> Image.Image:
     except ImageError:
         raise
     except Exception as exc:
-        raise ImageError("corrupt", f"The image file is damaged or incomplete ({exc}).")
+        raise ImageError("corrupt", f"The image file is damaged or incomplete ({exc}).") from exc
     return image
 
 

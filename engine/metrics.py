@@ -6,7 +6,7 @@ at or above the threshold.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

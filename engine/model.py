@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Mapping
 
 import numpy as np
 from PIL import Image
@@ -177,7 +177,7 @@ class AnomalyModel:
         }
 
     @classmethod
-    def from_files(cls, files: Mapping[str, bytes]) -> "AnomalyModel":
+    def from_files(cls, files: Mapping[str, bytes]) -> AnomalyModel:
         meta = json.loads(files["model.json"])
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"model format {meta.get('format_version')} is not supported by this engine")

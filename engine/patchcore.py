@@ -10,7 +10,7 @@ the known ones stand out more while defects never seen keep their unsupervised s
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -132,7 +132,9 @@ def build_defect_bank(picked: Sequence[np.ndarray], *, seed: int) -> np.ndarray 
 class PatchScorer:
     """Anomaly maps from a normal bank and an optional known-defect bank."""
 
-    def __init__(self, normal: NearestNeighbours, defects: np.ndarray | None = None, defect_weight: float = DEFECT_WEIGHT):
+    def __init__(
+        self, normal: NearestNeighbours, defects: np.ndarray | None = None, defect_weight: float = DEFECT_WEIGHT
+    ):
         self.normal = normal
         self.defects = NearestNeighbours(defects) if defects is not None and len(defects) else None
         self.defect_weight = defect_weight
@@ -175,4 +177,3 @@ def smooth(grid: np.ndarray, sigma: float) -> np.ndarray:
     # Rows then columns, each as a sum of shifted copies: the kernel has a handful of taps.
     rows = sum(k[i] * padded[:, i : i + w] for i in range(k.size))  # (h + 2r, w)
     return sum(k[i] * rows[i : i + h, :] for i in range(k.size)).astype(np.float32)  # (h, w)
-

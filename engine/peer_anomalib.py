@@ -41,7 +41,9 @@ IMAGE_SIZE = (256, 256)  # anomalib PatchCore's default
 
 def build(backbone_name: str) -> Patchcore:
     backbone = BACKBONES[backbone_name]
-    transform = Compose([Resize(IMAGE_SIZE, antialias=True), Normalize(mean=list(backbone.mean), std=list(backbone.std))])
+    transform = Compose(
+        [Resize(IMAGE_SIZE, antialias=True), Normalize(mean=list(backbone.mean), std=list(backbone.std))]
+    )
     module = Patchcore(
         backbone=backbone.timm_name,
         layers=list(backbone.out_indices),  # the same stride-8 and stride-16 stages as ours

@@ -10,9 +10,7 @@ from PIL import Image
 # Colour ramp over calibrated scores: blue (clearly normal) through yellow to red (clearly
 # anomalous), the threshold 0.5 falling on orange so that "past the threshold" reads as warm.
 _STOPS = np.array([0.0, 0.3, 0.5, 0.75, 1.0], dtype=np.float32)
-_COLOURS = np.array(
-    [[40, 60, 200], [60, 200, 220], [255, 170, 0], [255, 60, 0], [200, 0, 0]], dtype=np.float32
-)
+_COLOURS = np.array([[40, 60, 200], [60, 200, 220], [255, 170, 0], [255, 60, 0], [200, 0, 0]], dtype=np.float32)
 # Opacity: transparent where the product looks normal, so the photo stays visible beneath.
 _ALPHA_START, _ALPHA_FULL, _ALPHA_MAX = 0.25, 0.5, 170
 

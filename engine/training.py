@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -105,7 +105,9 @@ def _validate(samples: Sequence[Sample], what: str) -> None:
     for s in samples:
         image = s.image
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
-            raise TypeError(f"{what} sample {s.key!r}: image must be (H, W, 3) uint8, got {getattr(image, 'shape', None)}")
+            raise TypeError(
+                f"{what} sample {s.key!r}: image must be (H, W, 3) uint8, got {getattr(image, 'shape', None)}"
+            )
         if s.label not in (0, 1):
             raise TrainingError(f"Image {s.key} has label {s.label!r}; a label must be normal (0) or anomaly (1).")
         if s.mask is not None and s.mask.shape != image.shape[:2]:
@@ -144,7 +146,9 @@ class _Fitter:
     def fit(self, use: np.ndarray, seed: int, normal: NearestNeighbours | None = None) -> PatchScorer:
         """Scorer from the training images where `use` (bool per image) is set."""
         if normal is None:
-            normal = NearestNeighbours(build_bank([self.features[i] for i in np.flatnonzero(use & (self.labels == 0))], seed=seed))
+            normal = NearestNeighbours(
+                build_bank([self.features[i] for i in np.flatnonzero(use & (self.labels == 0))], seed=seed)
+            )
         picked = [
             farthest_patches(self.candidates[i], normal, defect_patch_count(self.features[i]))
             for i in np.flatnonzero(use & (self.labels == 1))
@@ -263,7 +267,9 @@ def train(
     k = min(MAX_FOLDS, n_normal)
     fold = _folds(labels, k, rng)
     oof_maps: list[np.ndarray | None] = [None] * len(train)
-    final_normal = NearestNeighbours(build_bank([train_features[i] for i in np.flatnonzero(labels == 0)], seed=seed + k))
+    final_normal = NearestNeighbours(
+        build_bank([train_features[i] for i in np.flatnonzero(labels == 0)], seed=seed + k)
+    )
     fitter = _Fitter(train_features, labels, final_normal)
     for f in range(k):
         scorer = fitter.fit(fold != f, seed + f)

@@ -23,7 +23,6 @@ trials_router = Router(tags=["trial detections"])
 lfv_router = Router(tags=["Lookout for Vision compatibility"])
 
 
-
 # --- Hosting ------------------------------------------------------------------------------------
 
 
@@ -85,18 +84,28 @@ DETECT_DOC = {
 def detect_out(detection: services.Detection) -> dict:
     """Lookout for Vision's DetectAnomalies response, field for field."""
     colors = services.MASK_COLORS
-    anomalies = [{"Name": "background",
-                  "PixelAnomaly": {"TotalPercentageArea": 1.0 - detection.anomalous_fraction, "Color": colors["background"]}}]
+    anomalies = [
+        {
+            "Name": "background",
+            "PixelAnomaly": {"TotalPercentageArea": 1.0 - detection.anomalous_fraction, "Color": colors["background"]},
+        }
+    ]
     if detection.anomalous_fraction > 0:
-        anomalies.append({"Name": "anomaly",
-                          "PixelAnomaly": {"TotalPercentageArea": detection.anomalous_fraction, "Color": colors["anomaly"]}})
-    return {"DetectAnomalyResult": {
-        "Source": {"Type": "direct"},
-        "IsAnomalous": detection.is_anomalous,
-        "Confidence": detection.confidence,
-        "AnomalyMask": detection.mask_png,
-        "Anomalies": anomalies,
-    }}
+        anomalies.append(
+            {
+                "Name": "anomaly",
+                "PixelAnomaly": {"TotalPercentageArea": detection.anomalous_fraction, "Color": colors["anomaly"]},
+            }
+        )
+    return {
+        "DetectAnomalyResult": {
+            "Source": {"Type": "direct"},
+            "IsAnomalous": detection.is_anomalous,
+            "Confidence": detection.confidence,
+            "AnomalyMask": detection.mask_png,
+            "Anomalies": anomalies,
+        }
+    }
 
 
 def _detect(request, response: HttpResponse, name: str, version: int) -> dict:
@@ -111,8 +120,12 @@ def _detect(request, response: HttpResponse, name: str, version: int) -> dict:
     return detect_out(detection)
 
 
-@router.post("/{name}/models/{version}/detect", response=DetectOut, openapi_extra=DETECT_DOC,
-             summary="Detect anomalies in one image (DetectAnomalies)")
+@router.post(
+    "/{name}/models/{version}/detect",
+    response=DetectOut,
+    openapi_extra=DETECT_DOC,
+    summary="Detect anomalies in one image (DetectAnomalies)",
+)
 def detect(request, response: HttpResponse, name: str, version: int):
     """Send the image as the raw body with `Content-Type: image/jpeg` or `image/png`. The model
     must be HOSTED (409 `not_hosted` otherwise); an unreadable image answers 400. The
@@ -120,8 +133,12 @@ def detect(request, response: HttpResponse, name: str, version: int):
     return _detect(request, response, name, version)
 
 
-@lfv_router.post("/{project}/models/{version}/detect", response=DetectOut, openapi_extra=DETECT_DOC,
-                 summary="DetectAnomalies at Lookout for Vision's path")
+@lfv_router.post(
+    "/{project}/models/{version}/detect",
+    response=DetectOut,
+    openapi_extra=DETECT_DOC,
+    summary="DetectAnomalies at Lookout for Vision's path",
+)
 def detect_lfv(request, response: HttpResponse, project: str, version: int):
     """Amazon Lookout for Vision's `POST /2020-11-20/projects/{ProjectName}/models/{ModelVersion}/detect`,
     answering exactly as …/api/v1/projects/{name}/models/{version}/detect does."""
@@ -214,7 +231,12 @@ def create_trial(
     mv = model_version_get(project=project, version=model_version)
     uploads = [services.TrialUpload(name=f.name or "", data=upload_read(file=f)) for f in files or ()]
     created = services.trial_create(
-        project=project, model_version=mv, user=request.auth, name=trial_name, uploads=uploads, image_ids=image_ids or ()
+        project=project,
+        model_version=mv,
+        user=request.auth,
+        name=trial_name,
+        uploads=uploads,
+        image_ids=image_ids or (),
     )
     trial = created.trial
     trial.rejected = [{"name": n, "reason": r} for n, r in created.rejected]  # rendered beside the row's fields
@@ -233,31 +255,38 @@ def get_trial(request, name: str, trial_id: int):
     return trial_get(project=project, trial_id=trial_id)
 
 
-@trials_router.get("/{name}/trials/{trial_id}/images", response=list[TrialImageOut], summary="A trial's per-image results (paged)")
+@trials_router.get(
+    "/{name}/trials/{trial_id}/images", response=list[TrialImageOut], summary="A trial's per-image results (paged)"
+)
 @paginate(PageNumberPagination, page_size=100, max_page_size=1000)
 def list_trial_images(request, name: str, trial_id: int):
     project = project_get_for_user(user=request.auth, name=name)
     return trial_images(trial=trial_get(project=project, trial_id=trial_id))
 
 
-@trials_router.patch("/{name}/trials/{trial_id}/images/{trial_image_id}", response=TrialImageOut,
-                     summary="Set a prediction's verdict")
+@trials_router.patch(
+    "/{name}/trials/{trial_id}/images/{trial_image_id}", response=TrialImageOut, summary="Set a prediction's verdict"
+)
 def set_verdict(request, name: str, trial_id: int, trial_image_id: int, payload: VerdictIn):
     project = project_get_for_user(user=request.auth, name=name, write=True)
     row = trial_image_get(trial=trial_get(project=project, trial_id=trial_id), trial_image_id=trial_image_id)
     return services.trial_image_set_verdict(trial_image=row, verdict=payload.verdict)
 
 
-@trials_router.post("/{name}/trials/{trial_id}/add-to-dataset", response=AddReportOut,
-                    summary="Add the verified images to a dataset")
+@trials_router.post(
+    "/{name}/trials/{trial_id}/add-to-dataset", response=AddReportOut, summary="Add the verified images to a dataset"
+)
 def add_to_dataset(request, name: str, trial_id: int, payload: AddToDatasetIn):
     """Each verified image goes in with its verified label (images already added are skipped,
     so calling this twice adds nothing twice)."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     trial = trial_get(project=project, trial_id=trial_id)
     report = services.trial_add_verified_to_dataset(trial=trial, user=request.auth, split=payload.dataset)
-    return {"added": report.added, "relabeled": report.relabeled,
-            "skipped": [{"name": n, "reason": r} for n, r in report.skipped]}
+    return {
+        "added": report.added,
+        "relabeled": report.relabeled,
+        "skipped": [{"name": n, "reason": r} for n, r in report.skipped],
+    }
 
 
 @trials_router.delete("/{name}/trials/{trial_id}", response={204: None}, summary="Delete a trial detection")

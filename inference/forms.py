@@ -9,7 +9,11 @@ class TrialForm(forms.Form):
     """A new trial: a trained version, and photos uploaded with it (`files`) or the project's own."""
 
     model_version = forms.TypedChoiceField(coerce=int, label="Model version")
-    name = forms.CharField(required=False, max_length=255, widget=forms.TextInput(attrs={"placeholder": "For example: line 2, Monday morning"}))
+    name = forms.CharField(
+        required=False,
+        max_length=255,
+        widget=forms.TextInput(attrs={"placeholder": "For example: line 2, Monday morning"}),
+    )
     image_ids = IdListField(required=False)
 
     def __init__(self, *args, versions, **kwargs):

@@ -10,10 +10,14 @@ from projects.models import Project
 
 def trial_list(*, project: Project) -> QuerySet[TrialDetection]:
     """The project's trials, newest first, with how many images each has, flagged and verified."""
-    return TrialDetection.objects.filter(project=project).select_related("model_version").annotate(
-        n_images=Count("images"),
-        n_anomalous=Count("images", filter=Q(images__is_anomalous=True)),
-        n_verified=Count("images", filter=~Q(images__verdict=Verdict.UNVERIFIED)),
+    return (
+        TrialDetection.objects.filter(project=project)
+        .select_related("model_version")
+        .annotate(
+            n_images=Count("images"),
+            n_anomalous=Count("images", filter=Q(images__is_anomalous=True)),
+            n_verified=Count("images", filter=~Q(images__verdict=Verdict.UNVERIFIED)),
+        )
     )
 
 

@@ -74,7 +74,9 @@ def trial_create(
     if model_version.project_id != project.pk:
         raise Invalid("That model version belongs to another project.", code="invalid_model")
     if not model_version.is_usable:
-        raise Conflict(f"Model version {model_version.version} is not trained; pick a trained version.", code="not_trained")
+        raise Conflict(
+            f"Model version {model_version.version} is not trained; pick a trained version.", code="not_trained"
+        )
     if len(uploads) + len(image_ids) > MAX_TRIAL_IMAGES:
         raise Invalid(f"A trial detection takes at most {MAX_TRIAL_IMAGES} images.", code="too_many_images")
     project_images = list(Image.objects.filter(project=project, pk__in=image_ids))
@@ -118,17 +120,32 @@ def trial_create(
             prefix = f"projects/{project.pk}/trials/{trial.pk}"
             for upload, info, sha256 in accepted:
                 key = uuid.uuid4().hex
-                file_name = default_storage.save(f"{prefix}/{key}.{EXTENSIONS.get(info.format, 'img')}", ContentFile(upload.data))
+                file_name = default_storage.save(
+                    f"{prefix}/{key}.{EXTENSIONS.get(info.format, 'img')}", ContentFile(upload.data)
+                )
                 stored.append(file_name)
                 thumb = default_storage.save(f"{prefix}/{key}-thumb.jpg", ContentFile(thumbnail_jpeg(upload.data)))
                 stored.append(thumb)
-                rows.append(TrialImage(
-                    trial=trial, file=file_name, thumbnail=thumb, original_name=upload.name[:255], sha256=sha256,
-                    width=info.width, height=info.height,
-                ))
+                rows.append(
+                    TrialImage(
+                        trial=trial,
+                        file=file_name,
+                        thumbnail=thumb,
+                        original_name=upload.name[:255],
+                        sha256=sha256,
+                        width=info.width,
+                        height=info.height,
+                    )
+                )
             rows += [
-                TrialImage(trial=trial, image=image, original_name=image.original_name, sha256=image.sha256,
-                           width=image.width, height=image.height)
+                TrialImage(
+                    trial=trial,
+                    image=image,
+                    original_name=image.original_name,
+                    sha256=image.sha256,
+                    width=image.width,
+                    height=image.height,
+                )
                 for image in project_images
             ]
             TrialImage.objects.bulk_create(rows)
@@ -246,7 +263,9 @@ def trial_add_verified_to_dataset(*, trial: TrialDetection, user, split: str = S
             with row.file.open("rb") as f:
                 data = f.read()
             try:
-                dataset_add_image(project=trial.project, data=data, name=row.original_name, label=label, split=split, user=user)
+                dataset_add_image(
+                    project=trial.project, data=data, name=row.original_name, label=label, split=split, user=user
+                )
                 report.added += 1
             except DuplicateImage as exc:
                 Image.objects.filter(pk=exc.existing.pk).update(label=label)
@@ -330,8 +349,10 @@ def model_version_stop_hosting(*, model_version: ModelVersion) -> ModelVersion:
 def _hosting_refusal(model_version: ModelVersion, *, action: str) -> str:
     if model_version.status == Status.STOPPING_HOSTING:
         return f"Model version {model_version.version} is stopping; wait until it is TRAINED, then {action}."
-    return (f"Model version {model_version.version} is {model_version.status}, not trained: only a trained "
-            f"model can {action}.")
+    return (
+        f"Model version {model_version.version} is {model_version.status}, not trained: only a trained "
+        f"model can {action}."
+    )
 
 
 def model_version_host(*, model_version_id: int) -> None:
@@ -466,8 +487,10 @@ def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detecti
         _redis().delete(image_key)  # already gone if a worker took it
     if "error" in answer:
         if answer["error"] == "unavailable":
-            raise Unavailable(f"No inference worker answered within {timeout} s. Check that an inference worker is "
-                              "running and not overloaded, then try again.")
+            raise Unavailable(
+                f"No inference worker answered within {timeout} s. Check that an inference worker is "
+                "running and not overloaded, then try again."
+            )
         error = Conflict if answer["error"] == "not_hosted" else Invalid
         raise error(answer["message"], code=answer["error"])
     return Detection(**answer)
@@ -493,8 +516,11 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, i
             return {"error": "not_hosted", "message": "This model version is no longer hosted. Start it again."}
         model = _pin(mv, expected=Status.HOSTED)
         if model is None:
-            return {"error": "not_hosted", "message": f"Model version {mv.version} could not be loaded by the inference "
-                    "worker: it is now HOSTING_FAILED, and its status message says why."}
+            return {
+                "error": "not_hosted",
+                "message": f"Model version {mv.version} could not be loaded by the inference "
+                "worker: it is now HOSTING_FAILED, and its status message says why.",
+            }
     try:
         array = decode_image(data)
     except ImageError as exc:
@@ -522,7 +548,7 @@ def lfv_mask_png(mask: np.ndarray) -> bytes:
     encode. (engine.mask_png's 0/255 greyscale is the upload format, not LFV's colours.)
     """
     image = PILImage.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
-    image.putpalette([int(c[i:i + 2], 16) for c in MASK_COLORS.values() for i in (1, 3, 5)])
+    image.putpalette([int(c[i : i + 2], 16) for c in MASK_COLORS.values() for i in (1, 3, 5)])
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()

@@ -26,14 +26,19 @@ MAX_OFFERED_IMAGES = 200
 
 def _index_page(request, project, form, *, status=200):
     versions = list(model_version_list_usable(project=project))
-    return render(request, "inference/list.html", {
-        "project": project,
-        "trials": trial_list(project=project),
-        "versions": versions,
-        "form": form,
-        "unlabeled": image_list(project=project, label=Label.UNLABELED)[:MAX_OFFERED_IMAGES],
-        "chosen_ids": set(form["image_ids"].value() or []) if form.is_bound else set(),
-    }, status=status)
+    return render(
+        request,
+        "inference/list.html",
+        {
+            "project": project,
+            "trials": trial_list(project=project),
+            "versions": versions,
+            "form": form,
+            "unlabeled": image_list(project=project, label=Label.UNLABELED)[:MAX_OFFERED_IMAGES],
+            "chosen_ids": set(form["image_ids"].value() or []) if form.is_bound else set(),
+        },
+        status=status,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -91,11 +96,15 @@ def trial_detail(request, name, trial_id):
     project = project_get_for_user(user=request.user, name=name)
     trial = trial_get(project=project, trial_id=trial_id)
     show = request.GET.get("show", "")
-    return render(request, "inference/detail.html", {
-        **_detail_context(project, trial),
-        "images": trial_images(trial=trial, show=show),
-        "show": show if show in TRIAL_FILTERS else "",
-    })
+    return render(
+        request,
+        "inference/detail.html",
+        {
+            **_detail_context(project, trial),
+            "images": trial_images(trial=trial, show=show),
+            "show": show if show in TRIAL_FILTERS else "",
+        },
+    )
 
 
 @require_GET
@@ -131,9 +140,15 @@ def trial_image_verdict(request, name, trial_id, trial_image_id):
         if error:
             messages.error(request, error)
         return redirect("inference:detail", name=project.name, trial_id=trial.pk)
-    return render(request, "inference/_verdict_response.html", {
-        **_detail_context(project, trial), "ti": row, "error": error,
-    })
+    return render(
+        request,
+        "inference/_verdict_response.html",
+        {
+            **_detail_context(project, trial),
+            "ti": row,
+            "error": error,
+        },
+    )
 
 
 @require_POST
@@ -150,8 +165,12 @@ def trial_add_to_dataset(request, name, trial_id):
         if report.added:
             parts.append(f"{report.added} new image{'s' if report.added != 1 else ''} added to the dataset")
         if report.relabeled:
-            parts.append(f"{report.relabeled} image{'s' if report.relabeled != 1 else ''} already in the project relabeled")
-        messages.success(request, " and ".join(parts) + " with the labels you verified. Train a new version to use them.")
+            parts.append(
+                f"{report.relabeled} image{'s' if report.relabeled != 1 else ''} already in the project relabeled"
+            )
+        messages.success(
+            request, " and ".join(parts) + " with the labels you verified. Train a new version to use them."
+        )
     elif not report.skipped:
         messages.info(request, "No verified image is waiting: mark predictions correct or incorrect first.")
     for file_name, reason in report.skipped:
@@ -164,7 +183,9 @@ def trial_delete(request, name, trial_id):
     project = project_get_for_user(user=request.user, name=name, write=True)
     trial = trial_get(project=project, trial_id=trial_id)
     services.trial_delete(trial=trial)
-    messages.success(request, f"Trial detection “{trial.name}” deleted. Images already added to the dataset stay there.")
+    messages.success(
+        request, f"Trial detection “{trial.name}” deleted. Images already added to the dataset stay there."
+    )
     return redirect("inference:list", name=project.name)
 
 

@@ -13,7 +13,14 @@ from pydantic import Field
 from console.files import storage_file_response
 from projects import services
 from projects.models import Image, Project, Role
-from projects.selectors import dataset_counts, image_get, image_list, project_get_for_user, project_has_test_dataset, project_list_for_user
+from projects.selectors import (
+    dataset_counts,
+    image_get,
+    image_list,
+    project_get_for_user,
+    project_has_test_dataset,
+    project_list_for_user,
+)
 
 router = Router(tags=["projects"])
 
@@ -150,9 +157,18 @@ def get_image(request, name: str, image_id: int):
     return image_get(project=project, image_id=image_id)
 
 
-@router.get("/{name}/images/{image_id}/file", summary="Download an image's file",
-            openapi_extra={"responses": {200: {"description": "The image as uploaded.",
-                                               "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}}})
+@router.get(
+    "/{name}/images/{image_id}/file",
+    summary="Download an image's file",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The image as uploaded.",
+                "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+)
 def get_image_file(request, name: str, image_id: int):
     project = project_get_for_user(user=request.auth, name=name)
     return storage_file_response(image_get(project=project, image_id=image_id).file)

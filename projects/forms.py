@@ -35,7 +35,7 @@ class IdListField(forms.Field):
         try:
             return [int(v) for v in value or []]
         except (TypeError, ValueError):
-            raise forms.ValidationError("Image ids are numbers.")
+            raise forms.ValidationError("Image ids are numbers.") from None
 
     def validate(self, value):
         if not value and self.required:

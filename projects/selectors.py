@@ -99,7 +99,9 @@ def image_states(*, project: Project, image_ids: list[int]) -> list[dict]:
     ]
 
 
-def image_neighbours(*, project: Project, image: Image, label: str = "", split: str = "") -> tuple[int | None, int | None]:
+def image_neighbours(
+    *, project: Project, image: Image, label: str = "", split: str = ""
+) -> tuple[int | None, int | None]:
     """The ids of the images before and after `image` in the grid's order under the same filters.
 
     The grid lists the newest first (`-uploaded_at, -id`), so "before" is newer and "after" older.

@@ -45,7 +45,7 @@ def _validate_project_name(name: str) -> None:
     try:
         project_name_validator(name)
     except ValidationError as exc:
-        raise Invalid(exc.messages[0], code="invalid_name")
+        raise Invalid(exc.messages[0], code="invalid_name") from exc
 
 
 def project_create(*, user, name: str, description: str = "") -> Project:
@@ -58,7 +58,7 @@ def project_create(*, user, name: str, description: str = "") -> Project:
             Membership.objects.create(project=project, user=user, role=Role.OWNER)
             Dataset.objects.create(project=project, split=Split.TRAIN)
     except IntegrityError:
-        raise Conflict(f"A project named “{name}” already exists. Choose another name.", code="name_taken")
+        raise Conflict(f"A project named “{name}” already exists. Choose another name.", code="name_taken") from None
     return project
 
 
@@ -79,14 +79,15 @@ def project_delete(*, project: Project) -> None:
         names += [image.file.name, image.thumbnail.name, image.mask.name]
     for mv in ModelVersion.objects.filter(project=project):
         names += [mv.weights_file.name, mv.config_file.name]
-    names += list(
-        ModelVersionImage.objects.filter(model_version__project=project).values_list("heatmap", flat=True)
-    )
+    names += list(ModelVersionImage.objects.filter(model_version__project=project).values_list("heatmap", flat=True))
     for trial_image in TrialImage.objects.filter(trial__project=project):
         names += [trial_image.file.name, trial_image.thumbnail.name, trial_image.heatmap.name]
     # Versions an inference worker may hold: unloaded everywhere once the rows are gone.
-    loaded = list(ModelVersion.objects.filter(project=project, status__in=USABLE_STATUSES)
-                  .exclude(status=Status.TRAINED).values_list("pk", flat=True))
+    loaded = list(
+        ModelVersion.objects.filter(project=project, status__in=USABLE_STATUSES)
+        .exclude(status=Status.TRAINED)
+        .values_list("pk", flat=True)
+    )
     with transaction.atomic():
         Image.objects.filter(project=project).delete()  # Image.dataset is PROTECTed
         project.delete()
@@ -103,7 +104,9 @@ def member_set(*, project: Project, username: str, role: str) -> Membership:
         raise Invalid(f"Unknown role “{role}”.", code="invalid_role")
     user = get_user_model().objects.filter(username=username.strip()).first()
     if user is None:
-        raise Invalid(f"There is no user named “{username}”. An admin can create the account first.", code="no_such_user")
+        raise Invalid(
+            f"There is no user named “{username}”. An admin can create the account first.", code="no_such_user"
+        )
     with transaction.atomic():
         membership, _ = Membership.objects.select_for_update().get_or_create(
             project=project, user=user, defaults={"role": role}
@@ -215,7 +218,7 @@ def dataset_add_image(
             check_upload_size(mask)
             decode_mask(mask, width=info.width, height=info.height)
     except ImageError as exc:
-        raise Invalid(exc.message, code=exc.code)
+        raise Invalid(exc.message, code=exc.code) from exc
     if mask is not None and label == Label.UNLABELED:
         label = Label.ANOMALY  # a defect mask says what the image is
 
@@ -224,7 +227,9 @@ def dataset_add_image(
     prefix = f"projects/{project.pk}"
     stored = []
     try:
-        file_name = default_storage.save(f"{prefix}/images/{key}.{EXTENSIONS.get(info.format, 'img')}", ContentFile(data))
+        file_name = default_storage.save(
+            f"{prefix}/images/{key}.{EXTENSIONS.get(info.format, 'img')}", ContentFile(data)
+        )
         stored.append(file_name)
         thumb_name = default_storage.save(f"{prefix}/thumbnails/{key}.jpg", ContentFile(thumbnail))
         stored.append(thumb_name)
@@ -252,7 +257,7 @@ def dataset_add_image(
         # Another request stored the same bytes between our check and our insert.
         for name_ in stored:
             default_storage.delete(name_)
-        raise DuplicateImage(Image.objects.select_related("dataset").get(project=project, sha256=sha256))
+        raise DuplicateImage(Image.objects.select_related("dataset").get(project=project, sha256=sha256)) from None
     except BaseException:
         for name_ in stored:
             default_storage.delete(name_)
@@ -298,7 +303,7 @@ def image_set_mask(*, image: Image, mask: bytes) -> Image:
     try:
         decode_mask(mask, width=image.width, height=image.height)
     except ImageError as exc:
-        raise Invalid(exc.message, code=exc.code)
+        raise Invalid(exc.message, code=exc.code) from exc
     old = image.mask.name
     image.mask = default_storage.save(f"projects/{image.project_id}/masks/{uuid.uuid4().hex}.png", ContentFile(mask))
     image.label = Label.ANOMALY
@@ -338,16 +343,20 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
     """
     _dataset(project=project, split=split)
     if getattr(file, "size", 0) > settings.KENPIN_MAX_ZIP_BYTES:
-        raise TooLarge(f"The zip is {file.size / 1e9:.1f} GB; import at most "
-                       f"{settings.KENPIN_MAX_ZIP_BYTES / 1e9:.0f} GB at a time.")
+        raise TooLarge(
+            f"The zip is {file.size / 1e9:.1f} GB; import at most "
+            f"{settings.KENPIN_MAX_ZIP_BYTES / 1e9:.0f} GB at a time."
+        )
     try:
         archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError):
-        raise Invalid("This file is not a zip archive Kenpin can read.", code="not_a_zip")
+        raise Invalid("This file is not a zip archive Kenpin can read.", code="not_a_zip") from None
     with archive:
         entries = [
-            e for e in archive.infolist()
-            if not e.is_dir() and not any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(e.filename).parts)
+            e
+            for e in archive.infolist()
+            if not e.is_dir()
+            and not any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(e.filename).parts)
         ]
         if len(entries) > ZIP_MAX_FILES:
             raise TooLarge(f"The zip holds {len(entries)} files; import at most {ZIP_MAX_FILES} at a time.")
@@ -359,7 +368,9 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
             if folders and folders[-1] in ("mask", "masks"):
                 masks[path.stem] = entry
             else:
-                label = next((ZIP_LABEL_FOLDERS[f] for f in reversed(folders) if f in ZIP_LABEL_FOLDERS), Label.UNLABELED)
+                label = next(
+                    (ZIP_LABEL_FOLDERS[f] for f in reversed(folders) if f in ZIP_LABEL_FOLDERS), Label.UNLABELED
+                )
                 images.append((entry, label))
         report = ImportReport()
         for entry, label in images:

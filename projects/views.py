@@ -90,26 +90,35 @@ def _dataset_context(project, filters: dict | None = None) -> dict:
 def project_detail(request, name):
     project = project_get_for_user(user=request.user, name=name)
     model_versions = list(model_version_list(project=project)[:5])
-    return render(request, "projects/detail.html", {
-        "project": project,
-        **_dataset_context(project),
-        "model_versions": model_versions,
-        "trained_version": next((mv for mv in model_versions if mv.is_usable), None),
-        "trials": trial_list(project=project)[:5],
-    })
+    return render(
+        request,
+        "projects/detail.html",
+        {
+            "project": project,
+            **_dataset_context(project),
+            "model_versions": model_versions,
+            "trained_version": next((mv for mv in model_versions if mv.is_usable), None),
+            "trials": trial_list(project=project)[:5],
+        },
+    )
 
 
 # --- Settings, members, deletion --------------------------------------------------------------
 
 
 def _settings_page(request, project, *, update_form=None, member_form=None, delete_form=None, status=200):
-    return render(request, "projects/settings.html", {
-        "project": project,
-        "members": project_members(project=project),
-        "update_form": update_form or ProjectUpdateForm(initial={"description": project.description}),
-        "member_form": member_form or MemberForm(),
-        "delete_form": delete_form or ProjectDeleteForm(),
-    }, status=status)
+    return render(
+        request,
+        "projects/settings.html",
+        {
+            "project": project,
+            "members": project_members(project=project),
+            "update_form": update_form or ProjectUpdateForm(initial={"description": project.description}),
+            "member_form": member_form or MemberForm(),
+            "delete_form": delete_form or ProjectDeleteForm(),
+        },
+        status=status,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -149,7 +158,9 @@ def member_set(request, name):
         except KenpinError as exc:
             form.add_error("username", exc.message)
         else:
-            messages.success(request, f"{membership.user.username} is now {membership.get_role_display().lower()} of this project.")
+            messages.success(
+                request, f"{membership.user.username} is now {membership.get_role_display().lower()} of this project."
+            )
             return redirect("projects:settings", name=project.name)
     return _settings_page(request, project, member_form=form, status=400)
 
@@ -172,16 +183,20 @@ def member_remove(request, name, user_id):
 @require_GET
 def image_upload_page(request, name):
     project = project_get_for_user(user=request.user, name=name)
-    return render(request, "projects/upload.html", {
-        "project": project,
-        **_dataset_context(project),
-        "zip_form": ZipImportForm(),
-        "upload_config": {
-            "url": reverse("projects:image_add", kwargs={"name": project.name}),
-            "maxBytes": settings.KENPIN_MAX_UPLOAD_BYTES,
-            "labelUrl": reverse("projects:images", kwargs={"name": project.name}),
+    return render(
+        request,
+        "projects/upload.html",
+        {
+            "project": project,
+            **_dataset_context(project),
+            "zip_form": ZipImportForm(),
+            "upload_config": {
+                "url": reverse("projects:image_add", kwargs={"name": project.name}),
+                "maxBytes": settings.KENPIN_MAX_UPLOAD_BYTES,
+                "labelUrl": reverse("projects:images", kwargs={"name": project.name}),
+            },
         },
-    })
+    )
 
 
 @require_POST
@@ -224,12 +239,16 @@ def images_import(request, name):
     except KenpinError as exc:
         messages.error(request, exc.message)
         return redirect("projects:upload", name=project.name)
-    return render(request, "projects/import_report.html", {
-        "project": project,
-        "report": report,
-        "split": form.cleaned_data["split"],
-        "labels": {label: sum(1 for image in report.added if image.label == label) for label in Label.values},
-    })
+    return render(
+        request,
+        "projects/import_report.html",
+        {
+            "project": project,
+            "report": report,
+            "split": form.cleaned_data["split"],
+            "labels": {label: sum(1 for image in report.added if image.label == label) for label in Label.values},
+        },
+    )
 
 
 # --- Label grid -------------------------------------------------------------------------------
@@ -242,18 +261,22 @@ def image_grid(request, name):
     paginator = Paginator(image_list(project=project, label=filters["label"], split=filters["split"]), IMAGES_PER_PAGE)
     page = paginator.get_page(filters["page"])
     query = {k: v for k, v in (("label", filters["label"]), ("split", filters["split"])) if v}
-    return render(request, "projects/images.html", {
-        "project": project,
-        **_dataset_context(project, filters),
-        "page": page,
-        "query": urlencode(query),
-        "next_url": request.get_full_path(),
-        "grid_config": {
-            "label": reverse("projects:images_label", kwargs={"name": project.name}),
-            "move": reverse("projects:images_move", kwargs={"name": project.name}),
-            "delete": reverse("projects:images_delete", kwargs={"name": project.name}),
+    return render(
+        request,
+        "projects/images.html",
+        {
+            "project": project,
+            **_dataset_context(project, filters),
+            "page": page,
+            "query": urlencode(query),
+            "next_url": request.get_full_path(),
+            "grid_config": {
+                "label": reverse("projects:images_label", kwargs={"name": project.name}),
+                "move": reverse("projects:images_move", kwargs={"name": project.name}),
+                "delete": reverse("projects:images_delete", kwargs={"name": project.name}),
+            },
         },
-    })
+    )
 
 
 @require_GET
@@ -320,8 +343,11 @@ def images_delete(request, name):
 def test_dataset_delete(request, name):
     project = project_get_for_user(user=request.user, name=name, write=True)
     services.dataset_delete_test(project=project)
-    messages.success(request, "The test dataset was removed; its images are back in the training dataset. "
-                              "Models will be evaluated by cross-validation.")
+    messages.success(
+        request,
+        "The test dataset was removed; its images are back in the training dataset. "
+        "Models will be evaluated by cross-validation.",
+    )
     return redirect_back(request, reverse("projects:detail", kwargs={"name": project.name}))
 
 
@@ -336,15 +362,19 @@ def image_detail(request, name, image_id):
     filters = ImageFilterForm(request.GET).filters()
     query = urlencode({k: v for k, v in (("label", filters["label"]), ("split", filters["split"])) if v})
     previous, following = image_neighbours(project=project, image=image, label=filters["label"], split=filters["split"])
-    return render(request, "projects/image.html", {
-        "project": project,
-        "image": image,
-        "query": query,
-        "previous": previous,
-        "following": following,
-        "next_url": request.get_full_path(),
-        "mask_form": MaskForm(),
-    })
+    return render(
+        request,
+        "projects/image.html",
+        {
+            "project": project,
+            "image": image,
+            "query": query,
+            "previous": previous,
+            "following": following,
+            "next_url": request.get_full_path(),
+            "mask_form": MaskForm(),
+        },
+    )
 
 
 @require_POST

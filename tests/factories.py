@@ -30,7 +30,9 @@ class UserFactory(factory.django.DjangoModelFactory):
             obj.save()
 
 
-def image_bytes(*, width: int = 64, height: int = 48, fmt: str = "PNG", mode: str = "RGB", seed: int | None = None) -> bytes:
+def image_bytes(
+    *, width: int = 64, height: int = 48, fmt: str = "PNG", mode: str = "RGB", seed: int | None = None
+) -> bytes:
     """A real encoded image of random pixels; each call gives different bytes unless seeded."""
     rng = np.random.default_rng(next(_counter) if seed is None else seed)
     channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
@@ -49,8 +51,16 @@ def make_project(*, owner, name: str | None = None, **members_by_role):
     return project
 
 
-def add_image(project, *, label: str = "unlabeled", split: str = "train", user=None, mask: bytes | None = None,
-              name: str = "generated.png", **kwargs):
+def add_image(
+    project,
+    *,
+    label: str = "unlabeled",
+    split: str = "train",
+    user=None,
+    mask: bytes | None = None,
+    name: str = "generated.png",
+    **kwargs,
+):
     return dataset_add_image(
         project=project, data=image_bytes(**kwargs), name=name, label=label, split=split, user=user, mask=mask
     )
@@ -59,14 +69,22 @@ def add_image(project, *, label: str = "unlabeled", split: str = "train", user=N
 def heatmap_png(*, width: int = 64, height: int = 48) -> bytes:
     """An RGBA overlay like the engine's heatmaps: transparent except for a red blob."""
     overlay = np.zeros((height, width, 4), dtype=np.uint8)
-    overlay[height // 4: height // 2, width // 4: width // 2] = (255, 0, 0, 160)
+    overlay[height // 4 : height // 2, width // 4 : width // 2] = (255, 0, 0, 160)
     out = io.BytesIO()
     PILImage.fromarray(overlay, mode="RGBA").save(out, format="PNG")
     return out.getvalue()
 
 
-def make_trained_version(project, *, scores: dict, version: int | None = None, threshold: float = 0.5,
-                         evaluation: str = "cross_validation", split: str | None = None, **fields):
+def make_trained_version(
+    project,
+    *,
+    scores: dict,
+    version: int | None = None,
+    threshold: float = 0.5,
+    evaluation: str = "cross_validation",
+    split: str | None = None,
+    **fields,
+):
     """A TRAINED version as the training task leaves it: a snapshot row per image with its
     score and heatmap. `scores` maps the project's images to their evaluated score (None for an
     image that was trained on but not evaluated)."""
@@ -81,21 +99,37 @@ def make_trained_version(project, *, scores: dict, version: int | None = None, t
     mv = ModelVersion.objects.create(
         project=project,
         version=version or (ModelVersion.objects.filter(project=project).aggregate(n=Max("version"))["n"] or 0) + 1,
-        backbone=fields.pop("backbone", "lite0"), status=Status.TRAINED, evaluation=evaluation,
-        threshold=threshold, trained_threshold=fields.pop("trained_threshold", threshold),
-        started_at=now - timezone.timedelta(seconds=20), ended_at=now,
-        metrics=fields.pop("metrics", {"roc_auc": 0.9, "average_precision": 0.85,
-                                       "roc_curve": {"fpr": [0, 0.5, 1], "tpr": [0, 0.9, 1]},
-                                       "pr_curve": {"precision": [1, 0.8, 0.5], "recall": [0, 0.9, 1]}}),
+        backbone=fields.pop("backbone", "lite0"),
+        status=Status.TRAINED,
+        evaluation=evaluation,
+        threshold=threshold,
+        trained_threshold=fields.pop("trained_threshold", threshold),
+        started_at=now - timezone.timedelta(seconds=20),
+        ended_at=now,
+        metrics=fields.pop(
+            "metrics",
+            {
+                "roc_auc": 0.9,
+                "average_precision": 0.85,
+                "roc_curve": {"fpr": [0, 0.5, 1], "tpr": [0, 0.9, 1]},
+                "pr_curve": {"precision": [1, 0.8, 0.5], "recall": [0, 0.9, 1]},
+            },
+        ),
         **fields,
     )
     for image, score in scores.items():
         row = ModelVersionImage.objects.create(
-            model_version=mv, image=image, sha256=image.sha256, original_name=image.original_name,
-            split=image.dataset.split if split is None else split, label=image.label, score=score,
+            model_version=mv,
+            image=image,
+            sha256=image.sha256,
+            original_name=image.original_name,
+            split=image.dataset.split if split is None else split,
+            label=image.label,
+            score=score,
         )
         if score is not None:
-            row.heatmap = default_storage.save(f"projects/{project.pk}/models/{mv.version}/{row.pk}.png",
-                                               ContentFile(heatmap_png()))
+            row.heatmap = default_storage.save(
+                f"projects/{project.pk}/models/{mv.version}/{row.pk}.png", ContentFile(heatmap_png())
+            )
             row.save(update_fields=["heatmap"])
     return mv

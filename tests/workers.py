@@ -28,11 +28,31 @@ class Worker:
         self.name = f"test-{uuid.uuid4().hex[:8]}@kenpin"
         self.log = Path(settings.DATA_DIR) / f"{self.name}.log"
         args = [
-            sys.executable, "-m", "celery", "-A", "console", "worker", "-n", self.name, "-Q", queues,
-            "-P", pool, "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "INFO",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "console",
+            "worker",
+            "-n",
+            self.name,
+            "-Q",
+            queues,
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
         ]
         self.process = subprocess.Popen(
-            args, cwd=ROOT, env=worker_env(), stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+            args,
+            cwd=ROOT,
+            env=worker_env(),
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so kill() takes its children too
         )
 

@@ -18,13 +18,17 @@ Backbone = Literal[tuple(services.BACKBONES)]  # type: ignore[valid-type]
 
 class TrainIn(Schema):
     description: str = Field("", max_length=1000)
-    backbone: Backbone = Field(services.DEFAULT_BACKBONE, description="; ".join(f"{k}: {v}" for k, v in services.BACKBONES.items()))
+    backbone: Backbone = Field(
+        services.DEFAULT_BACKBONE, description="; ".join(f"{k}: {v}" for k, v in services.BACKBONES.items())
+    )
 
 
 class ModelStatusOut(Schema):
     version: int
-    status: str = Field(description="QUEUED, TRAINING, TRAINED, TRAINING_FAILED, STARTING_HOSTING, HOSTED, "
-                                    "HOSTING_FAILED, STOPPING_HOSTING or DELETING.")
+    status: str = Field(
+        description="QUEUED, TRAINING, TRAINED, TRAINING_FAILED, STARTING_HOSTING, HOSTED, "
+        "HOSTING_FAILED, STOPPING_HOSTING or DELETING."
+    )
 
 
 class ModelSummaryOut(ModelStatusOut):
@@ -61,10 +65,9 @@ class PerformanceOut(Schema):
 class ModelOut(ModelSummaryOut):
     evaluation: Literal["test_dataset", "cross_validation"] | None = Field(
         description="How performance was measured: on the test dataset, or by cross-validation over the "
-                    "training dataset (each image scored by a model that did not train on it)."
+        "training dataset (each image scored by a model that did not train on it)."
     )
     performance: PerformanceOut | None = Field(description="At the current threshold; null until trained.")
-
 
     @staticmethod
     def resolve_evaluation(mv: ModelVersion) -> str | None:

@@ -5,11 +5,14 @@ from training.services import BACKBONES, DEFAULT_BACKBONE
 
 class TrainForm(forms.Form):
     description = forms.CharField(
-        required=False, max_length=1000, widget=forms.TextInput(attrs={"placeholder": "For example: added 10 photos of cracked cookies"}),
+        required=False,
+        max_length=1000,
+        widget=forms.TextInput(attrs={"placeholder": "For example: added 10 photos of cracked cookies"}),
         help_text="Optional: what is new in this version, to recognise it later.",
     )
     backbone = forms.ChoiceField(
-        choices=list(BACKBONES.items()), initial=DEFAULT_BACKBONE,
+        choices=list(BACKBONES.items()),
+        initial=DEFAULT_BACKBONE,
         help_text="The pretrained network that looks at the photos.",
     )
 

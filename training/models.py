@@ -19,7 +19,13 @@ class Status(models.TextChoices):
 
 
 # States in which a version has a usable trained model.
-USABLE_STATUSES = (Status.TRAINED, Status.STARTING_HOSTING, Status.HOSTED, Status.HOSTING_FAILED, Status.STOPPING_HOSTING)
+USABLE_STATUSES = (
+    Status.TRAINED,
+    Status.STARTING_HOSTING,
+    Status.HOSTED,
+    Status.HOSTING_FAILED,
+    Status.STOPPING_HOSTING,
+)
 
 
 class Evaluation(models.TextChoices):
@@ -102,6 +108,4 @@ class ModelVersionImage(models.Model):
 
     class Meta:
         ordering = ["id"]
-        constraints = [
-            models.UniqueConstraint(fields=["model_version", "sha256"], name="one_snapshot_row_per_image")
-        ]
+        constraints = [models.UniqueConstraint(fields=["model_version", "sha256"], name="one_snapshot_row_per_image")]

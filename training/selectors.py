@@ -30,12 +30,16 @@ def training_readiness(*, project: Project) -> Readiness:
     train, test = counts["train"], counts["test"]
     with_test = project_has_test_dataset(project=project)
     needs = (
-        [("training", "normal", train.normal, MIN_TRAIN_NORMAL_WITH_TEST),
-         ("test", "normal", test.normal, MIN_TEST_NORMAL),
-         ("test", "anomalous", test.anomaly, MIN_TEST_ANOMALY)]
+        [
+            ("training", "normal", train.normal, MIN_TRAIN_NORMAL_WITH_TEST),
+            ("test", "normal", test.normal, MIN_TEST_NORMAL),
+            ("test", "anomalous", test.anomaly, MIN_TEST_ANOMALY),
+        ]
         if with_test
-        else [("training", "normal", train.normal, MIN_TRAIN_NORMAL_ALONE),
-              ("training", "anomalous", train.anomaly, MIN_TRAIN_ANOMALY_ALONE)]
+        else [
+            ("training", "normal", train.normal, MIN_TRAIN_NORMAL_ALONE),
+            ("training", "anomalous", train.anomaly, MIN_TRAIN_ANOMALY_ALONE),
+        ]
     )
     missing = [
         f"Add {minimum - have} more {kind} image{'s' if minimum - have > 1 else ''} to the {split} dataset "
@@ -58,12 +62,14 @@ def model_version_list_with_performance(*, project: Project) -> list[ModelVersio
     """
     flagged, passed = Q(images__score__gte=F("threshold")), Q(images__score__lt=F("threshold"))
     anomaly, normal = Q(images__label=Label.ANOMALY), Q(images__label=Label.NORMAL)
-    versions = list(model_version_list(project=project).annotate(
-        tp=Count("images", filter=flagged & anomaly),
-        fp=Count("images", filter=flagged & normal),
-        tn=Count("images", filter=passed & normal),
-        fn=Count("images", filter=passed & anomaly),
-    ))
+    versions = list(
+        model_version_list(project=project).annotate(
+            tp=Count("images", filter=flagged & anomaly),
+            fp=Count("images", filter=flagged & normal),
+            tn=Count("images", filter=passed & normal),
+            fn=Count("images", filter=passed & anomaly),
+        )
+    )
     for mv in versions:
         mv.confusion = Confusion(tp=mv.tp, fp=mv.fp, tn=mv.tn, fn=mv.fn) if mv.is_usable else None
     return versions
@@ -245,7 +251,9 @@ def _describe_threshold(mv: ModelVersion) -> str:
     return "—" if mv.threshold is None else f"{mv.threshold:.3f}"
 
 
-def _snapshot_change(older: ModelVersion, newer: ModelVersion, rows: dict[int, dict[str, ModelVersionImage]]) -> SnapshotChange:
+def _snapshot_change(
+    older: ModelVersion, newer: ModelVersion, rows: dict[int, dict[str, ModelVersionImage]]
+) -> SnapshotChange:
     before, after = rows[older.pk], rows[newer.pk]
     common = before.keys() & after.keys()
     settings = [
@@ -300,7 +308,9 @@ def model_version_compare(*, project: Project, versions: list[int]) -> Compariso
         cells = []
         for mv in trained:
             predicted = rows[mv.pk][sha].score >= _threshold(mv)
-            cells.append(Cell(model_version=mv, row=rows[mv.pk][sha], predicted_anomaly=predicted, correct=predicted == actual))
+            cells.append(
+                Cell(model_version=mv, row=rows[mv.pk][sha], predicted_anomaly=predicted, correct=predicted == actual)
+            )
         if len({cell.predicted_anomaly for cell in cells}) > 1:
             row = rows[newest.pk][sha]
             disagreements.append(Disagreement(name=row.original_name or sha[:12], label=row.label, cells=cells))

@@ -85,9 +85,9 @@ def model_version_start_training(
 
 def model_version_cancel_training(*, model_version: ModelVersion, user) -> None:
     """Stop a queued or running training. The worker notices at its next progress report."""
-    cancelled = ModelVersion.objects.filter(
-        pk=model_version.pk, status__in=(Status.QUEUED, Status.TRAINING)
-    ).update(status=Status.TRAINING_FAILED, status_message=f"Cancelled by {user}.", ended_at=timezone.now())
+    cancelled = ModelVersion.objects.filter(pk=model_version.pk, status__in=(Status.QUEUED, Status.TRAINING)).update(
+        status=Status.TRAINING_FAILED, status_message=f"Cancelled by {user}.", ended_at=timezone.now()
+    )
     if not cancelled:
         raise Conflict("This training has already ended.", code="not_training")
 
@@ -126,7 +126,11 @@ def _claim(model_version_id: int) -> bool:
     """
     now = timezone.now()
     claimed = ModelVersion.objects.filter(pk=model_version_id, status=Status.QUEUED).update(
-        status=Status.TRAINING, started_at=now, heartbeat_at=now, progress=0, stage="preparing",
+        status=Status.TRAINING,
+        started_at=now,
+        heartbeat_at=now,
+        progress=0,
+        stage="preparing",
         status_message="Training started.",
     )
     if claimed:
@@ -241,7 +245,7 @@ def _samples(model_version: ModelVersion):
                 f"The image “{row.original_name or row.sha256[:12]}” can no longer be read "
                 f"({getattr(exc, 'message', exc)}). Delete it from the dataset and train again.",
                 code="image_unreadable",
-            )
+            ) from exc
         samples[row.split].append(
             Sample(key=str(row.pk), image=array, label=int(row.label == Label.ANOMALY), mask=mask)
         )
@@ -334,7 +338,11 @@ def _failure_message(exc: Exception) -> str:
     if isinstance(exc, (Invalid, engine.TrainingError, ImageError)):
         return exc.message
     if isinstance(exc, MemoryError):
-        return ("The training worker ran out of memory. Use fewer or smaller images, or give the worker "
-                "more memory, then train again.")
-    return (f"The training failed because of an internal error ({type(exc).__name__}: {exc}). "
-            "Train again; if it fails again, report it with the training worker's log.")
+        return (
+            "The training worker ran out of memory. Use fewer or smaller images, or give the worker "
+            "more memory, then train again."
+        )
+    return (
+        f"The training failed because of an internal error ({type(exc).__name__}: {exc}). "
+        "Train again; if it fails again, report it with the training worker's log."
+    )

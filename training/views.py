@@ -15,19 +15,24 @@ from training.selectors import (
     model_version_get,
     model_version_list,
     model_version_list_with_performance,
-    model_version_results_at_threshold,
     model_version_result_get,
+    model_version_results_at_threshold,
     training_readiness,
 )
 
 
 def _list_page(request, project, form, *, status=200):
-    return render(request, "training/list.html", {
-        "project": project,
-        "model_versions": model_version_list_with_performance(project=project),
-        "readiness": training_readiness(project=project),
-        "form": form,
-    }, status=status)
+    return render(
+        request,
+        "training/list.html",
+        {
+            "project": project,
+            "model_versions": model_version_list_with_performance(project=project),
+            "readiness": training_readiness(project=project),
+            "form": form,
+        },
+        status=status,
+    )
 
 
 @require_GET
@@ -64,18 +69,20 @@ def model_detail(request, name, version):
     if mv.is_usable:
         performance = model_version_results_at_threshold(model_version=mv)
         metrics = mv.metrics or {}
-        context.update({
-            "performance": performance,
-            "chart_data": {
-                "threshold": mv.threshold,
-                "trainedThreshold": mv.trained_threshold,
-                "results": _result_data(performance.rows),
-                "roc": metrics.get("roc_curve"),
-                "pr": metrics.get("pr_curve"),
-            },
-            "threshold_form": ThresholdForm(initial={"threshold": mv.threshold}),
-            "cross_validation": mv.evaluation == Evaluation.CROSS_VALIDATION,
-        })
+        context.update(
+            {
+                "performance": performance,
+                "chart_data": {
+                    "threshold": mv.threshold,
+                    "trainedThreshold": mv.trained_threshold,
+                    "results": _result_data(performance.rows),
+                    "roc": metrics.get("roc_curve"),
+                    "pr": metrics.get("pr_curve"),
+                },
+                "threshold_form": ThresholdForm(initial={"threshold": mv.threshold}),
+                "cross_validation": mv.evaluation == Evaluation.CROSS_VALIDATION,
+            }
+        )
     return render(request, "training/detail.html", context)
 
 
@@ -117,7 +124,9 @@ def model_threshold(request, name, version):
     except KenpinError as exc:
         messages.error(request, f"The threshold was not changed: {exc.message}")
     else:
-        messages.success(request, f"Version {mv.version} now flags images scoring {mv.threshold:.3f} or more as anomalous.")
+        messages.success(
+            request, f"Version {mv.version} now flags images scoring {mv.threshold:.3f} or more as anomalous."
+        )
     return redirect("training:detail", name=name, version=version)
 
 
@@ -168,14 +177,19 @@ def model_compare(request, name):
     all_versions = list(model_version_list(project=project))
     form = CompareForm(request.GET or None, versions=[mv.version for mv in all_versions])
     comparison = model_version_compare(project=project, versions=form.cleaned_data["v"]) if form.is_valid() else None
-    return render(request, "training/compare.html", {
-        "project": project,
-        "all_versions": all_versions,
-        "form": form,
-        "chosen": form.cleaned_data["v"] if comparison else [],
-        "error": form_error(form) if form.is_bound and not form.is_valid() else "",
-        "comparison": comparison,
-    }, status=400 if form.is_bound and not form.is_valid() else 200)
+    return render(
+        request,
+        "training/compare.html",
+        {
+            "project": project,
+            "all_versions": all_versions,
+            "form": form,
+            "chosen": form.cleaned_data["v"] if comparison else [],
+            "error": form_error(form) if form.is_bound and not form.is_valid() else "",
+            "comparison": comparison,
+        },
+        status=400 if form.is_bound and not form.is_valid() else 200,
+    )
 
 
 @require_GET

@@ -6,61 +6,121 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('projects', '0001_initial'),
-        ('training', '0001_initial'),
+        ("projects", "0001_initial"),
+        ("training", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TrialDetection',
+            name="TrialDetection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=255)),
-                ('threshold', models.FloatField()),
-                ('status', models.CharField(choices=[('QUEUED', 'Queued'), ('RUNNING', 'Running'), ('COMPLETED', 'Completed'), ('FAILED', 'Failed')], default='QUEUED', max_length=10)),
-                ('status_message', models.TextField(blank=True)),
-                ('progress', models.PositiveSmallIntegerField(default=0)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='trial_detections', to='training.modelversion')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='trial_detections', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=255)),
+                ("threshold", models.FloatField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("QUEUED", "Queued"),
+                            ("RUNNING", "Running"),
+                            ("COMPLETED", "Completed"),
+                            ("FAILED", "Failed"),
+                        ],
+                        default="QUEUED",
+                        max_length=10,
+                    ),
+                ),
+                ("status_message", models.TextField(blank=True)),
+                ("progress", models.PositiveSmallIntegerField(default=0)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="trial_detections",
+                        to="training.modelversion",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="trial_detections",
+                        to="projects.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='TrialImage',
+            name="TrialImage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('thumbnail', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('original_name', models.CharField(blank=True, max_length=255)),
-                ('sha256', models.CharField(max_length=64)),
-                ('width', models.PositiveIntegerField()),
-                ('height', models.PositiveIntegerField()),
-                ('is_anomalous', models.BooleanField(null=True)),
-                ('confidence', models.FloatField(blank=True, null=True)),
-                ('score', models.FloatField(blank=True, null=True)),
-                ('anomalous_fraction', models.FloatField(blank=True, null=True)),
-                ('heatmap', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('error', models.TextField(blank=True)),
-                ('verdict', models.CharField(choices=[('unverified', 'Not yet verified'), ('correct', 'Correct'), ('incorrect', 'Incorrect')], default='unverified', max_length=10)),
-                ('added_to_dataset', models.BooleanField(default=False)),
-                ('image', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='projects.image')),
-                ('trial', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='images', to='inference.trialdetection')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("file", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("thumbnail", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("original_name", models.CharField(blank=True, max_length=255)),
+                ("sha256", models.CharField(max_length=64)),
+                ("width", models.PositiveIntegerField()),
+                ("height", models.PositiveIntegerField()),
+                ("is_anomalous", models.BooleanField(null=True)),
+                ("confidence", models.FloatField(blank=True, null=True)),
+                ("score", models.FloatField(blank=True, null=True)),
+                ("anomalous_fraction", models.FloatField(blank=True, null=True)),
+                ("heatmap", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("error", models.TextField(blank=True)),
+                (
+                    "verdict",
+                    models.CharField(
+                        choices=[
+                            ("unverified", "Not yet verified"),
+                            ("correct", "Correct"),
+                            ("incorrect", "Incorrect"),
+                        ],
+                        default="unverified",
+                        max_length=10,
+                    ),
+                ),
+                ("added_to_dataset", models.BooleanField(default=False)),
+                (
+                    "image",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="projects.image",
+                    ),
+                ),
+                (
+                    "trial",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="images",
+                        to="inference.trialdetection",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
-                'constraints': [models.UniqueConstraint(fields=('trial', 'sha256'), name='one_copy_per_trial')],
+                "ordering": ["id"],
+                "constraints": [models.UniqueConstraint(fields=("trial", "sha256"), name="one_copy_per_trial")],
             },
         ),
     ]

@@ -17,7 +17,11 @@ def sign_in(page, user):
 def drop_files(page, selector, paths):
     """Drop files on an element with a real drop event carrying a DataTransfer, as a person would."""
     files = [
-        {"name": p.name, "type": mimetypes.guess_type(p.name)[0] or "", "b64": base64.b64encode(p.read_bytes()).decode()}
+        {
+            "name": p.name,
+            "type": mimetypes.guess_type(p.name)[0] or "",
+            "b64": base64.b64encode(p.read_bytes()).decode(),
+        }
         for p in paths
     ]
     data_transfer = page.evaluate_handle(

@@ -228,7 +228,9 @@ def test_from_an_empty_console_to_compared_versions_and_a_verified_trial(
     page.click("#add-verified")
     expect(page.locator("#messages")).to_contain_text("6 new images added to the dataset")
 
-    added = {image.original_name: image.label for image in Image.objects.filter(original_name__in=[p.name for p in unseen])}
+    added = {
+        image.original_name: image.label for image in Image.objects.filter(original_name__in=[p.name for p in unseen])
+    }
     assert added == {p.name: "anomaly" if p.name in anomalous_names else "normal" for p in unseen}
 
     # --- Back on the dashboard: the counts and the latest model -----------------------------------

@@ -34,7 +34,10 @@ def test_each_refused_file_says_why_while_the_others_go_in(page, user, tmp_path,
     )
     expect(page.locator("#retry-failed")).to_be_hidden()  # refusals are final; only lost requests retry
     screenshot(page, "upload-refusals")
-    assert sorted(Image.objects.values_list("original_name", "label")) == [("board-1.png", "normal"), ("board-2.png", "normal")]
+    assert sorted(Image.objects.values_list("original_name", "label")) == [
+        ("board-1.png", "normal"),
+        ("board-2.png", "normal"),
+    ]
     # The browser logs each refused request; these two are the ones this test asked for.
     expected = [e for e in page.errors if "status of 400" in e or "status of 409" in e]
     assert len(expected) == 2, page.errors
@@ -58,7 +61,9 @@ def test_a_chosen_folder_labels_its_photos_and_attaches_masks(page, user, tmp_pa
     page.set_input_files("#folder-input", str(folder))
     expect(page.locator("#upload-status")).to_have_text("Finished: 3 of 3 added")
     expect(page.locator('.upload-item[data-name="scratch.png"]')).to_contain_text("anomaly + mask · test")
-    images = {i.original_name: (i.label, i.dataset.split, bool(i.mask)) for i in Image.objects.select_related("dataset")}
+    images = {
+        i.original_name: (i.label, i.dataset.split, bool(i.mask)) for i in Image.objects.select_related("dataset")
+    }
     assert images == {
         "ok.png": ("normal", "test", False),
         "scratch.png": ("anomaly", "test", True),

@@ -82,8 +82,16 @@ def test_a_token_sees_only_its_owners_projects(user, api_client):
 # --- The one error shape --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/api/v1/nothing-here", "/api/v2/projects", "/api/", "/api/v1/projects/x/y/z",
-                                  "/2020-11-20/projects/x/models/1/describe"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/nothing-here",
+        "/api/v2/projects",
+        "/api/",
+        "/api/v1/projects/x/y/z",
+        "/2020-11-20/projects/x/models/1/describe",
+    ],
+)
 def test_an_unknown_route_under_the_api_answers_404_in_the_error_shape(user, api_client, path):
     assert _is_error(api_client(user).get(path), 404, "not_found")
     assert _is_error(Client().post(path), 404, "not_found")
@@ -139,8 +147,14 @@ def world(user):
     mv = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINED, threshold=0.5)
     trial = TrialDetection.objects.create(project=project, model_version=mv, name="t", threshold=0.5)
     trial_image = TrialImage.objects.create(trial=trial, sha256="0" * 64, width=64, height=48, is_anomalous=True)
-    values = {"name": project.name, "project": project.name, "image_id": image.pk, "version": mv.version,
-              "trial_id": trial.pk, "trial_image_id": trial_image.pk}
+    values = {
+        "name": project.name,
+        "project": project.name,
+        "image_id": image.pk,
+        "version": mv.version,
+        "trial_id": trial.pk,
+        "trial_image_id": trial_image.pk,
+    }
     return {"project": project, "viewer": viewer, "editor": editor, "stranger": stranger, "values": values}
 
 
@@ -209,8 +223,10 @@ def test_a_viewers_token_reads_but_every_write_is_refused_with_403(world, api_cl
 
 def test_every_endpoint_refuses_a_call_without_a_token(world):
     anonymous = Client()
-    for method, url, operation_id in _project_operations(world) + [("get", "/api/v1/projects", ""),
-                                                                   ("post", "/api/v1/projects", "")]:
+    for method, url, operation_id in _project_operations(world) + [
+        ("get", "/api/v1/projects", ""),
+        ("post", "/api/v1/projects", ""),
+    ]:
         assert _is_error(_call(anonymous, method, url, operation_id), 401, "unauthorized"), f"{method} {url}"
 
 
@@ -235,7 +251,9 @@ def test_the_docs_page_and_all_its_assets_come_from_kenpin_itself(client):
         body = b"".join(response.streaming_content) if response.streaming else response.content
         assert len(body) > 100, url
     assert not re.search(r"https?://|src=\"//|href=\"//", html), "the docs page names another site"
-    settings_json = json.loads(re.search(r'<script type="application/json" id="swagger-settings">(.*?)</script>', html, re.S)[1])
+    settings_json = json.loads(
+        re.search(r'<script type="application/json" id="swagger-settings">(.*?)</script>', html, re.S)[1]
+    )
     # Swagger UI sends the description to validator.swagger.io unless told not to.
     assert settings_json["validatorUrl"] is None and settings_json["url"] == "/api/openapi.json"
 
@@ -243,10 +261,16 @@ def test_the_docs_page_and_all_its_assets_come_from_kenpin_itself(client):
 def test_the_openapi_description_lists_every_endpoint_and_the_bearer_scheme(client):
     schema = client.get("/api/openapi.json").json()
     paths = schema["paths"]
-    for path in ("/api/v1/projects", "/api/v1/projects/{name}/images", "/api/v1/projects/{name}/models/{version}",
-                 "/api/v1/projects/{name}/models/{version}/start", "/api/v1/projects/{name}/models/{version}/stop",
-                 "/api/v1/projects/{name}/models/{version}/detect", "/api/v1/projects/{name}/trials",
-                 "/2020-11-20/projects/{project}/models/{version}/detect"):
+    for path in (
+        "/api/v1/projects",
+        "/api/v1/projects/{name}/images",
+        "/api/v1/projects/{name}/models/{version}",
+        "/api/v1/projects/{name}/models/{version}/start",
+        "/api/v1/projects/{name}/models/{version}/stop",
+        "/api/v1/projects/{name}/models/{version}/detect",
+        "/api/v1/projects/{name}/trials",
+        "/2020-11-20/projects/{project}/models/{version}/detect",
+    ):
         assert path in paths, path
     assert schema["components"]["securitySchemes"]["BearerToken"] == {"type": "http", "scheme": "bearer"}
     detect = paths["/api/v1/projects/{name}/models/{version}/detect"]["post"]

@@ -32,14 +32,27 @@ def _free_port() -> int:
 
 @pytest.fixture
 def embedded(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KENPIN_", "DATABASE_URL", "REDIS_URL", "S3_", "DJANGO_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KENPIN_", "DATABASE_URL", "REDIS_URL", "S3_", "DJANGO_"))
+    }
     web_port, redis_port = _free_port(), _free_port()
-    env.update(KENPIN_DATA_DIR=str(tmp_path), KENPIN_PORT=str(web_port), KENPIN_EMBEDDED_REDIS_PORT=str(redis_port),
-               PYTHONUNBUFFERED="1")
+    env.update(
+        KENPIN_DATA_DIR=str(tmp_path),
+        KENPIN_PORT=str(web_port),
+        KENPIN_EMBEDDED_REDIS_PORT=str(redis_port),
+        PYTHONUNBUFFERED="1",
+    )
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    process = subprocess.Popen([sys.executable, "manage.py", "serve"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     output = ""
     while "Kenpin is running at" not in output:
@@ -50,8 +63,12 @@ def embedded(tmp_path):
         if (ready and not line) or process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"serve did not start:\n{output}")
-    yield {"process": process, "url": f"http://127.0.0.1:{web_port}", "redis": f"redis://127.0.0.1:{redis_port}/0",
-           "data": tmp_path}
+    yield {
+        "process": process,
+        "url": f"http://127.0.0.1:{web_port}",
+        "redis": f"redis://127.0.0.1:{redis_port}/0",
+        "data": tmp_path,
+    }
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -63,8 +80,12 @@ def test_the_embedded_default_runs_everything_on_one_machine(embedded):
     page = opener.open(url + "/")
     assert page.url == url + "/setup/"
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.read().decode()).group(1)
-    form = {"csrfmiddlewaretoken": token, "username": "ada", "password1": "kenpin-first-admin",
-            "password2": "kenpin-first-admin"}
+    form = {
+        "csrfmiddlewaretoken": token,
+        "username": "ada",
+        "password1": "kenpin-first-admin",
+        "password2": "kenpin-first-admin",
+    }
     dashboard = opener.open(urllib.request.Request(url + "/setup/", data=urllib.parse.urlencode(form).encode()))
     assert "Create your first project" in dashboard.read().decode()
 

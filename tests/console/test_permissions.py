@@ -7,7 +7,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from inference.models import TrialDetection, TrialImage
-from tests.factories import PASSWORD, UserFactory, add_image, make_project, image_bytes
+from tests.factories import PASSWORD, UserFactory, add_image, image_bytes, make_project
 from training.models import ModelVersion, Status
 
 pytestmark = pytest.mark.django_db
@@ -33,8 +33,13 @@ def world(user):
     trial = TrialDetection.objects.create(project=project, model_version=mv, name="t", threshold=0.5)
     trial_image = TrialImage.objects.create(trial=trial, sha256="0" * 64, width=64, height=48, is_anomalous=True)
     values = {
-        "name": project.name, "image_id": image.pk, "version": mv.version, "trial_id": trial.pk,
-        "trial_image_id": trial_image.pk, "user_id": viewer.pk, "row_id": 1,
+        "name": project.name,
+        "image_id": image.pk,
+        "version": mv.version,
+        "trial_id": trial.pk,
+        "trial_image_id": trial_image.pk,
+        "user_id": viewer.pk,
+        "row_id": 1,
     }
     return {"project": project, "viewer": viewer, "editor": editor, "owner": user, "values": values}
 
@@ -71,14 +76,14 @@ def test_a_stranger_gets_404_for_every_project_url(client, world):
 
 
 def test_an_anonymous_visitor_is_sent_to_sign_in(client, world):
-    for name, url in _urls(world):
+    for _name, url in _urls(world):
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/login/"), url
 
 
 def test_a_viewer_reads_but_never_changes_anything(client, world):
     viewer = _client(client, world["viewer"])
-    for name, url in _urls(world):
+    for _name, url in _urls(world):
         get, post = viewer.get(url), viewer.post(url)
         assert get.status_code not in (403, 500), f"GET {url}: {get.status_code}"
         assert post.status_code in (403, 405), f"POST {url}: {post.status_code}"

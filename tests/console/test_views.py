@@ -9,7 +9,9 @@ pytestmark = pytest.mark.django_db
 def test_a_console_without_accounts_asks_for_the_first_admin(client):
     response = client.get("/")
     assert response.status_code == 302 and response["Location"] == "/setup/"
-    response = client.post("/setup/", {"username": "ada", "password1": "kenpin-first-admin", "password2": "kenpin-first-admin"})
+    response = client.post(
+        "/setup/", {"username": "ada", "password1": "kenpin-first-admin", "password2": "kenpin-first-admin"}
+    )
     assert response.status_code == 302 and response["Location"] == "/"
     admin = get_user_model().objects.get()
     assert (admin.username, admin.is_superuser, admin.is_staff) == ("ada", True, True)

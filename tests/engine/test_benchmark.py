@@ -1,7 +1,6 @@
 """The LFV-30 split and the benchmark table (the runs themselves are measured, not tested)."""
 
 from engine.benchmark import lfv30_split, table
-
 from tests.datasets import DATASETS
 
 
@@ -20,8 +19,18 @@ def test_each_seed_gives_its_own_reproducible_split():
 
 
 def test_the_table_shows_our_over_peer_ratios():
-    row = {"auroc": 0.99, "ap": 0.98, "precision": 0.9, "recall": 0.8, "f1": 0.85, "pixel_auroc": None,
-           "fit_s": 2.0, "infer_ms_p50": 30.0, "infer_ms_p95": 40.0, "peak_rss_mb": 300.0}
+    row = {
+        "auroc": 0.99,
+        "ap": 0.98,
+        "precision": 0.9,
+        "recall": 0.8,
+        "f1": 0.85,
+        "pixel_auroc": None,
+        "fit_s": 2.0,
+        "infer_ms_p50": 30.0,
+        "infer_ms_p95": 40.0,
+        "peak_rss_mb": 300.0,
+    }
     peer = {**row, "fit_s": 20.0, "peak_rss_mb": 1000.0}
     text = table({"datasets": {"cookies": {**row, "peer": peer}}})
     ratio_line = text.splitlines()[-1]

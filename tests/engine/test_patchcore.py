@@ -17,7 +17,10 @@ from engine.patchcore import (
 
 def test_nearest_neighbour_distances_are_exact():
     rng = np.random.default_rng(0)
-    bank, queries = rng.standard_normal((300, 16)).astype(np.float32), rng.standard_normal((5000, 16)).astype(np.float32)
+    bank, queries = (
+        rng.standard_normal((300, 16)).astype(np.float32),
+        rng.standard_normal((5000, 16)).astype(np.float32),
+    )
     brute = np.sqrt(((queries[:, None, :] - bank[None]) ** 2).sum(-1)).min(1)
     np.testing.assert_allclose(NearestNeighbours(bank).distance(queries), brute, rtol=1e-4, atol=1e-4)
 

@@ -60,8 +60,11 @@ def hosted(project, owner_api, restore_model_version, celery_worker):
 
 
 def detect(client, mv, path, *, legacy=False):
-    url = (f"/2020-11-20/projects/{mv.project.name}/models/{mv.version}/detect" if legacy
-           else f"/api/v1/projects/{mv.project.name}/models/{mv.version}/detect")
+    url = (
+        f"/2020-11-20/projects/{mv.project.name}/models/{mv.version}/detect"
+        if legacy
+        else f"/api/v1/projects/{mv.project.name}/models/{mv.version}/detect"
+    )
     content_type = "image/png" if path.suffix == ".png" else "image/jpeg"
     return client.post(url, path.read_bytes(), content_type=content_type)
 
@@ -138,8 +141,12 @@ def test_png_and_greyscale_images_are_detected_too(hosted, owner_api):
 def test_a_bad_image_answers_400_with_a_message(hosted, owner_api):
     url = f"/api/v1/projects/cookies/models/{hosted.version}/detect"
     truncated = UNSEEN_NORMAL[0].read_bytes()[:5000]
-    for body, code in ((b"not an image at all", "not_an_image"), (truncated, None), (b"", "empty"),
-                       (image_bytes(width=8, height=8), "too_small")):
+    for body, code in (
+        (b"not an image at all", "not_an_image"),
+        (truncated, None),
+        (b"", "empty"),
+        (image_bytes(width=8, height=8), "too_small"),
+    ):
         response = owner_api.post(url, body, content_type="image/jpeg")
         assert response.status_code == 400, (code, response.content[:300])
         assert set(response.json()) == {"error", "message"} and response.json()["message"]
@@ -185,7 +192,10 @@ def test_a_new_threshold_applies_to_the_next_call(hosted, owner_api):
     score = threshold + share * (1 - threshold) if result["IsAnomalous"] else threshold - share * threshold
     assert 0.01 < score < 0.99, score
     for new_threshold, flagged in ((score * 0.98, True), (score * 1.02, False)):
-        assert owner_api.patch(url, json.dumps({"threshold": new_threshold}), content_type="application/json").status_code == 200
+        assert (
+            owner_api.patch(url, json.dumps({"threshold": new_threshold}), content_type="application/json").status_code
+            == 200
+        )
         assert detect(owner_api, hosted, photo).json()["DetectAnomalyResult"]["IsAnomalous"] is flagged
 
 
@@ -252,8 +262,9 @@ def test_hosting_loads_the_model_into_the_inference_worker_and_stopping_unloads_
 def test_starting_twice_changes_nothing_and_a_training_model_cannot_be_hosted(hosted, owner_api, project):
     response = owner_api.post(f"/api/v1/projects/cookies/models/{hosted.version}/start")
     assert response.status_code == 202 and response.json()["status"] == "HOSTED"
-    training = ModelVersion.objects.create(project=project, version=hosted.version + 1, backbone="lite0",
-                                           status=Status.TRAINING)
+    training = ModelVersion.objects.create(
+        project=project, version=hosted.version + 1, backbone="lite0", status=Status.TRAINING
+    )
     for action in ("start", "stop"):
         response = owner_api.post(f"/api/v1/projects/cookies/models/{training.version}/{action}")
         assert response.status_code == 409, action
@@ -279,8 +290,9 @@ def test_several_models_are_hosted_at_once(hosted, project, user, owner_api, res
         broadcast_unload([second.pk, third.pk])
 
 
-def test_a_model_that_cannot_be_loaded_ends_hosting_failed_with_the_reason(project, owner_api, restore_model_version,
-                                                                           celery_worker):
+def test_a_model_that_cannot_be_loaded_ends_hosting_failed_with_the_reason(
+    project, owner_api, restore_model_version, celery_worker
+):
     mv = restore_model_version(project)
     with mv.weights_file.open("wb") as f:
         f.write(b"these are not safetensors")
@@ -341,17 +353,19 @@ def _wait_trial(trial_id: int, timeout: float = 60) -> TrialDetection:
     return trial
 
 
-def test_a_trial_detection_from_creation_to_verified_images_in_the_dataset(project, owner_api, restore_model_version,
-                                                                           celery_worker):
+def test_a_trial_detection_from_creation_to_verified_images_in_the_dataset(
+    project, owner_api, restore_model_version, celery_worker
+):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     mv = restore_model_version(project)
     known = add_image(project, label=Label.UNLABELED, width=96, height=96)
     files = [SimpleUploadedFile(p.name, p.read_bytes(), "image/jpeg") for p in (UNSEEN_NORMAL[1], UNSEEN_ANOMALY[1])]
     files.append(SimpleUploadedFile("notes.txt", b"not an image", "text/plain"))
-    response = owner_api.post("/api/v1/projects/cookies/trials",
-                              {"model_version": mv.version, "trial_name": "line 2, Monday", "files": files,
-                               "image_ids": [known.pk]})
+    response = owner_api.post(
+        "/api/v1/projects/cookies/trials",
+        {"model_version": mv.version, "trial_name": "line 2, Monday", "files": files, "image_ids": [known.pk]},
+    )
     assert response.status_code == 202, response.content
     created = response.json()
     assert created["name"] == "line 2, Monday" and created["model_version"] == mv.version
@@ -376,17 +390,28 @@ def test_a_trial_detection_from_creation_to_verified_images_in_the_dataset(proje
     # Verdicts chosen so that the verified labels are the photos' true labels whatever was predicted.
     for row, truth in ((normal, False), (anomaly, True)):
         verdict = "correct" if row["is_anomalous"] == truth else "incorrect"
-        body = owner_api.patch(f"{url}/{row['id']}", json.dumps({"verdict": verdict}), content_type="application/json").json()
+        body = owner_api.patch(
+            f"{url}/{row['id']}", json.dumps({"verdict": verdict}), content_type="application/json"
+        ).json()
         assert body["verdict"] == verdict and body["verified_label"] == ("anomaly" if truth else "normal")
-    response = owner_api.patch(f"{url}/{normal['id']}", json.dumps({"verdict": "maybe"}), content_type="application/json")
+    response = owner_api.patch(
+        f"{url}/{normal['id']}", json.dumps({"verdict": "maybe"}), content_type="application/json"
+    )
     assert response.status_code == 400
 
-    report = owner_api.post(f"/api/v1/projects/cookies/trials/{trial.pk}/add-to-dataset", json.dumps({"dataset": "test"}),
-                            content_type="application/json").json()
+    report = owner_api.post(
+        f"/api/v1/projects/cookies/trials/{trial.pk}/add-to-dataset",
+        json.dumps({"dataset": "test"}),
+        content_type="application/json",
+    ).json()
     assert report == {"added": 2, "relabeled": 0, "skipped": []}
-    added = {i.original_name: (i.label, i.dataset.split) for i in Image.objects.filter(project=project).exclude(pk=known.pk)}
+    added = {
+        i.original_name: (i.label, i.dataset.split) for i in Image.objects.filter(project=project).exclude(pk=known.pk)
+    }
     assert added == {UNSEEN_NORMAL[1].name: ("normal", "test"), UNSEEN_ANOMALY[1].name: ("anomaly", "test")}
-    again = owner_api.post(f"/api/v1/projects/cookies/trials/{trial.pk}/add-to-dataset", "{}", content_type="application/json")
+    again = owner_api.post(
+        f"/api/v1/projects/cookies/trials/{trial.pk}/add-to-dataset", "{}", content_type="application/json"
+    )
     assert again.json() == {"added": 0, "relabeled": 0, "skipped": []}
 
     assert owner_api.delete(f"/api/v1/projects/cookies/trials/{trial.pk}").status_code == 204
@@ -405,6 +430,10 @@ def test_a_trial_needs_a_trained_version_and_a_usable_image(project, owner_api):
     ModelVersion.objects.filter(pk=training.pk).update(status=Status.TRAINED, threshold=0.5)
     junk = SimpleUploadedFile("junk.jpg", b"junk", "image/jpeg")
     response = owner_api.post("/api/v1/projects/cookies/trials", {"model_version": 1, "files": [junk]})
-    assert response.status_code == 400 and response.json()["error"] == "no_images" and "junk.jpg" in response.json()["message"]
+    assert (
+        response.status_code == 400
+        and response.json()["error"] == "no_images"
+        and "junk.jpg" in response.json()["message"]
+    )
     response = owner_api.post("/api/v1/projects/cookies/trials", {"files": [photo]})
     assert response.status_code == 400 and "model_version" in response.json()["message"]

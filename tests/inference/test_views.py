@@ -23,18 +23,33 @@ def trained(project):
 
 def _completed_trial(project, mv, *, predictions):
     """A trial as the worker leaves it: each upload predicted, with a heatmap."""
-    trial = TrialDetection.objects.create(project=project, model_version=mv, name="Monday", threshold=mv.threshold,
-                                          status=TrialStatus.COMPLETED, progress=100)
+    trial = TrialDetection.objects.create(
+        project=project,
+        model_version=mv,
+        name="Monday",
+        threshold=mv.threshold,
+        status=TrialStatus.COMPLETED,
+        progress=100,
+    )
     rows = []
     for i, is_anomalous in enumerate(predictions):
         data = image_bytes()
-        rows.append(TrialImage.objects.create(
-            trial=trial, original_name=f"new-{i}.png", sha256=f"{i:064d}", width=64, height=48,
-            file=default_storage.save(f"t/{trial.pk}/{i}.png", ContentFile(data)),
-            thumbnail=default_storage.save(f"t/{trial.pk}/{i}-thumb.png", ContentFile(data)),
-            heatmap=default_storage.save(f"t/{trial.pk}/{i}-heat.png", ContentFile(heatmap_png())),
-            is_anomalous=is_anomalous, confidence=0.93, score=0.8 if is_anomalous else 0.2, anomalous_fraction=0.04,
-        ))
+        rows.append(
+            TrialImage.objects.create(
+                trial=trial,
+                original_name=f"new-{i}.png",
+                sha256=f"{i:064d}",
+                width=64,
+                height=48,
+                file=default_storage.save(f"t/{trial.pk}/{i}.png", ContentFile(data)),
+                thumbnail=default_storage.save(f"t/{trial.pk}/{i}-thumb.png", ContentFile(data)),
+                heatmap=default_storage.save(f"t/{trial.pk}/{i}-heat.png", ContentFile(heatmap_png())),
+                is_anomalous=is_anomalous,
+                confidence=0.93,
+                score=0.8 if is_anomalous else 0.2,
+                anomalous_fraction=0.04,
+            )
+        )
     return trial, rows
 
 
@@ -53,11 +68,16 @@ def test_the_form_offers_trained_versions_and_the_unlabeled_images(signed_in, pr
 
 def test_a_trial_of_uploads_and_project_images_starts_and_leaves_bad_files_out(signed_in, project, trained):
     unlabeled = add_image(project)
-    response = signed_in.post("/projects/cookies/trials/", {
-        "model_version": "1", "name": "line 2",
-        "files": [SimpleUploadedFile("a.png", image_bytes()), SimpleUploadedFile("notes.txt", b"text")],
-        "image_ids": [unlabeled.pk],
-    }, follow=True)
+    response = signed_in.post(
+        "/projects/cookies/trials/",
+        {
+            "model_version": "1",
+            "name": "line 2",
+            "files": [SimpleUploadedFile("a.png", image_bytes()), SimpleUploadedFile("notes.txt", b"text")],
+            "image_ids": [unlabeled.pk],
+        },
+        follow=True,
+    )
     trial = TrialDetection.objects.get()
     assert response.redirect_chain[-1][0] == f"/projects/cookies/trials/{trial.pk}/"
     assert (trial.name, trial.status, trial.images.count()) == ("line 2", TrialStatus.QUEUED, 2)
@@ -78,13 +98,16 @@ def test_a_viewer_cannot_start_a_trial(client, project, trained):
     Membership.objects.create(project=project, user=viewer, role=Role.VIEWER)
     client.login(username=viewer.username, password=PASSWORD)
     assert "Viewers cannot run trial detections" in client.get("/projects/cookies/trials/").content.decode()
-    response = client.post("/projects/cookies/trials/", {"model_version": "1", "files": [SimpleUploadedFile("a.png", image_bytes())]})
+    response = client.post(
+        "/projects/cookies/trials/", {"model_version": "1", "files": [SimpleUploadedFile("a.png", image_bytes())]}
+    )
     assert response.status_code == 403 and not TrialDetection.objects.exists()
 
 
 def test_the_status_fragment_refreshes_the_page_once_the_trial_is_over(signed_in, project, trained):
-    trial = TrialDetection.objects.create(project=project, model_version=trained, name="t", threshold=0.5,
-                                          status=TrialStatus.RUNNING, progress=40)
+    trial = TrialDetection.objects.create(
+        project=project, model_version=trained, name="t", threshold=0.5, status=TrialStatus.RUNNING, progress=40
+    )
     fragment = signed_in.get(f"/projects/cookies/trials/{trial.pk}/status", HTTP_HX_REQUEST="true")
     assert "40%" in fragment.content.decode() and "HX-Refresh" not in fragment
     TrialDetection.objects.filter(pk=trial.pk).update(status=TrialStatus.FAILED, status_message="The worker died.")
@@ -93,8 +116,9 @@ def test_the_status_fragment_refreshes_the_page_once_the_trial_is_over(signed_in
 
 
 def test_a_running_trial_updates_its_row_in_the_past_trials_table(signed_in, project, trained):
-    trial = TrialDetection.objects.create(project=project, model_version=trained, name="line 3", threshold=0.5,
-                                          status=TrialStatus.RUNNING, progress=40)
+    trial = TrialDetection.objects.create(
+        project=project, model_version=trained, name="line 3", threshold=0.5, status=TrialStatus.RUNNING, progress=40
+    )
     page = signed_in.get("/projects/cookies/trials/").content.decode()
     assert f'hx-get="/projects/cookies/trials/{trial.pk}/status?row=1"' in page
     row = signed_in.get(f"/projects/cookies/trials/{trial.pk}/status?row=1", HTTP_HX_REQUEST="true").content.decode()
@@ -138,11 +162,13 @@ def test_verifying_swaps_the_card_and_the_add_panel(signed_in, project, trained)
 
 
 def test_a_verdict_on_an_image_without_prediction_is_refused_in_words(signed_in, project, trained):
-    trial = TrialDetection.objects.create(project=project, model_version=trained, name="t", threshold=0.5,
-                                          status=TrialStatus.COMPLETED)
+    trial = TrialDetection.objects.create(
+        project=project, model_version=trained, name="t", threshold=0.5, status=TrialStatus.COMPLETED
+    )
     row = TrialImage.objects.create(trial=trial, sha256="1" * 64, width=64, height=48, error="The file is damaged.")
-    response = signed_in.post(f"/projects/cookies/trials/{trial.pk}/images/{row.pk}/verdict", {"verdict": "correct"},
-                              HTTP_HX_REQUEST="true")
+    response = signed_in.post(
+        f"/projects/cookies/trials/{trial.pk}/images/{row.pk}/verdict", {"verdict": "correct"}, HTTP_HX_REQUEST="true"
+    )
     assert "This image has no prediction to verify." in response.content.decode()
 
 

@@ -56,27 +56,38 @@ def test_uploading_labelled_images_into_either_dataset(owner_api, user):
     assert response.status_code == 201
     body = response.json()
     assert {k: body[k] for k in ("label", "dataset", "width", "height", "sha256", "name")} == {
-        "label": "normal", "dataset": "train", "width": 80, "height": 60,
-        "sha256": hashlib.sha256(data).hexdigest(), "name": "photo.png",
+        "label": "normal",
+        "dataset": "train",
+        "width": 80,
+        "height": 60,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "name": "photo.png",
     }
     assert Image.objects.get(pk=body["id"]).project == project
 
-    response = owner_api.post("/api/v1/projects/cookies/images",
-                              {"file": _file(image_bytes(fmt="JPEG"), "a.jpg", "image/jpeg"), "label": "anomaly", "dataset": "test"})
+    response = owner_api.post(
+        "/api/v1/projects/cookies/images",
+        {"file": _file(image_bytes(fmt="JPEG"), "a.jpg", "image/jpeg"), "label": "anomaly", "dataset": "test"},
+    )
     assert response.status_code == 201 and (response.json()["label"], response.json()["dataset"]) == ("anomaly", "test")
 
     response = owner_api.post("/api/v1/projects/cookies/images", {"file": _file(image_bytes())})
     assert response.status_code == 201 and response.json()["label"] == "unlabeled"
 
     counts = owner_api.get("/api/v1/projects/cookies").json()["datasets"]
-    assert counts == {"train": {"normal": 1, "anomaly": 0, "unlabeled": 1}, "test": {"normal": 0, "anomaly": 1, "unlabeled": 0}}
+    assert counts == {
+        "train": {"normal": 1, "anomaly": 0, "unlabeled": 1},
+        "test": {"normal": 0, "anomaly": 1, "unlabeled": 0},
+    }
 
 
 def test_an_image_with_a_mask_is_an_anomaly_and_keeps_its_mask(owner_api, user):
     make_project(owner=user, name="cookies")
     mask = image_bytes(width=64, height=48, mode="L", seed=3)
-    response = owner_api.post("/api/v1/projects/cookies/images",
-                              {"file": _file(image_bytes(width=64, height=48)), "mask": _file(mask, "mask.png")})
+    response = owner_api.post(
+        "/api/v1/projects/cookies/images",
+        {"file": _file(image_bytes(width=64, height=48)), "mask": _file(mask, "mask.png")},
+    )
     assert response.status_code == 201
     assert response.json()["label"] == "anomaly" and response.json()["has_mask"] is True
     with Image.objects.get(pk=response.json()["id"]).mask.open("rb") as f:
@@ -85,9 +96,13 @@ def test_an_image_with_a_mask_is_an_anomaly_and_keeps_its_mask(owner_api, user):
 
 def test_a_mask_of_the_wrong_size_is_refused_and_nothing_is_stored(owner_api, user):
     make_project(owner=user, name="cookies")
-    response = owner_api.post("/api/v1/projects/cookies/images",
-                              {"file": _file(image_bytes(width=64, height=48)),
-                               "mask": _file(image_bytes(width=32, height=32, mode="L"), "mask.png")})
+    response = owner_api.post(
+        "/api/v1/projects/cookies/images",
+        {
+            "file": _file(image_bytes(width=64, height=48)),
+            "mask": _file(image_bytes(width=32, height=32, mode="L"), "mask.png"),
+        },
+    )
     assert response.status_code == 400 and response.json()["error"] == "wrong_size"
     assert not Image.objects.exists()
 

@@ -63,9 +63,14 @@ def test_images_go_to_an_s3_compatible_store_when_s3_is_configured(s3_server, tm
     s3.create_bucket(Bucket="kenpin-images")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KENPIN_", "DATABASE_URL", "S3_", "AWS_"))}
     env.update(
-        DJANGO_SETTINGS_MODULE="console.settings", KENPIN_DATA_DIR=str(tmp_path),
-        S3_BUCKET="kenpin-images", S3_ENDPOINT_URL=s3_server, S3_REGION="us-east-1", S3_PREFIX="site-a",
-        S3_ACCESS_KEY_ID=credentials["aws_access_key_id"], S3_SECRET_ACCESS_KEY=credentials["aws_secret_access_key"],
+        DJANGO_SETTINGS_MODULE="console.settings",
+        KENPIN_DATA_DIR=str(tmp_path),
+        S3_BUCKET="kenpin-images",
+        S3_ENDPOINT_URL=s3_server,
+        S3_REGION="us-east-1",
+        S3_PREFIX="site-a",
+        S3_ACCESS_KEY_ID=credentials["aws_access_key_id"],
+        S3_SECRET_ACCESS_KEY=credentials["aws_secret_access_key"],
     )
 
     def manage(*args):

@@ -16,11 +16,14 @@ def test_a_stranger_cannot_tell_a_project_exists(user):
         project_get_for_user(user=UserFactory(), name="no-such-project")
 
 
-@pytest.mark.parametrize("role, read, write, owner", [
-    ("viewer", True, False, False),
-    ("editor", True, True, False),
-    ("owner", True, True, True),
-])
+@pytest.mark.parametrize(
+    "role, read, write, owner",
+    [
+        ("viewer", True, False, False),
+        ("editor", True, True, False),
+        ("owner", True, True, True),
+    ],
+)
 def test_each_role_gets_what_it_may(user, role, read, write, owner):
     member = UserFactory()
     project = make_project(owner=user, **{role: member}) if role != "owner" else make_project(owner=member)

@@ -128,10 +128,14 @@ def test_each_refused_upload_says_why_in_words(signed_in, project, settings):
 
 
 def test_an_upload_with_its_defect_mask_becomes_an_anomaly(signed_in, project):
-    response = signed_in.post("/projects/cookies/images/add", {
-        "file": SimpleUploadedFile("crack.png", image_bytes(width=64, height=48)),
-        "mask": SimpleUploadedFile("crack-mask.png", image_bytes(width=64, height=48, mode="L")),
-    }, **JSON)
+    response = signed_in.post(
+        "/projects/cookies/images/add",
+        {
+            "file": SimpleUploadedFile("crack.png", image_bytes(width=64, height=48)),
+            "mask": SimpleUploadedFile("crack-mask.png", image_bytes(width=64, height=48, mode="L")),
+        },
+        **JSON,
+    )
     assert response.status_code == 201
     image = Image.objects.get()
     assert image.label == "anomaly" and image.mask
@@ -148,9 +152,13 @@ def test_a_zip_import_reports_what_went_in_and_what_did_not(signed_in, project):
         zf.writestr("cookies/normal/a.png", image_bytes())
         zf.writestr("cookies/anomaly/b.png", image_bytes())
         zf.writestr("cookies/anomaly/readme.txt", b"not an image")
-    response = signed_in.post("/projects/cookies/images/import", {
-        "file": SimpleUploadedFile("cookies.zip", archive.getvalue()), "split": "train",
-    })
+    response = signed_in.post(
+        "/projects/cookies/images/import",
+        {
+            "file": SimpleUploadedFile("cookies.zip", archive.getvalue()),
+            "split": "train",
+        },
+    )
     page = response.content.decode()
     assert response.status_code == 200
     assert "2 images added" in page and "1 normal, 1 anomaly, 0 unlabeled" in page
@@ -158,9 +166,14 @@ def test_a_zip_import_reports_what_went_in_and_what_did_not(signed_in, project):
 
 
 def test_a_file_that_is_not_a_zip_is_refused_with_a_message(signed_in, project):
-    response = signed_in.post("/projects/cookies/images/import", {
-        "file": SimpleUploadedFile("photos.zip", b"nope"), "split": "train",
-    }, follow=True)
+    response = signed_in.post(
+        "/projects/cookies/images/import",
+        {
+            "file": SimpleUploadedFile("photos.zip", b"nope"),
+            "split": "train",
+        },
+        follow=True,
+    )
     assert "not a zip archive" in response.content.decode()
 
 
@@ -234,7 +247,9 @@ def test_plain_forms_go_back_to_the_page_they_came_from_but_never_elsewhere(sign
     back = f"/projects/cookies/images/{image.pk}/?label=unlabeled"
     response = signed_in.post("/projects/cookies/images/label", {"ids": [image.pk], "label": "normal", "next": back})
     assert response.status_code == 302 and response["Location"] == back
-    response = signed_in.post("/projects/cookies/images/label", {"ids": [image.pk], "label": "normal", "next": "https://evil.example/"})
+    response = signed_in.post(
+        "/projects/cookies/images/label", {"ids": [image.pk], "label": "normal", "next": "https://evil.example/"}
+    )
     assert response["Location"] == "/projects/cookies/images/"
 
 
@@ -267,9 +282,13 @@ def test_the_larger_view_shows_the_mask_over_the_image(signed_in, project):
 
 def test_a_mask_of_the_wrong_size_is_refused_and_the_image_kept(signed_in, project):
     image = add_image(project, width=64, height=48)
-    response = signed_in.post(f"/projects/cookies/images/{image.pk}/set-mask", {
-        "mask": SimpleUploadedFile("m.png", image_bytes(width=10, height=10, mode="L")),
-    }, follow=True)
+    response = signed_in.post(
+        f"/projects/cookies/images/{image.pk}/set-mask",
+        {
+            "mask": SimpleUploadedFile("m.png", image_bytes(width=10, height=10, mode="L")),
+        },
+        follow=True,
+    )
     assert "The mask was not saved" in response.content.decode()
     image.refresh_from_db()
     assert not image.mask and image.label == "unlabeled"
@@ -280,7 +299,12 @@ def test_a_zip_over_the_limit_is_refused_before_it_is_read(signed_in, project, s
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("normal/a.png", image_bytes())
-    response = signed_in.post("/projects/cookies/images/import", {
-        "file": SimpleUploadedFile("big.zip", archive.getvalue()), "split": "train",
-    }, follow=True)
+    response = signed_in.post(
+        "/projects/cookies/images/import",
+        {
+            "file": SimpleUploadedFile("big.zip", archive.getvalue()),
+            "split": "train",
+        },
+        follow=True,
+    )
     assert "import at most" in response.content.decode() and not Image.objects.exists()

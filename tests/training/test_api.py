@@ -36,7 +36,9 @@ def test_starting_a_training_queues_it_and_answers_202(user, owner_api, monkeypa
     monkeypatch.setattr(tasks.train_model_version, "delay", queued.append)
     project = make_project(owner=user, name="cookies")
     _fill(project)
-    response = owner_api.post("/api/v1/projects/cookies/models", **_json({"description": "first try", "backbone": "lite2"}))
+    response = owner_api.post(
+        "/api/v1/projects/cookies/models", **_json({"description": "first try", "backbone": "lite2"})
+    )
     assert response.status_code == 202 and response.json() == {"version": 1, "status": "QUEUED"}
     mv = ModelVersion.objects.get()
     assert (mv.description, mv.backbone, mv.created_by) == ("first try", "lite2", user)
@@ -68,8 +70,17 @@ def test_a_trained_version_reports_its_performance_and_follows_its_threshold(use
     assert body["training_seconds"] == pytest.approx(mv.training_seconds)
     assert body["evaluation"] in ("test_dataset", "cross_validation")
     performance = body["performance"]
-    assert set(performance) == {"precision", "recall", "f1", "roc_auc", "average_precision", "threshold",
-                                "trained_threshold", "confusion_matrix", "evaluated_images"}
+    assert set(performance) == {
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "average_precision",
+        "threshold",
+        "trained_threshold",
+        "confusion_matrix",
+        "evaluated_images",
+    }
     assert set(performance["confusion_matrix"]) == {"tp", "fp", "tn", "fn"}
     # At the trained threshold, the numbers are the training's own.
     for key in ("precision", "recall", "f1", "roc_auc", "average_precision"):

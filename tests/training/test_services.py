@@ -80,7 +80,9 @@ def test_it_refuses_an_unknown_backbone(user):
 
 
 def _version(project, **fields):
-    return ModelVersion.objects.create(project=project, version=ModelVersion.objects.count() + 1, backbone="lite0", **fields)
+    return ModelVersion.objects.create(
+        project=project, version=ModelVersion.objects.count() + 1, backbone="lite0", **fields
+    )
 
 
 def test_a_task_claims_its_row_once(user):

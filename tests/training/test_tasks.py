@@ -17,7 +17,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 def test_a_task_travels_through_redis_to_a_worker_and_back(celery_worker, user, settings):
     project = make_project(owner=user)
     mv = ModelVersion.objects.create(
-        project=project, version=1, backbone="lite0", status=Status.TRAINING,
+        project=project,
+        version=1,
+        backbone="lite0",
+        status=Status.TRAINING,
         heartbeat_at=timezone.now() - timedelta(seconds=settings.KENPIN_STALE_AFTER + 60),
     )
     assert sweep_stale_trainings.delay().get(timeout=60) == 1
@@ -68,8 +71,8 @@ def _wait_until_final(mv, timeout=240):
 def test_a_training_runs_in_the_worker_and_ends_trained_with_its_record(celery_worker, user, shared_datasets):
     from django.core.files.storage import default_storage
 
-    from inference.runtime import load_model
     from engine.images import decode_image
+    from inference.runtime import load_model
     from projects.services import dataset_add_image
     from training.services import model_version_start_training
 
@@ -84,8 +87,16 @@ def test_a_training_runs_in_the_worker_and_ends_trained_with_its_record(celery_w
     assert (mv.progress, mv.evaluation, mv.threshold) == (100, "cross_validation", mv.trained_threshold)
     assert 0 < mv.training_seconds < 240
     metrics = mv.metrics
-    assert {"precision", "recall", "f1", "roc_auc", "average_precision", "confusion_matrix", "roc_curve",
-            "pr_curve"} <= set(metrics)
+    assert {
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "average_precision",
+        "confusion_matrix",
+        "roc_curve",
+        "pr_curve",
+    } <= set(metrics)
     matrix = metrics["confusion_matrix"]
     assert (matrix["tp"] + matrix["fn"], matrix["tn"] + matrix["fp"]) == (10, 20)
     assert metrics["roc_auc"] > 0.8  # real cookies: cracks are visible

@@ -52,8 +52,9 @@ def test_starting_a_training_without_enough_data_says_why(signed_in, project):
 
 
 def test_the_status_fragment_polls_while_training_and_refreshes_the_page_when_done(signed_in, project):
-    mv = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINING,
-                                     stage="features", progress=42)
+    mv = ModelVersion.objects.create(
+        project=project, version=1, backbone="lite0", status=Status.TRAINING, stage="features", progress=42
+    )
     fragment = signed_in.get("/projects/cookies/models/1/status", HTTP_HX_REQUEST="true")
     assert "Looking at the images" in fragment.content.decode() and "42%" in fragment.content.decode()
     assert "hx-trigger" in fragment.content.decode() and "HX-Refresh" not in fragment
@@ -63,8 +64,13 @@ def test_the_status_fragment_polls_while_training_and_refreshes_the_page_when_do
 
 
 def test_a_failed_training_shows_why_and_what_to_do(signed_in, project):
-    ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINING_FAILED,
-                                status_message="The image “x.png” was deleted after this training was started.")
+    ModelVersion.objects.create(
+        project=project,
+        version=1,
+        backbone="lite0",
+        status=Status.TRAINING_FAILED,
+        status_message="The image “x.png” was deleted after this training was started.",
+    )
     page = signed_in.get("/projects/cookies/models/1/").content.decode()
     assert "Why:</strong> The image “x.png” was deleted" in page
     assert "What to do:" in page and "train a new version" in page
@@ -175,7 +181,10 @@ def test_compare_shows_metrics_what_changed_and_where_versions_disagree(signed_i
     assert "Version 1 → version 2" in page
     assert "<strong>1</strong> image added" in page and "new-crack.png (anomaly, train)" in page
     assert "<strong>1</strong> image relabeled" in page and "n1.png: normal → anomaly" in page
-    assert "Backbone: lite0 → <strong>lite2</strong>" in page and "Threshold in use: 0.500 → <strong>0.550</strong>" in page
+    assert (
+        "Backbone: lite0 → <strong>lite2</strong>" in page
+        and "Threshold in use: 0.500 → <strong>0.550</strong>" in page
+    )
     # n0 is predicted differently; n1 too (relabeled, so its score moved from 0.2 to 0.8).
     disagreements = re.findall(r'<tr data-name="([^"]+)">', page)
     assert disagreements == ["n0.png", "n1.png"]
@@ -189,7 +198,9 @@ def test_the_version_list_shows_metrics_at_each_versions_threshold_in_use(signed
     make_trained_version(project, scores=scores, threshold=0.5)
     make_trained_version(project, scores=scores, threshold=0.7)
     ModelVersion.objects.create(project=project, version=3, backbone="lite0", status=Status.TRAINING)
-    rows = re.findall(r'<tr data-version="(\d)">(.*?)</tr>', signed_in.get("/projects/cookies/models/").content.decode(), re.S)
+    rows = re.findall(
+        r'<tr data-version="(\d)">(.*?)</tr>', signed_in.get("/projects/cookies/models/").content.decode(), re.S
+    )
     cells = {v: re.findall(r"<td>([0-9.—]+)</td>", html) for v, html in rows}
     assert cells["1"][:4] == ["0.667", "1.000", "0.800", "0.500"]
     assert cells["2"][:4] == ["1.000", "1.000", "1.000", "0.700"]
@@ -208,7 +219,9 @@ def test_versions_evaluated_on_different_images_cannot_be_compared_image_by_imag
     first = _fill(project, normal=2, anomaly=1)
     make_trained_version(project, scores=_scored(first))
     second = _fill(project, normal=2, anomaly=1, split="test")
-    make_trained_version(project, scores={**{image: None for image in first}, **_scored(second)}, evaluation="test_dataset")
+    make_trained_version(
+        project, scores={**{image: None for image in first}, **_scored(second)}, evaluation="test_dataset"
+    )
     page = signed_in.get("/projects/cookies/models/compare?v=1&v=2").content.decode()
     assert "No image was evaluated by all of these versions" in page
     assert "<strong>3</strong> images added" in page

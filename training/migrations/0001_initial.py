@@ -6,68 +6,128 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('projects', '0001_initial'),
+        ("projects", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('description', models.TextField(blank=True, max_length=1000)),
-                ('backbone', models.CharField(max_length=32)),
-                ('options', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('QUEUED', 'Queued'), ('TRAINING', 'Training'), ('TRAINED', 'Trained'), ('TRAINING_FAILED', 'Training failed'), ('STARTING_HOSTING', 'Starting hosting'), ('HOSTED', 'Hosted'), ('HOSTING_FAILED', 'Hosting failed'), ('STOPPING_HOSTING', 'Stopping hosting'), ('DELETING', 'Deleting')], default='QUEUED', max_length=20)),
-                ('status_message', models.TextField(blank=True)),
-                ('stage', models.CharField(blank=True, max_length=20)),
-                ('progress', models.PositiveSmallIntegerField(default=0)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('evaluation', models.CharField(blank=True, choices=[('test_dataset', 'Test dataset'), ('cross_validation', 'Cross-validation on the training dataset')], max_length=20)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('trained_threshold', models.FloatField(blank=True, null=True)),
-                ('threshold', models.FloatField(blank=True, null=True)),
-                ('weights_file', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('config_file', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='model_versions', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("version", models.PositiveIntegerField()),
+                ("description", models.TextField(blank=True, max_length=1000)),
+                ("backbone", models.CharField(max_length=32)),
+                ("options", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("QUEUED", "Queued"),
+                            ("TRAINING", "Training"),
+                            ("TRAINED", "Trained"),
+                            ("TRAINING_FAILED", "Training failed"),
+                            ("STARTING_HOSTING", "Starting hosting"),
+                            ("HOSTED", "Hosted"),
+                            ("HOSTING_FAILED", "Hosting failed"),
+                            ("STOPPING_HOSTING", "Stopping hosting"),
+                            ("DELETING", "Deleting"),
+                        ],
+                        default="QUEUED",
+                        max_length=20,
+                    ),
+                ),
+                ("status_message", models.TextField(blank=True)),
+                ("stage", models.CharField(blank=True, max_length=20)),
+                ("progress", models.PositiveSmallIntegerField(default=0)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "evaluation",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("test_dataset", "Test dataset"),
+                            ("cross_validation", "Cross-validation on the training dataset"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("trained_threshold", models.FloatField(blank=True, null=True)),
+                ("threshold", models.FloatField(blank=True, null=True)),
+                ("weights_file", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("config_file", models.FileField(blank=True, max_length=255, upload_to="")),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_versions",
+                        to="projects.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project', '-version'],
+                "ordering": ["project", "-version"],
             },
         ),
         migrations.CreateModel(
-            name='ModelVersionImage',
+            name="ModelVersionImage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sha256', models.CharField(max_length=64)),
-                ('original_name', models.CharField(blank=True, max_length=255)),
-                ('split', models.CharField(choices=[('train', 'Training dataset'), ('test', 'Test dataset')], max_length=5)),
-                ('label', models.CharField(choices=[('unlabeled', 'Unlabeled'), ('normal', 'Normal'), ('anomaly', 'Anomaly')], max_length=10)),
-                ('has_mask', models.BooleanField(default=False)),
-                ('score', models.FloatField(blank=True, null=True)),
-                ('heatmap', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('image', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='projects.image')),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='images', to='training.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("sha256", models.CharField(max_length=64)),
+                ("original_name", models.CharField(blank=True, max_length=255)),
+                (
+                    "split",
+                    models.CharField(choices=[("train", "Training dataset"), ("test", "Test dataset")], max_length=5),
+                ),
+                (
+                    "label",
+                    models.CharField(
+                        choices=[("unlabeled", "Unlabeled"), ("normal", "Normal"), ("anomaly", "Anomaly")],
+                        max_length=10,
+                    ),
+                ),
+                ("has_mask", models.BooleanField(default=False)),
+                ("score", models.FloatField(blank=True, null=True)),
+                ("heatmap", models.FileField(blank=True, max_length=255, upload_to="")),
+                (
+                    "image",
+                    models.ForeignKey(
+                        null=True, on_delete=django.db.models.deletion.SET_NULL, related_name="+", to="projects.image"
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="images", to="training.modelversion"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('project', 'version'), name='one_number_per_version'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(fields=("project", "version"), name="one_number_per_version"),
         ),
         migrations.AddConstraint(
-            model_name='modelversionimage',
-            constraint=models.UniqueConstraint(fields=('model_version', 'sha256'), name='one_snapshot_row_per_image'),
+            model_name="modelversionimage",
+            constraint=models.UniqueConstraint(fields=("model_version", "sha256"), name="one_snapshot_row_per_image"),
         ),
     ]

@@ -35,25 +35,72 @@ class Command(BaseCommand):
         logs.mkdir(parents=True, exist_ok=True)
         try:
             if not os.environ.get("REDIS_URL"):
-                self._start("redis", redis_server_command(settings.DATA_DIR / "redis", settings.KENPIN_EMBEDDED_REDIS_PORT), logs)
+                self._start(
+                    "redis",
+                    redis_server_command(settings.DATA_DIR / "redis", settings.KENPIN_EMBEDDED_REDIS_PORT),
+                    logs,
+                )
             self._wait_for_redis()
             celery = [sys.executable, "-m", "celery", "-A", "console"]
             # Training: one task at a time, each in a fresh child process, so that the memory
             # of a large training goes back to the system when it ends.
-            self._start("training-worker", celery + ["worker", "-Q", "training", "-c", "1", "-n", "training@%h",
-                                                     "--max-tasks-per-child", "1", "-l", "INFO"], logs)
+            self._start(
+                "training-worker",
+                celery
+                + [
+                    "worker",
+                    "-Q",
+                    "training",
+                    "-c",
+                    "1",
+                    "-n",
+                    "training@%h",
+                    "--max-tasks-per-child",
+                    "1",
+                    "-l",
+                    "INFO",
+                ],
+                logs,
+            )
             # Inference: hosted models stay loaded in this one process; threads share them and
             # serve several detect calls at once (onnxruntime releases the GIL).
-            self._start("inference-worker", celery + ["worker", "-Q", "inference,default", "-P", "threads", "-c", "4",
-                                                      "-n", "inference@%h", "-l", "INFO"], logs)
-            self._start("scheduler", celery + ["beat", "-s", str(settings.DATA_DIR / "celerybeat-schedule"), "-l", "INFO"], logs)
-            self._start("web", [sys.executable, "-m", "gunicorn", "console.wsgi", "--bind", f"{host}:{port}",
-                                "--workers", str(web_workers), "--worker-class", "gthread", "--threads", "8",
-                                "--timeout", "120", "--access-logfile", "-"], logs)
+            self._start(
+                "inference-worker",
+                celery
+                + ["worker", "-Q", "inference,default", "-P", "threads", "-c", "4", "-n", "inference@%h", "-l", "INFO"],
+                logs,
+            )
+            self._start(
+                "scheduler", celery + ["beat", "-s", str(settings.DATA_DIR / "celerybeat-schedule"), "-l", "INFO"], logs
+            )
+            self._start(
+                "web",
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "console.wsgi",
+                    "--bind",
+                    f"{host}:{port}",
+                    "--workers",
+                    str(web_workers),
+                    "--worker-class",
+                    "gthread",
+                    "--threads",
+                    "8",
+                    "--timeout",
+                    "120",
+                    "--access-logfile",
+                    "-",
+                ],
+                logs,
+            )
             self._wait_for_web(host, port)
             self._wait_for_workers({"training", "inference"})
-            self.stdout.write(self.style.SUCCESS(f"Kenpin is running at http://{host}:{port}/") +
-                              f"\nLogs are in {logs}. Press Ctrl-C to stop.")
+            self.stdout.write(
+                self.style.SUCCESS(f"Kenpin is running at http://{host}:{port}/")
+                + f"\nLogs are in {logs}. Press Ctrl-C to stop."
+            )
             self._watch()
         finally:
             self._stop_all()
@@ -65,8 +112,9 @@ class Command(BaseCommand):
         log = (logs / f"{name}.log").open("ab")
         # Own process group: Ctrl-C in the terminal reaches only us, and we stop the children
         # in order (web first, Redis last) instead of all at once.
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   cwd=settings.BASE_DIR)
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=settings.BASE_DIR
+        )
         self.processes.append((name, process))
 
     def _wait_for_redis(self):
@@ -79,7 +127,7 @@ class Command(BaseCommand):
             except redis.ConnectionError:
                 self._check_children()
                 if time.monotonic() > deadline:
-                    raise CommandError(f"Redis at {settings.REDIS_URL} does not answer.")
+                    raise CommandError(f"Redis at {settings.REDIS_URL} does not answer.") from None
                 time.sleep(0.1)
 
     def _wait_for_web(self, host, port):
@@ -93,7 +141,9 @@ class Command(BaseCommand):
                     return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise CommandError(f"The web server did not start; see {settings.DATA_DIR / 'logs' / 'web.log'}.")
+                    raise CommandError(
+                        f"The web server did not start; see {settings.DATA_DIR / 'logs' / 'web.log'}."
+                    ) from None
                 time.sleep(0.2)
 
     def _wait_for_workers(self, names: set[str]):
@@ -123,7 +173,7 @@ class Command(BaseCommand):
     def _stop_all(self):
         if self.processes:
             self.stdout.write("Stopping Kenpin…")
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
             try:
