@@ -1,13 +1,15 @@
 """Patch features of images, computed by the exported backbone graph in onnxruntime.
 
 Training and inference both go through `FeatureExtractor`, so a model's scores at training time
-and in production come from the same graph. The graph is exported once per backbone into a cache
-directory by a subprocess (engine.export), because importing torch here would cost a worker
-~500 MB of memory; this module must never import torch.
+and in production come from the same graph. Training exports the graph once per backbone into a
+cache directory by a subprocess (engine.export), because importing torch here would cost a worker
+~500 MB of memory; this module must never import torch. A saved model carries the graph's bytes,
+so that a serving machine runs exactly the trained graph without torch, timm or an export.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -21,12 +23,12 @@ from PIL import Image
 from engine.backbones import BACKBONES, Backbone
 
 # Bumped whenever engine.export changes what the graph computes, so that stale cached graphs are
-# not reused. Stored in model.json; a model refuses to run on a different graph version.
+# not reused. Stored in model.json; a model without its own graph refuses to run on another one.
 GRAPH_VERSION = 2
 STRIDE = 8  # px of input per feature cell
 _ALIGN = 16  # input sides are multiples of the coarsest stage's stride
 
-_sessions: dict[Path, ort.InferenceSession] = {}
+_sessions: dict[str, ort.InferenceSession] = {}  # by the graph's sha256: models of one graph share it
 _lock = threading.Lock()
 
 
@@ -43,7 +45,10 @@ def graph_path(backbone: Backbone, directory: Path | None = None) -> Path:
 
 
 def ensure_graph(backbone: Backbone, directory: Path | None = None) -> Path:
-    """Path of the backbone's ONNX graph, exporting it in a subprocess the first time."""
+    """Path of the backbone's ONNX graph, exporting it in a subprocess the first time.
+
+    Only training needs this: a saved model carries the bytes of the graph it was trained with.
+    """
     path = graph_path(backbone, directory)
     if path.exists():
         return path
@@ -58,16 +63,21 @@ def ensure_graph(backbone: Backbone, directory: Path | None = None) -> Path:
     return path
 
 
+def graph_sha256(graph: bytes) -> str:
+    return hashlib.sha256(graph).hexdigest()
+
+
 def _threads() -> int:
     # A worker serves one image at a time; all cores go to that image unless the operator
     # shares the machine between several workers.
     return int(os.environ.get("KENPIN_THREADS") or os.cpu_count() or 1)
 
 
-def session(backbone: Backbone, directory: Path | None = None) -> ort.InferenceSession:
-    path = ensure_graph(backbone, directory)
+def session(graph: bytes) -> ort.InferenceSession:
+    """An onnxruntime session running `graph` (ONNX bytes), one per distinct graph per process."""
+    key = graph_sha256(graph)
     with _lock:
-        if path not in _sessions:
+        if key not in _sessions:
             options = ort.SessionOptions()
             options.intra_op_num_threads = _threads()
             options.inter_op_num_threads = 1
@@ -76,8 +86,8 @@ def session(backbone: Backbone, directory: Path | None = None) -> ort.InferenceS
             # end to end on a 768x576 JPEG: p50 82 -> 28 ms with other jobs running.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            _sessions[path] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return _sessions[path]
+            _sessions[key] = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        return _sessions[key]
 
 
 # How much more the short side may be scaled than the long one. Stretching photos of ordinary
@@ -103,11 +113,26 @@ def input_size(height: int, width: int, long_side: int, max_stretch: float = 1.0
 
 
 class FeatureExtractor:
-    def __init__(self, backbone: str, long_side: int, max_stretch: float = 1.0, directory: Path | None = None):
+    """Patch features of images by one backbone graph at one input size.
+
+    `graph` is the ONNX bytes to run (a saved model's own); without it, this engine's current
+    export of `backbone` is used, exporting it first if needed (which needs torch and timm).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        long_side: int,
+        max_stretch: float = 1.0,
+        directory: Path | None = None,
+        *,
+        graph: bytes | None = None,
+    ):
         self.backbone = BACKBONES[backbone]
         self.long_side = long_side
         self.max_stretch = max_stretch
-        self.session = session(self.backbone, directory)
+        self.graph = graph if graph is not None else ensure_graph(self.backbone, directory).read_bytes()
+        self.session = session(self.graph)
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (h, w, 3) uint8 at the model's input size."""

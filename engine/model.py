@@ -19,10 +19,12 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from engine.backbones import BACKBONES
-from engine.features import GRAPH_VERSION, MAX_STRETCH, STRIDE, FeatureExtractor
+from engine.features import GRAPH_VERSION, MAX_STRETCH, STRIDE, BackboneUnavailable, FeatureExtractor, graph_sha256
 from engine.patchcore import DEFECT_WEIGHT, NearestNeighbours, PatchScorer
 
 FORMAT_VERSION = 1
+# The files a saved model consists of (AnomalyModel.to_files / from_files).
+MODEL_FILES = ("model.safetensors", "model.json", "backbone.onnx")
 DEFAULT_THRESHOLD = 0.5  # calibrated units: where the trained threshold sits by construction
 
 
@@ -76,6 +78,7 @@ class AnomalyModel:
         sigma: float,
         threshold: float = DEFAULT_THRESHOLD,
         info: Mapping | None = None,
+        graph: bytes | None = None,
     ):
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}")
@@ -87,6 +90,7 @@ class AnomalyModel:
         self.sigma = sigma  # feature cells; smoothing of the distance map before scoring
         self.threshold = float(threshold)
         self.info = dict(info or {})  # training summary stored alongside (JSON)
+        self._graph = graph  # ONNX bytes of the backbone graph it was trained with
         self._extractor: FeatureExtractor | None = None
 
     @property
@@ -100,10 +104,24 @@ class AnomalyModel:
 
     @property
     def extractor(self) -> FeatureExtractor:
-        # Created on first use, so that loading a model for its metadata needs no backbone graph.
+        # Created on first use, so that loading a model for its metadata starts no session.
         if self._extractor is None:
-            self._extractor = FeatureExtractor(self.backbone, self.long_side, self.max_stretch)
+            try:
+                self._extractor = FeatureExtractor(self.backbone, self.long_side, self.max_stretch, graph=self._graph)
+            except BackboneUnavailable as exc:
+                # Only a model saved before models carried their graph gets here.
+                raise BackboneUnavailable(
+                    f"This model was saved without its backbone graph (backbone.onnx), and this machine "
+                    f"cannot export the {self.backbone} graph (it needs the training install with torch "
+                    f"and timm). Retrain the model, or load it where the training install is."
+                ) from exc
+            self._graph = self._extractor.graph
         return self._extractor
+
+    @property
+    def graph(self) -> bytes:
+        """ONNX bytes of the backbone graph this model runs."""
+        return self._graph if self._graph is not None else self.extractor.graph
 
     def raw_map(self, features: np.ndarray) -> np.ndarray:
         """(h, w, C) patch features -> (h, w) float32 smoothed anomaly distance."""
@@ -150,13 +168,16 @@ class AnomalyModel:
         return self.calibration.raw_threshold + self.calibration.raw_scale * math.log(t / (1 - t))
 
     def to_files(self) -> dict[str, bytes]:
-        """The model as {"model.safetensors": tensors, "model.json": everything else}; no pickle."""
+        """The model as {"model.safetensors": tensors, "model.json": everything else,
+        "backbone.onnx": the backbone graph it runs}; no pickle."""
         backbone = BACKBONES[self.backbone]
+        graph = self.graph
         meta = {
             "format_version": FORMAT_VERSION,
             "backbone": self.backbone,
             "timm_architecture": backbone.timm_name,
             "graph_version": GRAPH_VERSION,
+            "graph_sha256": graph_sha256(graph),
             "input": {
                 "long_side": self.long_side,
                 "max_stretch": self.max_stretch,
@@ -174,14 +195,24 @@ class AnomalyModel:
         return {
             "model.safetensors": save_tensors({"bank": self.bank, "defects": self.defects}),
             "model.json": json.dumps(meta, indent=2, sort_keys=True).encode(),
+            "backbone.onnx": graph,
         }
 
     @classmethod
     def from_files(cls, files: Mapping[str, bytes]) -> AnomalyModel:
+        """Load what `to_files` wrote. Needs no torch: the model runs its own backbone.onnx.
+
+        A model saved before models carried their graph (no backbone.onnx) runs this engine's
+        export of its backbone, which must then be the same graph version.
+        """
         meta = json.loads(files["model.json"])
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"model format {meta.get('format_version')} is not supported by this engine")
-        if meta["graph_version"] != GRAPH_VERSION:
+        graph = files.get("backbone.onnx")
+        if graph is not None:
+            if graph_sha256(graph) != meta.get("graph_sha256"):
+                raise ValueError("backbone.onnx is not the graph this model was trained with (sha256 differs)")
+        elif meta["graph_version"] != GRAPH_VERSION:
             raise ValueError(
                 f"model was trained with backbone graph v{meta['graph_version']}, this engine has "
                 f"v{GRAPH_VERSION}; retrain the model"
@@ -199,4 +230,5 @@ class AnomalyModel:
             sigma=float(meta["sigma"]),
             threshold=float(meta["threshold"]),
             info=meta.get("info"),
+            graph=graph,
         )

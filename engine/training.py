@@ -332,6 +332,7 @@ def train(
         defects=scorer.defect_bank,
         calibration=calibration,
         sigma=SIGMA,
+        graph=extractor.graph,
         info={
             "n_normal": n_normal,
             "n_anomaly": int((labels == 1).sum()),

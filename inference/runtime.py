@@ -21,7 +21,7 @@ def _read(model_version: ModelVersion):
     from engine import AnomalyModel
 
     files = {}
-    for name, field in (("model.safetensors", model_version.weights_file), ("model.json", model_version.config_file)):
+    for name, field in model_version.artifact_files.items():
         with field.open("rb") as f:
             files[name] = f.read()
     return AnomalyModel.from_files(files)

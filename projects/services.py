@@ -78,7 +78,7 @@ def project_delete(*, project: Project) -> None:
     for image in Image.objects.filter(project=project):
         names += [image.file.name, image.thumbnail.name, image.mask.name]
     for mv in ModelVersion.objects.filter(project=project):
-        names += [mv.weights_file.name, mv.config_file.name]
+        names += [field.name for field in mv.artifact_files.values()]
     names += list(ModelVersionImage.objects.filter(model_version__project=project).values_list("heatmap", flat=True))
     for trial_image in TrialImage.objects.filter(trial__project=project):
         names += [trial_image.file.name, trial_image.thumbnail.name, trial_image.heatmap.name]

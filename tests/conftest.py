@@ -116,7 +116,7 @@ def api_client(db):
 class TrainedModel:
     """What one real training left behind, kept in memory to be restored into any test's project."""
 
-    files: dict  # {"model.safetensors": bytes, "model.json": bytes}
+    files: dict  # {"model.safetensors": bytes, "model.json": bytes, "backbone.onnx": bytes}
     fields: dict  # the version's row: backbone, metrics, thresholds, evaluation, times
     images: list  # its evaluated snapshot rows: {"sha256", "split", "label", "score"}
 
@@ -165,9 +165,10 @@ def trained_cookie_model(celery_worker, django_db_blocker) -> TrainedModel:
             time.sleep(0.5)
         assert mv.status == Status.TRAINED, mv.status_message
         files = {}
-        for name, field in (("model.safetensors", mv.weights_file), ("model.json", mv.config_file)):
+        for name, field in mv.artifact_files.items():
             with field.open("rb") as f:
                 files[name] = f.read()
+        assert set(files) == {"model.safetensors", "model.json", "backbone.onnx"}
         fields = {
             key: getattr(mv, key)
             for key in (
@@ -215,6 +216,7 @@ def restore_model_version(trained_cookie_model):
             progress=100,
             weights_file=stored["model.safetensors"],
             config_file=stored["model.json"],
+            backbone_file=stored["backbone.onnx"],
             **{**trained_cookie_model.fields, **overrides},
         )
         ModelVersionImage.objects.bulk_create(

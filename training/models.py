@@ -55,9 +55,12 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)  # engine metrics at the trained threshold
     trained_threshold = models.FloatField(null=True, blank=True)  # as chosen by training
     threshold = models.FloatField(null=True, blank=True)  # in use; people may move it
-    # Artifact files, in default_storage: the engine's safetensors weights and JSON description.
+    # Artifact files, in default_storage: the engine's safetensors weights, JSON description and
+    # the ONNX backbone graph it was trained with (empty for versions trained before models
+    # carried it), so that a serving machine needs no torch.
     weights_file = models.FileField(max_length=255, blank=True)
     config_file = models.FileField(max_length=255, blank=True)
+    backbone_file = models.FileField(max_length=255, blank=True)
 
     class Meta:
         ordering = ["project", "-version"]
@@ -65,6 +68,16 @@ class ModelVersion(models.Model):
 
     def __str__(self):
         return f"{self.project.name} v{self.version}"
+
+    @property
+    def artifact_files(self) -> dict:
+        """{engine file name: FieldFile} of the stored model files, the ones it has."""
+        files = {
+            "model.safetensors": self.weights_file,
+            "model.json": self.config_file,
+            "backbone.onnx": self.backbone_file,
+        }
+        return {name: field for name, field in files.items() if field}
 
     @property
     def is_usable(self) -> bool:

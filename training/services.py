@@ -107,7 +107,7 @@ def model_version_delete(*, model_version: ModelVersion) -> None:
     """Delete a version and its files. A hosted or starting model must be stopped first."""
     if model_version.status in (Status.HOSTED, Status.STARTING_HOSTING, Status.STOPPING_HOSTING):
         raise Conflict("Stop hosting this model before deleting it.", code="hosted")
-    names = [model_version.weights_file.name, model_version.config_file.name]
+    names = [field.name for field in model_version.artifact_files.values()]
     names += list(model_version.images.values_list("heatmap", flat=True))
     with transaction.atomic():
         model_version.delete()
@@ -284,6 +284,8 @@ def model_version_train(*, model_version_id: int) -> None:
             stored.append(weights)
             config = default_storage.save(f"{prefix}/model.json", ContentFile(files["model.json"]))
             stored.append(config)
+            graph = default_storage.save(f"{prefix}/backbone.onnx", ContentFile(files["backbone.onnx"]))
+            stored.append(graph)
             by_key = {str(row.pk): row for row in rows}
             for item in result.per_image:
                 row = by_key[item.key]
@@ -308,6 +310,7 @@ def model_version_train(*, model_version_id: int) -> None:
                     threshold=result.model.threshold,
                     weights_file=weights,
                     config_file=config,
+                    backbone_file=graph,
                 )
                 if not finished:
                     raise TrainingCancelled

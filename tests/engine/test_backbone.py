@@ -66,7 +66,7 @@ def test_a_fresh_cache_gets_an_exported_graph_and_inference_never_imports_torch(
         "from engine.features import FeatureExtractor\n"
         "FeatureExtractor('lite0', 256)(np.zeros((300, 200, 3), np.uint8))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "from engine.benchmark import peak_rss_mb; print(int(peak_rss_mb()))\n"
+        "from bench.benchmark import peak_rss_mb; print(int(peak_rss_mb()))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

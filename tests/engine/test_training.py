@@ -1,6 +1,10 @@
 """Training, calibration, evaluation and prediction on real photos from ../shared/datasets."""
 
+import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,10 +91,11 @@ def test_progress_runs_through_the_stages_in_order(trained):
 def test_saved_models_score_identically_and_never_unpickle(trained, aliens):
     model = trained[0].model
     files = model.to_files()
-    assert set(files) == {"model.safetensors", "model.json"}
+    assert set(files) == {"model.safetensors", "model.json", "backbone.onnx"}
     meta = json.loads(files["model.json"])
     assert meta["backbone"] == "lite0" and meta["threshold"] == 0.5
     assert meta["input"]["mean"] == [0.5, 0.5, 0.5] and "onnxruntime" in meta["libraries"]
+    assert meta["graph_sha256"] == hashlib.sha256(files["backbone.onnx"]).hexdigest()
     tensors = load_tensors(files["model.safetensors"])
     assert set(tensors) == {"bank", "defects"}
     assert tensors["defects"].shape[0] >= 5 * 4  # each of the 5 anomalies gave its worst patches
@@ -102,16 +107,86 @@ def test_saved_models_score_identically_and_never_unpickle(trained, aliens):
         np.testing.assert_array_equal(a.mask, b.mask)
 
 
+def _without_torch(tmp_path: Path) -> dict:
+    """Environment of a serving-only machine: torch and timm cannot be imported, no cached graph."""
+    for name in ("torch", "timm"):
+        (tmp_path / "blocked" / name).mkdir(parents=True)
+        (tmp_path / "blocked" / name / "__init__.py").write_text(f"raise ImportError('{name} is not installed')\n")
+    return {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(tmp_path / "blocked"),
+        "KENPIN_CACHE_DIR": str(tmp_path / "empty-cache"),
+    }
+
+
+SERVE = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from engine import AnomalyModel
+folder = Path(sys.argv[1])
+files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "image.npy"}
+try:
+    model = AnomalyModel.from_files(files)
+    score = model.predict(np.load(folder / "image.npy")).score
+except Exception as exc:
+    print(json.dumps({"error": str(exc)}))
+else:
+    print(json.dumps({"score": score, "torch": "torch" in sys.modules}))
+"""
+
+
+def _serve_elsewhere(files: dict, image: np.ndarray, tmp_path: Path) -> dict:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    np.save(folder / "image.npy", image)
+    result = subprocess.run(
+        [sys.executable, "-c", SERVE, str(folder)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=_without_torch(tmp_path),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_a_saved_model_serves_without_torch_or_an_exported_graph(trained, aliens, tmp_path):
+    model = trained[0].model
+    image = aliens[1][-1].image
+    served = _serve_elsewhere(model.to_files(), image, tmp_path)
+    assert served == {"score": model.predict(image).score, "torch": False}
+
+
+def test_a_model_saved_without_its_graph_says_why_it_cannot_serve_without_torch(trained, aliens, tmp_path):
+    files = trained[0].model.to_files()
+    del files["backbone.onnx"]
+    served = _serve_elsewhere(files, aliens[1][0].image, tmp_path)
+    assert "without its backbone graph" in served["error"] and "Retrain" in served["error"]
+
+
+def test_a_graph_that_is_not_the_trained_one_is_refused(trained):
+    files = trained[0].model.to_files()
+    files["backbone.onnx"] = files["backbone.onnx"][:-1] + b"\0"
+    with pytest.raises(ValueError, match="sha256"):
+        AnomalyModel.from_files(files)
+
+
 def test_a_model_saved_before_stretching_and_defect_banks_scores_as_it_was_trained(trained, aliens):
+    # Such a model has no backbone.onnx either: where the training install is, the graph is exported.
     model = trained[0].model
     files = model.to_files()
     meta = json.loads(files["model.json"])
     del meta["input"]["max_stretch"]
+    del meta["graph_sha256"]
     old = {"model.json": json.dumps(meta).encode(), "model.safetensors": save_tensors({"bank": model.bank})}
     loaded = AnomalyModel.from_files(old)
     assert loaded.max_stretch == 1.0 and loaded.defects.shape[0] == 0
     image = aliens[1][0].image  # 256x176: kept at its aspect ratio, as such models were trained
     assert loaded.predict(image).anomaly_map.shape == (176 // 8, 256 // 8)
+    assert loaded.to_files()["backbone.onnx"] == files["backbone.onnx"]
 
 
 def test_a_changed_threshold_is_saved_with_the_model(trained):

@@ -113,7 +113,8 @@ def test_deleting_a_version_removes_it_and_its_files(user, owner_api, restore_mo
 
     project = make_project(owner=user, name="cookies")
     mv = restore_model_version(project)
-    names = [mv.weights_file.name, mv.config_file.name]
+    names = [field.name for field in mv.artifact_files.values()]
+    assert len(names) == 3
     assert owner_api.delete(f"/api/v1/projects/cookies/models/{mv.version}").status_code == 204
     assert not ModelVersion.objects.filter(pk=mv.pk).exists()
     assert not any(default_storage.exists(n) for n in names)

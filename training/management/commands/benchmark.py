@@ -1,14 +1,14 @@
 """`python manage.py benchmark --data DIR [DIR ...] [--seeds 0,1,2] [--backbone NAME] [--peer] [--json FILE]`
 
 The LFV-30 benchmark of the engine (and of anomalib's PatchCore with --peer); the logic lives in
-engine.benchmark, which also runs without Django as `python -m engine.benchmark`.
+bench.benchmark, which also runs without Django as `python -m bench`.
 """
 
 import argparse
 
 from django.core.management.base import BaseCommand
 
-from engine import benchmark
+from bench import benchmark
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """The LFV-30 split and the benchmark table (the runs themselves are measured, not tested)."""
 
-from engine.benchmark import lfv30_split, table
+from bench.benchmark import lfv30_split, table
 from tests.datasets import DATASETS
 
 

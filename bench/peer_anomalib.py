@@ -1,10 +1,10 @@
 """anomalib's PatchCore as the benchmark's peer, with our backbone and its local weights.
 
 Runs only in the benchmark's own environment (.venv-bench, requirements-bench.txt), as a
-subprocess of engine.benchmark:
+subprocess of bench.benchmark:
 
-    python -m engine.peer_anomalib fit WORKDIR     # reads peer.json, writes bank + fit.json
-    python -m engine.peer_anomalib serve WORKDIR   # reads test.txt, writes served.json + maps.npz
+    python -m bench.peer_anomalib fit WORKDIR     # reads peer.json, writes bank + fit.json
+    python -m bench.peer_anomalib serve WORKDIR   # reads test.txt, writes served.json + maps.npz
 
 The peer gets what an anomalib user would configure: its Lightning PatchCore module with default
 settings (256x256 input, 10 % coreset, 9 neighbours for the image score), `pre_trained=False`
@@ -32,8 +32,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
+from bench.benchmark import peak_rss_mb
 from engine.backbones import BACKBONES
-from engine.benchmark import peak_rss_mb
 from engine.export import build_classifier
 
 IMAGE_SIZE = (256, 256)  # anomalib PatchCore's default

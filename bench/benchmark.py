@@ -6,7 +6,8 @@ anomalous of the rest. Each model is saved, then served by a fresh subprocess th
 predicts the test files one at a time from their encoded bytes to the mask; that process reports
 the per-image latencies and its own peak RSS, so neither includes what training cost.
 
-Run it with `python manage.py benchmark --data DIR ...` or `python -m engine.benchmark --data ...`.
+Run it with `python manage.py benchmark --data DIR ...` or `python -m bench --data ...`. It lives
+outside the engine package because serving never needs it; it imports the engine, never the reverse.
 The peer runs in a separate virtual environment (docs/benchmarks.md says how to set it up).
 """
 
@@ -28,7 +29,7 @@ import numpy as np
 from engine.backbones import BACKBONES, DEFAULT_BACKBONE
 from engine.images import decode_image, decode_mask
 from engine.metrics import average_precision, metrics_at_threshold, roc_auc
-from engine.model import AnomalyModel
+from engine.model import MODEL_FILES, AnomalyModel
 from engine.training import Sample, pixel_auroc, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,13 +139,13 @@ def run_ours(
         (workdir / name).write_bytes(data)
     files = workdir / "test.txt"
     files.write_text("\n".join(str(i.path) for i in test))
-    served = _serve_subprocess([sys.executable, "-m", "engine.benchmark", "serve", str(workdir)], workdir)
+    served = _serve_subprocess([sys.executable, "-m", "bench", "serve", str(workdir)], workdir)
     return fit_s, served
 
 
 def serve(workdir: Path) -> None:
     """Subprocess side: load the model in `workdir`, predict its test files, report."""
-    model = AnomalyModel.from_files({n: (workdir / n).read_bytes() for n in ("model.safetensors", "model.json")})
+    model = AnomalyModel.from_files({n: (workdir / n).read_bytes() for n in MODEL_FILES})
     paths = [Path(p) for p in (workdir / "test.txt").read_text().splitlines()]
     model.predict(decode_image(paths[0].read_bytes()))  # load the graph, as a worker does at start
     scores, maps, times = [], {}, []
@@ -174,7 +175,7 @@ def run_peer(
     spec = {"backbone": backbone, "seed": seed, "train": [[str(i.path), i.label] for i in train_items]}
     (workdir / "peer.json").write_text(json.dumps(spec))
     (workdir / "test.txt").write_text("\n".join(str(i.path) for i in test))
-    command = [str(PEER_PYTHON), "-m", "engine.peer_anomalib"]
+    command = [str(PEER_PYTHON), "-m", "bench.peer_anomalib"]
     # anomalib's coreset loop allocates and frees a 20 MB tensor per step; with glibc's adaptive
     # mmap threshold the heap then grows without bound (21 GB seen). A fixed threshold returns
     # each block to the system, and the peer peaks at ~1.2 GB instead of being killed.
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["serve"]:
         serve(Path(argv[1]))
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     add_arguments(parser)
     run(parser.parse_args(argv))
     return 0
