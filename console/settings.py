@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "ninja",  # the API's docs page and its Swagger UI files, served from here (never a CDN)
     "console",
+    "accounts",
     "projects",
     "training",
     "inference",

@@ -3,20 +3,28 @@ from django.contrib import admin
 from projects.models import ApiToken, Image, Membership, Project
 
 
+class NoAddAdmin(admin.ModelAdmin):
+    """Rows made only through Kenpin's services: an "Add" form here would skip their checks
+    (a project without its owner and datasets, an image never decoded, a token not hashed)."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(NoAddAdmin):
     list_display = ("name", "created_at", "created_by")
     search_fields = ("name",)
     inlines = [MembershipInline]
 
 
 @admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
+class ImageAdmin(NoAddAdmin):
     list_display = ("id", "project", "original_name", "label", "dataset", "width", "height", "uploaded_at")
     list_filter = ("label",)
     search_fields = ("original_name", "sha256", "project__name")
@@ -24,6 +32,6 @@ class ImageAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(NoAddAdmin):
     list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "digest")

@@ -127,3 +127,72 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
+
+
+class InvitationGrant(models.Model):
+    """A membership an invitation gives: the invited person joins `project` with `role` on accepting."""
+
+    link = models.ForeignKey("accounts.AccountLink", on_delete=models.CASCADE, related_name="grants")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=10, choices=Role.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["link", "project"], name="one_grant_per_project")]
+
+
+class Action(models.TextChoices):
+    """What an activity-log entry records; the label is the verb the log shows."""
+
+    PROJECT_CREATED = "project_created", "created the project"
+    PROJECT_UPDATED = "project_updated", "changed the description"
+    MEMBER_ADDED = "member_added", "added a member"
+    MEMBER_ROLE_CHANGED = "member_role_changed", "changed a member's role"
+    MEMBER_REMOVED = "member_removed", "removed a member"
+    MEMBER_JOINED = "member_joined", "joined by invitation"
+    IMAGES_UPLOADED = "images_uploaded", "uploaded images"
+    IMAGES_IMPORTED = "images_imported", "imported a zip"
+    IMAGES_LABELED = "images_labeled", "labeled images"
+    IMAGES_MOVED = "images_moved", "moved images"
+    IMAGES_DELETED = "images_deleted", "deleted images"
+    MASK_SET = "mask_set", "set a defect mask"
+    TEST_DATASET_CREATED = "test_dataset_created", "kept a test dataset aside"
+    TEST_DATASET_REMOVED = "test_dataset_removed", "removed the test dataset"
+    TRAINING_STARTED = "training_started", "started a training"
+    TRAINING_CANCELLED = "training_cancelled", "cancelled a training"
+    THRESHOLD_CHANGED = "threshold_changed", "changed a threshold"
+    VERSION_DELETED = "version_deleted", "deleted a model version"
+    HOSTING_STARTED = "hosting_started", "started hosting"
+    HOSTING_STOPPED = "hosting_stopped", "stopped hosting"
+    TRIAL_STARTED = "trial_started", "ran a trial detection"
+    TRIAL_VERIFIED = "trial_verified", "verified predictions"
+    TRIAL_ADDED = "trial_added", "added verified photos to the dataset"
+    TRIAL_DELETED = "trial_deleted", "deleted a trial detection"
+    SETTINGS_CHANGED = "settings_changed", "changed a setting"
+
+
+class Activity(models.Model):
+    """One entry of a project's activity log: who did what, and when.
+
+    Written by the services that do each action (projects.activity.activity_record), never by
+    views or signals. Repeated small actions (one request per uploaded photo, one click per
+    label) are folded into the person's previous entry of the same kind for a few minutes, so
+    that the log reads "uploaded 30 images", not thirty lines.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="activity")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150, blank=True)  # kept if the account is ever deleted
+    at = models.DateTimeField()
+    action = models.CharField(max_length=30, choices=Action.choices)
+    count = models.PositiveIntegerField(default=1)  # how many things, after folding
+    # What the entry is about, in words: "version 3", "12 images to the test dataset"...
+    summary = models.CharField(max_length=500)
+    detail = models.JSONField(default=dict, blank=True)  # the same in data, for the CSV export
+    fold_key = models.CharField(max_length=100, blank=True)  # entries with the same key may fold together
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["project", "-at"])]
+
+    def __str__(self):
+        return f"{self.username or 'someone'} {self.get_action_display()}: {self.summary}"

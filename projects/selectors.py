@@ -4,7 +4,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 
-from projects.models import ApiToken, Image, Label, Membership, Project, Role, Split
+from projects.models import ApiToken, Image, InvitationGrant, Label, Membership, Project, Role, Split
 
 
 def project_list_for_user(*, user) -> QuerySet[Project]:
@@ -116,3 +116,26 @@ def image_neighbours(
 
 def api_token_list(*, user) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user, revoked_at__isnull=True)
+
+
+def project_list_all() -> QuerySet[Project]:
+    """Every project, for admins (invitations name the projects to join)."""
+    return Project.objects.order_by("name")
+
+
+def memberships_by_user(*, user_ids) -> dict[int, list[Membership]]:
+    """Each user's memberships, with their projects, by project name."""
+    found: dict[int, list[Membership]] = {}
+    for membership in (
+        Membership.objects.filter(user_id__in=list(user_ids)).select_related("project").order_by("project__name")
+    ):
+        found.setdefault(membership.user_id, []).append(membership)
+    return found
+
+
+def invitation_grants(*, link_ids) -> dict[int, list]:
+    """The projects and roles each invitation link grants."""
+    found: dict[int, list] = {}
+    for grant in InvitationGrant.objects.filter(link_id__in=list(link_ids)).select_related("project"):
+        found.setdefault(grant.link_id, []).append(grant)
+    return found

@@ -73,3 +73,17 @@ document.addEventListener("htmx:responseError", (event) => {
   notify(messageForStatus(event.detail.xhr.status), "error");
 });
 document.addEventListener("htmx:sendError", () => notify(messageForStatus(0), "error"));
+
+// Copy buttons: <button data-copy="ID"> copies the value of the input with that id.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const input = document.getElementById(button.dataset.copy);
+  input.select();
+  try {
+    await navigator.clipboard.writeText(input.value);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Press Ctrl+C";  // no clipboard access (plain http): the text is selected
+  }
+});
