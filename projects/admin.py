@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from projects.models import ApiToken, Image, Membership, Project
+from projects.models import AnomalyClass, ApiToken, Image, Membership, Project
 
 
 class NoAddAdmin(admin.ModelAdmin):
@@ -28,7 +28,21 @@ class ImageAdmin(NoAddAdmin):
     list_display = ("id", "project", "original_name", "label", "dataset", "width", "height", "uploaded_at")
     list_filter = ("label",)
     search_fields = ("original_name", "sha256", "project__name")
-    readonly_fields = ("file", "thumbnail", "mask", "sha256", "width", "height", "format", "size_bytes")
+    readonly_fields = ("file", "thumbnail", "mask", "mask_kind", "sha256", "width", "height", "format", "size_bytes")
+
+
+@admin.register(AnomalyClass)
+class AnomalyClassAdmin(NoAddAdmin):
+    """Read-only: classes change through the console or the API, which keep the masks in step."""
+
+    list_display = ("name", "project", "index", "color", "created_at")
+    search_fields = ("name", "project__name")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(ApiToken)

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.functions import Lower
 
 PROJECT_NAME_PATTERN = r"[a-zA-Z0-9][a-zA-Z0-9_-]*"
 
@@ -82,12 +83,25 @@ class Label(models.TextChoices):
     ANOMALY = "anomaly", "Anomaly"
 
 
+class MaskKind(models.TextChoices):
+    """How an image's stored mask file is to be read.
+
+    Masks stored before anomaly classes existed are the uploaded bytes themselves, any format,
+    where every non-zero pixel is defect: they keep that meaning (class index 1, the implicit
+    class) without any file being rewritten. Every mask stored since is a class-index PNG.
+    """
+
+    BINARY = "binary", "Binary (any non-zero pixel is defect)"
+    CLASS_INDEX = "class_index", "Class indices (0 background, k the class with index k)"
+
+
 class Image(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="images")
     file = models.FileField(max_length=255)
     thumbnail = models.FileField(max_length=255)
     mask = models.FileField(max_length=255, blank=True)
+    mask_kind = models.CharField(max_length=12, choices=MaskKind.choices, default=MaskKind.BINARY)
     original_name = models.CharField(max_length=255, blank=True)  # shown to people, never used as a path
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField()
@@ -105,6 +119,46 @@ class Image(models.Model):
 
     def __str__(self):
         return self.original_name or f"image {self.pk}"
+
+
+# Masks hold a class's index in their pixels (8 bits, 0 being background).
+MAX_CLASS_INDEX = 255
+# The one class of a project that has none of its own: every mask of such a project is this class.
+IMPLICIT_CLASS_INDEX = 1
+IMPLICIT_CLASS_NAME = "anomaly"
+IMPLICIT_CLASS_COLOR = "#ff0000"
+
+
+class AnomalyClass(models.Model):
+    """A named kind of defect of a project ("crack", "missing chip"): Lookout for Vision's anomaly
+    label, with the colour its masks are drawn in.
+
+    Stored masks hold `index` in their pixels, never the name or the colour: renaming or
+    recolouring a class rewrites no file, and deleting one rewrites only the masks that use it
+    (its pixels become background). An index is free again once its class is deleted and no
+    mask holds it any more. The first class a project creates takes index 1, the implicit class
+    of a project without classes, so the masks painted before keep their meaning.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="anomaly_classes")
+    index = models.PositiveSmallIntegerField()  # 1..MAX_CLASS_INDEX: the pixel value in stored masks
+    name = models.CharField(max_length=64)
+    color = models.CharField(max_length=7)  # "#rrggbb", lower case; never white or black (background)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "index"], name="one_class_per_index"),
+            models.UniqueConstraint("project", Lower("name"), name="class_names_unique_per_project"),
+            models.UniqueConstraint(fields=["project", "color"], name="one_class_per_colour"),
+            models.CheckConstraint(
+                condition=models.Q(index__gte=1, index__lte=MAX_CLASS_INDEX), name="class_index_in_a_byte"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
 
 
 class ApiToken(models.Model):
