@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# What the upload page names and what a refusal lists: the same words.
+ACCEPTED_FORMATS = "JPEG, PNG, BMP, TIFF or WebP"
 MIN_SIDE = 32  # px; below this a 8x8 patch grid has nothing to look at
 MAX_SIDE = 8192  # px
 MAX_PIXELS = 40_000_000  # a 40 MP photo decodes to 120 MB of RGB; more is a mistake or a bomb
@@ -45,7 +47,9 @@ def _open(data: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageError("not_an_image", "This file is not an image Kenpin can read (use JPEG or PNG).") from None
+        raise ImageError(
+            "not_an_image", f"This file is not an image Kenpin can read (use {ACCEPTED_FORMATS})."
+        ) from None
     except Exception as exc:  # Pillow raises many types on broken headers
         raise ImageError("corrupt", f"The image file is damaged and cannot be read ({exc}).") from exc
     width, height = image.size

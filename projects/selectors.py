@@ -83,6 +83,16 @@ def image_list(*, project: Project, label: str | None = None, split: str | None 
     return images
 
 
+def image_sha256s_present(*, project: Project, sha256s: list[str]) -> set[str]:
+    """Which of these SHA-256s (lowercase hex) the project already holds, in either dataset.
+
+    The upload page asks before resending files after an interruption, so that it sends only
+    what was not stored.
+    """
+    wanted = {s.lower() for s in sha256s if len(s) == 64}
+    return set(Image.objects.filter(project=project, sha256__in=wanted).values_list("sha256", flat=True))
+
+
 def image_get(*, project: Project, image_id: int) -> Image:
     """An image of `project`; Http404 for any other id, so ids of other projects reveal nothing."""
     image = Image.objects.filter(project=project, pk=image_id).select_related("dataset").first()

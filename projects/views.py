@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from console.errors import Invalid, KenpinError
 from console.files import storage_file_response
 from console.http import form_error, json_error, redirect_back, wants_json
+from engine.images import ACCEPTED_FORMATS
 from inference.selectors import trial_list
 from projects import services
 from projects.forms import (
@@ -31,6 +32,7 @@ from projects.selectors import (
     image_get,
     image_list,
     image_neighbours,
+    image_sha256s_present,
     image_states,
     project_get_for_user,
     project_has_test_dataset,
@@ -190,8 +192,13 @@ def image_upload_page(request, name):
             "project": project,
             **_dataset_context(project),
             "zip_form": ZipImportForm(),
+            "formats": ACCEPTED_FORMATS,
             "upload_config": {
                 "url": reverse("projects:image_add", kwargs={"name": project.name}),
+                "knownUrl": reverse("projects:images_known", kwargs={"name": project.name}),
+                # Files kept in this browser for resuming are filed under the project and the
+                # person, so that a shared computer never offers someone else's photos.
+                "queue": f"{project.pk}:{request.user.pk}",
                 "maxBytes": settings.KENPIN_MAX_UPLOAD_BYTES,
                 "labelUrl": reverse("projects:images", kwargs={"name": project.name}),
             },
@@ -222,6 +229,20 @@ def image_add(request, name):
     return JsonResponse(
         {"id": image.pk, "name": str(image), "label": image.label, "split": image.dataset.split}, status=201
     )
+
+
+MAX_KNOWN_QUERY = 2000  # hashes per question; the upload page asks in batches
+
+
+@require_POST
+def images_known(request, name):
+    """Which of the posted `sha256` values the project already has: the upload page asks before
+    sending again what an interrupted upload may or may not have stored."""
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    sha256s = request.POST.getlist("sha256")
+    if len(sha256s) > MAX_KNOWN_QUERY:
+        return json_error(Invalid(f"Ask about at most {MAX_KNOWN_QUERY} images at a time.", code="too_many"))
+    return JsonResponse({"known": sorted(image_sha256s_present(project=project, sha256s=sha256s))})
 
 
 @require_POST

@@ -70,3 +70,81 @@ def test_a_chosen_folder_labels_its_photos_and_attaches_masks(page, user, tmp_pa
         "unsorted.png": ("unlabeled", "test", False),
     }
     expect(page.locator("#go-label")).to_be_visible()  # one photo still needs a label
+
+
+def test_an_interrupted_upload_is_resumed_without_duplicates(page, user, tmp_path, screenshot):
+    """Six photos: two go in; the third is stored but its answer is lost (as when the connection
+    drops); the last three are still in flight when the person leaves the page. Back on the
+    page, it says what was not stored and sends just those three."""
+    make_project(owner=user, name="boards")
+    paths = []
+    for i in range(1, 7):
+        path = tmp_path / f"board-{i}.png"
+        path.write_bytes(image_bytes(width=80, height=60))
+        paths.append(path)
+    sent = []
+    held = []
+
+    def route(route):
+        name = route.request.post_data_buffer.split(b'filename="', 1)[1].split(b'"', 1)[0].decode()
+        sent.append(name)
+        if name == "board-3.png":
+            route.fetch()  # the server stores it...
+            route.abort("connectionreset")  # ...but the browser never hears back
+        elif name in ("board-4.png", "board-5.png", "board-6.png"):
+            held.append(route)  # still in flight when the person leaves
+        else:
+            route.continue_()
+
+    dialogs = []
+
+    def on_dialog(dialog):
+        dialogs.append((dialog.type, dialog.message))
+        dialog.dismiss() if dialog.type == "confirm" else dialog.accept()
+
+    page.on("dialog", on_dialog)
+    page.route("**/images/add", route)
+    sign_in(page, user)
+    page.goto("/projects/boards/upload/")
+    page.check("input[name=label][value=normal]")  # a real click: the page may now warn before leaving
+    drop_files(page, "#dropzone", paths)
+    expect(page.locator(".upload-item[data-state=done]")).to_have_count(2)
+    expect(page.locator('.upload-item[data-name="board-3.png"]')).to_have_attribute("data-state", "failed")
+    page.wait_for_function("() => document.querySelectorAll('.upload-item[data-state=uploading]').length === 3")
+    expect(page.locator("#upload-leave-note")).to_be_visible()
+
+    # A console link asks in Kenpin's words; staying keeps the upload going.
+    page.click("nav.projectnav >> text=Label")
+    assert dialogs[-1][0] == "confirm" and "still uploading" in dialogs[-1][1], dialogs
+    assert page.url.endswith("/upload/")
+    # Leaving anyway (typing another address): the browser's own warning, accepted.
+    page.goto("/projects/boards/")
+    assert dialogs[-1][0] == "beforeunload", dialogs
+    assert sorted(Image.objects.values_list("original_name", flat=True)) == [
+        "board-1.png",
+        "board-2.png",
+        "board-3.png",
+    ]
+
+    page.unroute("**/images/add")
+    sent.clear()
+    page.route("**/images/add", lambda route: (sent.append("add"), route.continue_()))
+    page.goto("/projects/boards/upload/")
+    resume = page.locator("#upload-resume")
+    expect(resume).to_contain_text("interrupted before Kenpin confirmed 4 photos")
+    expect(resume).to_contain_text("1 is in the project after all")
+    expect(resume).to_contain_text("3 photos were not stored")
+    expect(page.locator(".upload-item[data-state=held]")).to_have_count(3)
+    screenshot(page, "upload-resume")
+    resume.locator("button[data-role=send]").click()
+    expect(page.locator("#upload-status")).to_have_text("Finished: 3 of 3 added")
+    assert len(sent) == 3  # board-3 was not sent again
+    assert sorted(Image.objects.values_list("original_name", flat=True)) == [p.name for p in paths]
+    assert set(Image.objects.values_list("label", flat=True)) == {"normal"}
+
+    page.reload()  # nothing is kept once everything is stored
+    expect(page.locator("#upload-resume")).to_be_hidden()
+    page.wait_for_timeout(300)
+    expect(page.locator("#upload-resume")).to_be_hidden()
+    # The lost answer of board-3 is logged by the browser as a failed request: asked for above.
+    page.errors[:] = [e for e in page.errors if "ERR_CONNECTION_RESET" not in e]

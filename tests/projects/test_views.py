@@ -127,6 +127,23 @@ def test_each_refused_upload_says_why_in_words(signed_in, project, settings):
     assert Image.objects.count() == 1
 
 
+def test_a_refused_file_names_the_formats_the_upload_page_names(signed_in, project):
+    message = _upload(signed_in, b"these are not pixels", name="notes.txt").json()["message"]
+    page = signed_in.get("/projects/cookies/upload/").content.decode()
+    formats = "JPEG, PNG, BMP, TIFF or WebP"
+    assert f"(use {formats})" in message and f"{formats}, up to" in page
+
+
+def test_the_upload_page_learns_which_photos_the_project_already_has(signed_in, project):
+    stored = add_image(project)
+    missing = "ab" * 32
+    response = signed_in.post("/projects/cookies/images/known", {"sha256": [stored.sha256, missing]})
+    assert response.json() == {"known": [stored.sha256]}
+    other = make_project(owner=UserFactory(), name="other")
+    add_image(other, seed=77)
+    assert signed_in.post("/projects/other/images/known", {"sha256": [stored.sha256]}).status_code == 404
+
+
 def test_an_upload_with_its_defect_mask_becomes_an_anomaly(signed_in, project):
     response = signed_in.post(
         "/projects/cookies/images/add",
