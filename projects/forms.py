@@ -2,13 +2,24 @@ from django import forms
 
 from projects.models import PROJECT_NAME_PATTERN, Label, Role, Split
 
+PROJECT_NAME_RULES = "Letters, digits, '-' and '_', starting with a letter or digit; for example circuit-boards-line-2."
+
 
 class ProjectForm(forms.Form):
     name = forms.CharField(
         max_length=255,
-        help_text="Letters, digits, '-' and '_'; for example circuit-boards-line-2.",
-        # Browsers compile `pattern` in Unicode-sets mode, where a bare "-" in a class is an error.
-        widget=forms.TextInput(attrs={"pattern": PROJECT_NAME_PATTERN.replace("_-]", r"_\-]"), "autocomplete": "off"}),
+        help_text=PROJECT_NAME_RULES,
+        widget=forms.TextInput(
+            attrs={
+                # Browsers compile `pattern` in Unicode-sets mode, where a bare "-" in a class is an error.
+                "pattern": PROJECT_NAME_PATTERN.replace("_-]", r"_\-]"),
+                "autocomplete": "off",
+                # Shown by the browser beside its own "match the requested format", so that the
+                # rules are in the bubble that points at the field, not only below it.
+                "title": PROJECT_NAME_RULES,
+                "aria-describedby": "id_name_help",
+            }
+        ),
     )
     description = forms.CharField(required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 2}))
 

@@ -87,3 +87,17 @@ document.addEventListener("click", async (event) => {
     button.textContent = "Press Ctrl+C";  // no clipboard access (plain http): the text is selected
   }
 });
+
+// A field with a `pattern` says its rules (its `title`) in the browser's own warning, instead of
+// "Please match the requested format".
+document.addEventListener(
+  "invalid",
+  (event) => {
+    const field = event.target;
+    if (field.validity && field.validity.patternMismatch && field.title) field.setCustomValidity(field.title);
+  },
+  true,
+);
+document.addEventListener("input", (event) => {
+  if (event.target.setCustomValidity) event.target.setCustomValidity("");
+});

@@ -37,6 +37,13 @@ def test_the_overview_says_what_is_missing_and_offers_the_unlabeled_images(signe
     assert "Label the 1 unlabeled image" in page
 
 
+def test_the_counts_bar_names_every_missing_requirement(signed_in, project):
+    _fill(project, normal=3, anomaly=1)
+    bar = signed_in.get("/projects/cookies/images/counts").content.decode()
+    assert "Add 17 more normal images" in bar and "Add 9 more anomalous images" in bar
+    assert "more)" not in bar
+
+
 def test_the_overview_offers_training_once_the_data_is_enough(signed_in, project):
     _fill(project, normal=20, anomaly=10)
     assert "Train your first model" in signed_in.get("/projects/cookies/").content.decode()
