@@ -2,7 +2,10 @@
 
 Protocol (../shared/datasets/README.md): for each data set and seed, shuffle the normal and the
 anomalous files with the seed, train on 20 normal + 10 anomalous, test on up to 50 normal + 50
-anomalous of the rest. Each model is saved, then served by a fresh subprocess that loads it and
+anomalous of the rest. A data set whose origin.tsv has a `group` column (ball_screw: photos of one
+spindle position are near-duplicates) is split by group first: half of the groups, drawn with the
+seed, give the training images and the others the test images. With --masks the training
+anomalies' masks are given to training; without it, training sees image labels only. Each model is saved, then served by a fresh subprocess that loads it and
 predicts the test files one at a time from their encoded bytes to the mask; that process reports
 the per-image latencies and its own peak RSS, so neither includes what training cost.
 
@@ -28,9 +31,16 @@ import numpy as np
 
 from engine.backbones import BACKBONES, DEFAULT_BACKBONE
 from engine.images import decode_image, decode_mask
-from engine.metrics import average_precision, metrics_at_threshold, roc_auc
+from engine.metrics import (
+    average_precision,
+    bootstrap_image_metrics,
+    bootstrap_mean,
+    metrics_at_threshold,
+    percentile_interval,
+    roc_auc,
+)
 from engine.model import MODEL_FILES, AnomalyModel
-from engine.training import Sample, pixel_auroc, train
+from engine.training import Sample, mask_iou, pixel_auroc, train
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
@@ -41,6 +51,7 @@ KEYS = (
     "recall",
     "f1",
     "pixel_auroc",
+    "mask_iou",
     "fit_s",
     "infer_ms_p50",
     "infer_ms_p95",
@@ -61,29 +72,53 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
 
 
+def _groups(data: Path) -> dict[str, str] | None:
+    """{"normal/x.jpg": group} from the data set's origin.tsv when it has a `group` column, else None."""
+    origin = data / "origin.tsv"
+    if not origin.exists():
+        return None
+    lines = origin.read_text().splitlines()
+    header = lines[0].split("\t")
+    if "group" not in header or "file" not in header:
+        return None
+    file_at, group_at = header.index("file"), header.index("group")
+    return {row[file_at]: row[group_at] for line in lines[1:] if len(row := line.split("\t")) > group_at}
+
+
 def lfv30_split(data: Path, seed: int) -> tuple[list[Item], list[Item]]:
-    """(train, test) items of one data set for one seed."""
+    """(train, test) items of one data set for one seed (split by group where the set has groups)."""
     rng = np.random.default_rng(seed)
+    groups = _groups(data)
+    train_groups = None
+    if groups is not None:
+        names = sorted(set(groups.values()))
+        train_groups = {names[i] for i in rng.permutation(len(names))[: len(names) // 2]}
     split = {}
     for label, sub in ((0, "normal"), (1, "anomaly")):
         files = _images(data / sub)
         shuffled = [files[i] for i in rng.permutation(len(files))]
         n_train = TRAIN_NORMAL if label == 0 else TRAIN_ANOMALY
         items = [Item(p, label, m if (m := data / "mask" / f"{p.stem}.png").exists() else None) for p in shuffled]
-        split[label] = (items[:n_train], items[n_train : n_train + TEST_PER_CLASS])
+        if train_groups is None:
+            split[label] = (items[:n_train], items[n_train : n_train + TEST_PER_CLASS])
+        else:
+            side = [groups.get(f"{sub}/{i.path.name}") in train_groups for i in items]
+            train_side = [i for i, t in zip(items, side) if t]
+            test_side = [i for i, t in zip(items, side) if not t]
+            split[label] = (train_side[:n_train], test_side[:TEST_PER_CLASS])
     return split[0][0] + split[1][0], split[0][1] + split[1][1]
 
 
-def _sample(item: Item) -> Sample:
+def _sample(item: Item, *, with_mask: bool) -> Sample:
     image = decode_image(item.path.read_bytes())
     mask = None
-    if item.mask is not None:
+    if with_mask and item.mask is not None:
         mask = decode_mask(item.mask.read_bytes(), width=image.shape[1], height=image.shape[0])
     return Sample(key=item.path.name, image=image, label=item.label, mask=mask)
 
 
 def _masks(test: Sequence[Item]) -> list[np.ndarray | None]:
-    """Ground-truth masks for pixel AUROC: normal images count as defect-free, anomalies need a file."""
+    """Ground-truth masks: normal images count as defect-free, anomalies need a file (else None)."""
     out = []
     for item in test:
         if item.mask is not None:
@@ -98,12 +133,32 @@ def _masks(test: Sequence[Item]) -> list[np.ndarray | None]:
 
 
 def score(served: dict, test: Sequence[Item], masks: Sequence[np.ndarray | None], fit_s: float) -> dict:
-    """Benchmark numbers of one run from what its serving process reported."""
+    """Benchmark numbers of one run from what its serving process reported.
+
+    Mask IoU: the served mask (empty for an image not flagged) against the true one at full size,
+    averaged over the anomalous test images that have a mask. Per class: one class, "anomaly", as
+    the shared sets' masks are binary; F1 over the test images whose truth is known (normal, or
+    anomalous with a mask) of "the mask marks something", and the mean IoU.
+    """
     scores, labels = np.asarray(served["scores"]), np.array([i.label for i in test])
-    at = metrics_at_threshold(scores, labels, served["threshold"])
+    threshold = served["threshold"]
+    at = metrics_at_threshold(scores, labels, threshold)
     with_mask = [(m, mask) for m, mask in zip(served["maps"], masks) if mask is not None]
     has_pixel_truth = any(i.mask is not None for i in test)
+    ious = [
+        mask_iou(predicted > 0, truth)
+        for predicted, truth, item in zip(served["masks"], masks, test)
+        if item.label == 1 and truth is not None
+    ]
+    judged = [(predicted, truth) for predicted, truth in zip(served["masks"], masks) if truth is not None]
+    per_class = {}
+    if has_pixel_truth:
+        found = metrics_at_threshold([float(p.any()) for p, _ in judged], [int(t.any()) for _, t in judged], 0.5)
+        per_class["anomaly"] = {"f1": found["f1"], "iou": float(np.mean(ious)) if ious else None}
     times = np.asarray(served["times_ms"])
+    bootstrap = bootstrap_image_metrics(scores, labels, threshold)
+    if ious:
+        bootstrap["mask_iou"] = bootstrap_mean(ious)
     return {
         "auroc": roc_auc(scores, labels),
         "ap": average_precision(scores, labels),
@@ -111,10 +166,16 @@ def score(served: dict, test: Sequence[Item], masks: Sequence[np.ndarray | None]
         "recall": at["recall"],
         "f1": at["f1"],
         "pixel_auroc": pixel_auroc([m for m, _ in with_mask], [k for _, k in with_mask]) if has_pixel_truth else None,
+        "mask_iou": float(np.mean(ious)) if ious else None,
+        "mask_iou_images": len(ious),
+        "per_class": per_class,
         "fit_s": fit_s,
         "infer_ms_p50": float(np.percentile(times, 50)),
         "infer_ms_p95": float(np.percentile(times, 95)),
         "peak_rss_mb": served["peak_rss_mb"],
+        "test_images": len(test),
+        "bootstrap": bootstrap,
+        "confusion_matrix": at["confusion_matrix"],
     }
 
 
@@ -124,16 +185,24 @@ def _serve_subprocess(command: list[str], workdir: Path, env: dict | None = None
         raise RuntimeError(f"{' '.join(command[:4])} failed:\n{result.stderr[-4000:]}")
     served = json.loads((workdir / "served.json").read_text())
     maps = np.load(workdir / "maps.npz")
+    masks = np.load(workdir / "masks.npz")
     served["maps"] = [maps[str(i)] for i in range(len(served["scores"]))]
+    served["masks"] = [masks[str(i)] for i in range(len(served["scores"]))]
     return served
 
 
 def run_ours(
-    train_items: Sequence[Item], test: Sequence[Item], *, backbone: str, seed: int, workdir: Path
+    train_items: Sequence[Item],
+    test: Sequence[Item],
+    *,
+    backbone: str,
+    seed: int,
+    workdir: Path,
+    masks: bool = False,
 ) -> tuple[float, dict]:
     """Fit (decoding the training files included) and save; then serve in a fresh process."""
     started = time.perf_counter()
-    result = train(train=[_sample(i) for i in train_items], backbone=backbone, seed=seed)
+    result = train(train=[_sample(i, with_mask=masks) for i in train_items], backbone=backbone, seed=seed)
     fit_s = time.perf_counter() - started
     for name, data in result.model.to_files().items():
         (workdir / name).write_bytes(data)
@@ -148,7 +217,7 @@ def serve(workdir: Path) -> None:
     model = AnomalyModel.from_files({n: (workdir / n).read_bytes() for n in MODEL_FILES})
     paths = [Path(p) for p in (workdir / "test.txt").read_text().splitlines()]
     model.predict(decode_image(paths[0].read_bytes()))  # load the graph, as a worker does at start
-    scores, maps, times = [], {}, []
+    scores, maps, masks, times = [], {}, {}, []
     for i, path in enumerate(paths):
         data = path.read_bytes()
         started = time.perf_counter()
@@ -156,7 +225,9 @@ def serve(workdir: Path) -> None:
         times.append((time.perf_counter() - started) * 1000)
         scores.append(prediction.score)
         maps[str(i)] = prediction.anomaly_map
+        masks[str(i)] = prediction.class_mask
     np.savez(workdir / "maps.npz", **maps)
+    np.savez_compressed(workdir / "masks.npz", **masks)
     report = {
         "scores": scores,
         "threshold": model.threshold,
@@ -204,6 +275,12 @@ def peak_rss_mb() -> float:
 
 
 def _mean(runs: list[dict]) -> dict:
+    """Means over seeds, their spread, and 95 % intervals of the means.
+
+    `ci` bootstraps each seed's test images (within each label) and averages the seeds' metrics
+    per round. The seeds' test sets overlap (they are drawn from one data set), so the interval
+    is, if anything, narrower than the truth: read it as the uncertainty of the test images.
+    """
     out = {}
     for key in KEYS:
         values = [r[key] for r in runs if r[key] is not None]
@@ -211,6 +288,29 @@ def _mean(runs: list[dict]) -> dict:
     out["std"] = {
         k: float(np.std([r[k] for r in runs])) for k in ("auroc", "f1") if all(r[k] is not None for r in runs)
     }
+    out["test_images"] = float(np.mean([r["test_images"] for r in runs]))
+    out["mask_iou_images"] = float(np.mean([r["mask_iou_images"] for r in runs]))
+    classes = sorted({name for r in runs for name in r["per_class"]})
+    out["per_class"] = {
+        name: {
+            k: float(np.mean(v))
+            if (
+                v := [
+                    r["per_class"][name][k]
+                    for r in runs
+                    if name in r["per_class"] and r["per_class"][name][k] is not None
+                ]
+            )
+            else None
+            for k in ("f1", "iou")
+        }
+        for name in classes
+    }
+    out["ci"] = {}
+    names = {"auroc": "roc_auc", "ap": "average_precision", "f1": "f1", "mask_iou": "mask_iou"}
+    for key, metric in names.items():
+        arrays = [r["bootstrap"][metric] for r in runs if metric in r["bootstrap"]]
+        out["ci"][key] = percentile_interval(np.mean(arrays, axis=0)) if len(arrays) == len(runs) else None
     return out
 
 
@@ -220,6 +320,7 @@ def benchmark(
     seeds: Sequence[int] = (0, 1, 2),
     backbone: str = DEFAULT_BACKBONE,
     peer: bool = False,
+    masks: bool = False,
     log: Callable[[str], None] = _print,
 ) -> dict:
     results = {}
@@ -228,22 +329,24 @@ def benchmark(
         ours, theirs = [], []
         for seed in seeds:
             train_items, test = lfv30_split(folder, seed)
-            masks = _masks(test)
+            truths = _masks(test)
             with tempfile.TemporaryDirectory(prefix="kenpin-bench-") as tmp:
-                fit_s, served = run_ours(train_items, test, backbone=backbone, seed=seed, workdir=Path(tmp))
+                fit_s, served = run_ours(
+                    train_items, test, backbone=backbone, seed=seed, workdir=Path(tmp), masks=masks
+                )
             if served["torch_imported"]:
                 raise RuntimeError("the serving process imported torch; the inference path must not")
-            ours.append(score(served, test, masks, fit_s))
+            ours.append(score(served, test, truths, fit_s))
             log(f"{name} seed {seed}: ours " + _line(ours[-1]))
             if peer:
                 with tempfile.TemporaryDirectory(prefix="kenpin-peer-") as tmp:
                     fit_s, served = run_peer(train_items, test, backbone=backbone, seed=seed, workdir=Path(tmp))
-                theirs.append(score(served, test, masks, fit_s))
+                theirs.append(score(served, test, truths, fit_s))
                 log(f"{name} seed {seed}: peer " + _line(theirs[-1]))
         results[name] = _mean(ours)
         if peer:
             results[name]["peer"] = _mean(theirs)
-    return {"datasets": results, "seeds": list(seeds), "backbone": backbone}
+    return {"datasets": results, "seeds": list(seeds), "backbone": backbone, "masks": masks}
 
 
 def fit_scaling(
@@ -309,6 +412,7 @@ def table(results: dict) -> str:
         "recall",
         "F1",
         "pixAUROC",
+        "maskIoU",
         "fit s",
         "p50 ms",
         "p95 ms",
@@ -324,6 +428,9 @@ def table(results: dict) -> str:
             rows.append(["", "ours/peer", *ratios])
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    for name, r in results["datasets"].items():
+        intervals = ", ".join(f"{k} [{v[0]:.3f}, {v[1]:.3f}]" for k, v in r.get("ci", {}).items() if v)
+        lines.append(f"{name}: 95 % intervals {intervals or '-'}; {r.get('test_images', 0):.0f} test images")
     return "\n".join(lines)
 
 
@@ -340,6 +447,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peer", action="store_true", help="also run anomalib's PatchCore (needs .venv-bench)")
     parser.add_argument("--json", type=Path, help="write the mean results as JSON here")
     parser.add_argument(
+        "--masks",
+        action="store_true",
+        help="give the training anomalies' masks to training (default: image labels only)",
+    )
+    parser.add_argument(
         "--fit-scaling",
         metavar="SIZES",
         help="instead of LFV-30: time fitting on SIZES training images (e.g. 30,300,1000) of the first --data folder",
@@ -354,7 +466,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = _print) -> dict:
             args.json.write_text(json.dumps({"fit_scaling": {args.data[0].name: rows}}, indent=2))
         return {"fit_scaling": rows}
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    results = benchmark(args.data, seeds=seeds, backbone=args.backbone, peer=args.peer, log=log)
+    results = benchmark(
+        args.data, seeds=seeds, backbone=args.backbone, peer=args.peer, masks=getattr(args, "masks", False), log=log
+    )
     log(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

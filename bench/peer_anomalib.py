@@ -102,7 +102,7 @@ def serve(workdir: Path) -> None:
     module.model.eval()
     paths = [Path(p) for p in (workdir / "test.txt").read_text().splitlines()]
     _predict(module, paths[0])
-    scores, maps, times = [], {}, []
+    scores, maps, masks, times = [], {}, {}, []
     for i, path in enumerate(paths):
         started = time.perf_counter()
         x = _tensor(path)
@@ -110,11 +110,14 @@ def serve(workdir: Path) -> None:
             out = module.model(module.pre_processor.transform(x))
             # The mask at image size, as ours produces it.
             full = F.interpolate(out.anomaly_map, size=x.shape[-2:], mode="bilinear")
-            _mask = full >= meta["threshold"]
+            mask = full >= meta["threshold"]
         times.append((time.perf_counter() - started) * 1000)
         scores.append(float(out.pred_score.reshape(-1)[0]))
         maps[str(i)] = out.anomaly_map[0, 0].numpy().astype(np.float32)
+        # anomalib's mask: the map at image size at/above its threshold (flagged or not, as it returns).
+        masks[str(i)] = mask[0, 0].numpy().astype(np.uint8)
     np.savez(workdir / "maps.npz", **maps)
+    np.savez_compressed(workdir / "masks.npz", **masks)
     report = {
         "scores": scores,
         "threshold": meta["threshold"],

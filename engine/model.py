@@ -1,8 +1,11 @@
 """A trained anomaly model: what it stores, how it scores an image, how it is saved.
 
-Scores are calibrated: a raw patch distance d becomes sigmoid((d - raw_threshold) / raw_scale),
-so the threshold chosen at training sits at 0.5 and a person can read 0.9 as "well past it".
-The calibration is fixed at training; moving the threshold later never changes any score.
+A model scores each feature cell by its distance to a bank of normal patches (unsupervised) and,
+when it learned from labelled anomalies, by a small head on the same features (engine.head);
+the two make one raw map. Scores are calibrated: a raw value r becomes
+sigmoid((r - raw_threshold) / raw_scale), so the threshold chosen at training sits at 0.5 and a
+person can read 0.9 as "well past it". The calibration is fixed at training; moving the
+threshold later never changes any score.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 
 import numpy as np
@@ -20,12 +23,15 @@ from safetensors.numpy import save as save_tensors
 
 from engine.backbones import BACKBONES
 from engine.features import GRAPH_VERSION, MAX_STRETCH, STRIDE, BackboneUnavailable, FeatureExtractor, graph_sha256
+from engine.head import PixelHead
 from engine.patchcore import DEFECT_WEIGHT, NearestNeighbours, PatchScorer
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional head, classes, pixel threshold; version 1 files load unchanged
+READABLE_FORMATS = (1, 2)
 # The files a saved model consists of (AnomalyModel.to_files / from_files).
 MODEL_FILES = ("model.safetensors", "model.json", "backbone.onnx")
 DEFAULT_THRESHOLD = 0.5  # calibrated units: where the trained threshold sits by construction
+DEFAULT_CLASSES = ("anomaly",)  # a mask without named classes is one class
 
 
 @dataclass
@@ -34,18 +40,42 @@ class Prediction:
     confidence: float  # 0.5..1, confidence in the verdict (Lookout for Vision's meaning)
     score: float  # 0..1 calibrated anomaly score
     anomaly_map: np.ndarray  # (h, w) float32 calibrated scores on the feature grid (stride 8)
-    mask: np.ndarray  # (H, W) bool at image size, True where the map is at/above the threshold
+    mask: np.ndarray  # (H, W) bool at image size: class_mask > 0
     anomalous_fraction: float  # share of image pixels in the mask
+    class_mask: np.ndarray = field(default=None)  # (H, W) uint8: 0 background, k = classes[k - 1]
+    class_fractions: dict[str, float] = field(default_factory=dict)  # {class name: share of the image}
 
 
 @dataclass(frozen=True)
 class Calibration:
-    raw_threshold: float  # raw patch distance that maps to 0.5
-    raw_scale: float  # raw distance per logit unit
+    raw_threshold: float  # raw value that maps to 0.5
+    raw_scale: float  # raw units per logit unit
 
     def __call__(self, raw: np.ndarray | float) -> np.ndarray:
         z = (np.asarray(raw, dtype=np.float64) - self.raw_threshold) / self.raw_scale
         return (1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Mix:
+    """How a model with a head makes its raw map from the two kinds of evidence per cell.
+
+    u = log of the smoothed normal-bank distance, h = the head's anomaly logit; each is
+    standardised by the peaks of the out-of-fold normal training images (centre, spread) and the
+    raw map is weight * u' + (1 - weight) * h'. The weight is chosen at training on out-of-fold
+    image scores.
+    """
+
+    weight: float
+    u_centre: float
+    u_spread: float
+    h_centre: float
+    h_spread: float
+
+    def __call__(self, u: np.ndarray, h: np.ndarray) -> np.ndarray:
+        a = (u - self.u_centre) / self.u_spread
+        b = (h - self.h_centre) / self.h_spread
+        return (self.weight * a + (1.0 - self.weight) * b).astype(np.float32)
 
 
 def confidence(score: float, threshold: float) -> float:
@@ -56,13 +86,22 @@ def confidence(score: float, threshold: float) -> float:
 
 
 def library_versions() -> dict[str, str]:
-    return {name: metadata.version(name) for name in ("numpy", "onnxruntime", "timm", "torch", "safetensors")}
+    """Versions of the libraries that made the model (torch and timm are absent on serving nodes)."""
+    versions = {}
+    for name in ("numpy", "onnxruntime", "timm", "torch", "safetensors"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
 
 
 class AnomalyModel:
-    """Scores images against a bank of normal patch features.
+    """Scores images against a bank of normal patch features, and with a head where it learned one.
 
     `threshold` is in calibrated units (0.5 as trained); changing it only changes verdicts.
+    `kind` is "segmentation" for a model that learned from masks (its masks come from the head
+    at a pixel threshold chosen on out-of-fold masks), else "classification".
     """
 
     def __init__(
@@ -77,11 +116,19 @@ class AnomalyModel:
         calibration: Calibration,
         sigma: float,
         threshold: float = DEFAULT_THRESHOLD,
+        head: PixelHead | None = None,
+        mix: Mix | None = None,
+        pixel_threshold: float | None = None,
+        classes: tuple[str, ...] | list[str] = DEFAULT_CLASSES,
         info: Mapping | None = None,
         graph: bytes | None = None,
     ):
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}")
+        if (head is None) != (mix is None):
+            raise ValueError("a head needs its mix, and a mix its head")
+        if head is not None and head.n_classes != len(classes) + 1:
+            raise ValueError(f"the head has {head.n_classes - 1} anomaly classes but {len(classes)} names")
         self.backbone = backbone
         self.long_side = long_side  # px: images are resized so their long side has this length
         self.max_stretch = max_stretch  # the short side's scale, at most this times the long side's
@@ -89,9 +136,19 @@ class AnomalyModel:
         self.calibration = calibration
         self.sigma = sigma  # feature cells; smoothing of the distance map before scoring
         self.threshold = float(threshold)
+        self.head = head
+        self.mix = mix
+        # Anomaly probability (0..1, from the head) at which a pixel belongs to the mask; None:
+        # the mask is where the calibrated map reaches the image threshold.
+        self.pixel_threshold = pixel_threshold
+        self.classes = list(classes)
         self.info = dict(info or {})  # training summary stored alongside (JSON)
         self._graph = graph  # ONNX bytes of the backbone graph it was trained with
         self._extractor: FeatureExtractor | None = None
+
+    @property
+    def kind(self) -> str:
+        return "segmentation" if self.pixel_threshold is not None else "classification"
 
     @property
     def bank(self) -> np.ndarray:
@@ -123,36 +180,34 @@ class AnomalyModel:
         """ONNX bytes of the backbone graph this model runs."""
         return self._graph if self._graph is not None else self.extractor.graph
 
+    def maps(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(h, w, C) patch features -> (raw map (h, w) float32, class probabilities (h, w, K + 1) or None)."""
+        distance = self.scorer.distance_map(features, self.sigma)
+        if self.head is None:
+            return distance, None
+        probs = self.head.probabilities(head_inputs(features, distance))
+        h, w = distance.shape
+        return self.mix(np.log(np.maximum(distance, 1e-6)), anomaly_logit(probs).reshape(h, w)), probs.reshape(h, w, -1)
+
     def raw_map(self, features: np.ndarray) -> np.ndarray:
-        """(h, w, C) patch features -> (h, w) float32 smoothed anomaly distance."""
-        return self.scorer.distance_map(features, self.sigma)
+        """(h, w, C) patch features -> (h, w) float32 raw anomaly map (before calibration)."""
+        return self.maps(features)[0]
 
     def predict(self, image: np.ndarray, *, threshold: float | None = None) -> Prediction:
         """Score one (H, W, 3) uint8 RGB image; `threshold` overrides the stored one."""
         threshold = self.threshold if threshold is None else float(threshold)
-        raw = self.raw_map(self.extractor(image))
-        return self._prediction(raw, image.shape[:2], threshold)
+        raw, probs = self.maps(self.extractor(image))
+        return self.prediction(raw, probs, image.shape[:2], threshold)
 
-    def _prediction(self, raw: np.ndarray, size: tuple[int, int], threshold: float) -> Prediction:
+    def prediction(
+        self, raw: np.ndarray, probs: np.ndarray | None, size: tuple[int, int], threshold: float
+    ) -> Prediction:
+        """The prediction from an image's maps (see `maps`), with its masks at `size` (H, W)."""
         anomaly_map = self.calibration(raw)  # (h, w) float32
         score = float(anomaly_map.max())
         is_anomalous = score >= threshold
-        height, width = size
-        if is_anomalous:
-            # Upsample the raw map (calibration is monotonic, so thresholding the raw map at the
-            # raw equivalent of `threshold` gives the same mask at a fraction of the cost).
-            upsampled = Image.fromarray(raw).resize((width, height), Image.Resampling.BILINEAR)
-            mask = np.asarray(upsampled) >= self._raw_at(threshold)
-            if not mask.any():
-                # Bilinear upsampling can lower a single-cell peak below the threshold; the
-                # verdict comes from the map, so its peak cell is marked.
-                y, x = np.unravel_index(int(np.argmax(raw)), raw.shape)
-                mask[
-                    int(y * height / raw.shape[0]) : int(math.ceil((y + 1) * height / raw.shape[0])),
-                    int(x * width / raw.shape[1]) : int(math.ceil((x + 1) * width / raw.shape[1])),
-                ] = True
-        else:
-            mask = np.zeros((height, width), dtype=bool)
+        class_mask = self.class_mask(raw, probs, size, threshold) if is_anomalous else np.zeros(size, np.uint8)
+        mask = class_mask > 0
         return Prediction(
             is_anomalous=is_anomalous,
             confidence=confidence(score, threshold),
@@ -160,10 +215,47 @@ class AnomalyModel:
             anomaly_map=anomaly_map,
             mask=mask,
             anomalous_fraction=float(mask.mean()),
+            class_mask=class_mask,
+            class_fractions=class_fractions(class_mask, self.classes),
         )
 
+    def class_mask(
+        self, raw: np.ndarray, probs: np.ndarray | None, size: tuple[int, int], threshold: float
+    ) -> np.ndarray:
+        """(H, W) uint8 class ids of a flagged image at `size`: where the defect is, and which class.
+
+        A segmentation model marks where its head's anomaly probability reaches the pixel
+        threshold, each pixel with its most likely class. Where the head marks nothing (the
+        image was flagged by its distance to normal: a defect unlike the labelled ones), and for
+        classification models, the mask is where the calibrated map reaches the threshold.
+        """
+        height, width = size
+        mask = None
+        if probs is not None and self.pixel_threshold is not None:
+            anomaly = 1.0 - probs[..., 0]
+            mask = upsample(anomaly, size) >= self.pixel_threshold
+            if not mask.any():
+                mask = None
+        if mask is None:
+            # Calibration is monotonic, so thresholding the raw map at the raw equivalent of
+            # `threshold` gives the same mask at a fraction of the cost.
+            mask = upsample(raw, size) >= self._raw_at(threshold)
+        if not mask.any():
+            # Bilinear upsampling can lower a single-cell peak below the threshold; the
+            # verdict comes from the map, so its peak cell is marked.
+            y, x = np.unravel_index(int(np.argmax(raw)), raw.shape)
+            mask[
+                int(y * height / raw.shape[0]) : int(math.ceil((y + 1) * height / raw.shape[0])),
+                int(x * width / raw.shape[1]) : int(math.ceil((x + 1) * width / raw.shape[1])),
+            ] = True
+        if probs is None or probs.shape[-1] == 2:
+            return mask.astype(np.uint8)
+        # Several classes: each masked pixel takes the class the head finds most likely there.
+        best = np.stack([upsample(probs[..., k], size) for k in range(1, probs.shape[-1])]).argmax(axis=0)
+        return np.where(mask, best + 1, 0).astype(np.uint8)
+
     def _raw_at(self, threshold: float) -> float:
-        """Raw distance at which the calibrated score equals `threshold`."""
+        """Raw value at which the calibrated score equals `threshold`."""
         t = min(max(threshold, 1e-6), 1 - 1e-6)
         return self.calibration.raw_threshold + self.calibration.raw_scale * math.log(t / (1 - t))
 
@@ -189,11 +281,18 @@ class AnomalyModel:
             "calibration": {"raw_threshold": self.calibration.raw_threshold, "raw_scale": self.calibration.raw_scale},
             "sigma": self.sigma,
             "defect_weight": self.scorer.defect_weight,
+            "kind": self.kind,
+            "classes": self.classes,
+            "mix": asdict(self.mix) if self.mix is not None else None,
+            "pixel_threshold": self.pixel_threshold,
             "libraries": library_versions(),
             "info": self.info,
         }
+        tensors = {"bank": self.bank, "defects": self.defects}
+        if self.head is not None:
+            tensors.update(self.head.to_tensors())
         return {
-            "model.safetensors": save_tensors({"bank": self.bank, "defects": self.defects}),
+            "model.safetensors": save_tensors(tensors),
             "model.json": json.dumps(meta, indent=2, sort_keys=True).encode(),
             "backbone.onnx": graph,
         }
@@ -206,7 +305,7 @@ class AnomalyModel:
         export of its backbone, which must then be the same graph version.
         """
         meta = json.loads(files["model.json"])
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_FORMATS:
             raise ValueError(f"model format {meta.get('format_version')} is not supported by this engine")
         graph = files.get("backbone.onnx")
         if graph is not None:
@@ -218,6 +317,7 @@ class AnomalyModel:
                 f"v{GRAPH_VERSION}; retrain the model"
             )
         tensors = load_tensors(files["model.safetensors"])
+        mix = meta.get("mix")
         return cls(
             backbone=meta["backbone"],
             long_side=int(meta["input"]["long_side"]),
@@ -229,6 +329,35 @@ class AnomalyModel:
             calibration=Calibration(**meta["calibration"]),
             sigma=float(meta["sigma"]),
             threshold=float(meta["threshold"]),
+            head=PixelHead.from_tensors(tensors),
+            mix=Mix(**mix) if mix else None,
+            pixel_threshold=meta.get("pixel_threshold"),
+            classes=meta.get("classes", DEFAULT_CLASSES),
             info=meta.get("info"),
             graph=graph,
         )
+
+
+def head_inputs(features: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """(h * w, C + 1) float32 head inputs: each cell's features and its log distance to normal."""
+    c = features.shape[-1]
+    log_distance = np.log(np.maximum(distance, 1e-6)).reshape(-1, 1)
+    return np.concatenate([features.reshape(-1, c), log_distance], axis=1)
+
+
+def anomaly_logit(probs: np.ndarray) -> np.ndarray:
+    """(N, K + 1) class probabilities -> (N,) log-odds of "some anomaly class" against background."""
+    p = np.clip(1.0 - probs[:, 0], 1e-6, 1 - 1e-6)
+    return np.log(p / (1.0 - p)).astype(np.float32)
+
+
+def upsample(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) float map -> (H, W) float32 by bilinear interpolation."""
+    height, width = size
+    return np.asarray(Image.fromarray(grid.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def class_fractions(class_mask: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """{class name: share of the image's pixels} of a (H, W) uint8 class mask."""
+    counts = np.bincount(class_mask.ravel(), minlength=len(classes) + 1)
+    return {name: float(counts[k + 1] / class_mask.size) for k, name in enumerate(classes)}

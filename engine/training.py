@@ -20,7 +20,17 @@ from PIL import Image
 from engine import metrics as m
 from engine.backbones import BACKBONES, DEFAULT_BACKBONE
 from engine.features import MAX_STRETCH, FeatureExtractor
-from engine.model import AnomalyModel, Calibration, confidence
+from engine.head import PixelHead, area_shares, cell_targets, fit_head
+from engine.model import (
+    DEFAULT_CLASSES,
+    DEFAULT_THRESHOLD,
+    AnomalyModel,
+    Calibration,
+    Mix,
+    anomaly_logit,
+    head_inputs,
+    upsample,
+)
 from engine.patchcore import (
     NearestNeighbours,
     PatchScorer,
@@ -52,6 +62,18 @@ NORMAL_ONLY_SPREADS = 3.0
 # Candidate defect patches per anomalous image, as a multiple of what it gives (see _Fitter).
 DEFECT_CANDIDATES = 4
 PIXEL_AUROC_SIDE = 256  # px: maps and masks are compared at this long side for pixel AUROC
+# px: long side of the grid on which predicted masks are compared with the true ones (mask IoU,
+# per-class results) and returned per evaluated image (ImageResult.class_map).
+EVAL_SIDE = 512
+# A head learns from masks when at least this many training anomalies have one: each fold of the
+# cross-validation then still trains on one.
+MIN_MASKED = 2
+# Folds of the head's own cross-validation (bank folds are grouped into these): each costs one
+# head fit, and five out-of-fold maps calibrate as well as ten.
+HEAD_FOLDS = 5
+# Weights of the unsupervised part tried when mixing it with the head (see engine.model.Mix).
+MIX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+PIXEL_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))  # head probabilities tried for masks
 
 Progress = Callable[[str, float], None]
 
@@ -69,7 +91,9 @@ class Sample:
     key: str  # the caller's id, echoed in per-image results
     image: np.ndarray  # (H, W, 3) uint8 RGB
     label: int  # 0 normal, 1 anomaly
-    mask: np.ndarray | None = None  # (H, W) bool, True on the defect
+    # None, or (H, W) bool (True on the defect: one class), or (H, W) uint8 class ids (0
+    # background, k = the k-th of train()'s `classes`). A normal image's mask is ignored.
+    mask: np.ndarray | None = None
 
 
 @dataclass
@@ -80,6 +104,10 @@ class ImageResult:
     is_anomalous: bool
     confidence: float
     anomaly_map: np.ndarray  # (h, w) float32 calibrated scores on the stride-8 feature grid
+    # (h, w) uint8 predicted class ids on a reduced grid (long side <= EVAL_SIDE), for drawing the
+    # predicted mask over the image; all 0 when the image is not flagged.
+    class_map: np.ndarray | None = None
+    class_fractions: dict[str, float] = field(default_factory=dict)  # {class name: share of the image}
 
 
 @dataclass
@@ -99,6 +127,33 @@ def long_side_for(images: Sequence[np.ndarray]) -> int:
     """
     median = float(np.median([max(i.shape[:2]) for i in images]))
     return int(min(1024, max(256, 32 * round(median / 4 / 32))))
+
+
+def _class_names(classes: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(str(c).strip() for c in classes) or DEFAULT_CLASSES
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise TrainingError(f"Anomaly class names must be distinct and not empty; got {list(classes)}.")
+    return names
+
+
+def _class_mask(sample: Sample, n_classes: int, named: bool) -> np.ndarray | None:
+    """The sample's mask as (H, W) uint8 class ids, or None (no mask, an empty one, or a normal image).
+
+    A bool mask, or any mask when no classes were named, is class 1 wherever it is set.
+    """
+    if sample.mask is None or sample.label == 0:
+        return None
+    mask = np.asarray(sample.mask)
+    if mask.dtype == bool or not named:
+        mask = (mask > 0).astype(np.uint8)
+    else:
+        if not np.issubdtype(mask.dtype, np.integer) or mask.min() < 0 or mask.max() > n_classes:
+            raise TrainingError(
+                f"The mask of image {sample.key} has class ids up to {mask.max()}, but there are "
+                f"{n_classes} anomaly classes; each pixel must be 0 (background) or 1..{n_classes}."
+            )
+        mask = mask.astype(np.uint8)
+    return mask if mask.any() else None
 
 
 def _validate(samples: Sequence[Sample], what: str) -> None:
@@ -224,16 +279,100 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     return out
 
 
+def reduced_size(height: int, width: int) -> tuple[int, int]:
+    """(h, w) of the grid on which masks are evaluated and drawn: long side at most EVAL_SIDE."""
+    factor = min(1.0, EVAL_SIDE / max(height, width))
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def _reduce_mask(mask: np.ndarray, n_classes: int) -> np.ndarray:
+    """(H, W) uint8 class ids -> the reduced grid, each cell taking the class covering most of it."""
+    size = reduced_size(*mask.shape)
+    if size == mask.shape:
+        return mask
+    shares = np.stack([area_shares(mask == k, size) for k in range(n_classes + 1)])
+    return shares.argmax(axis=0).astype(np.uint8)
+
+
+def mask_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of two (h, w) bool masks; 1.0 when both are empty."""
+    union = np.count_nonzero(predicted | truth)
+    return float(np.count_nonzero(predicted & truth) / union) if union else 1.0
+
+
+class _Head:
+    """Trains the per-cell head for one training set: out of fold for calibration, then on all."""
+
+    def __init__(self, features, distances, masks, labels, n_classes: int):
+        self.n_classes = n_classes  # K + 1
+        self.inputs = [head_inputs(f, d) for f, d in zip(features, distances)]  # (h * w, C + 1) each
+        # Normal images and anomalies with a mask teach the head; anomalies without one do not.
+        self.used = np.array([label == 0 or mask is not None for label, mask in zip(labels, masks)])
+        self.targets = [
+            cell_targets(mask, d.shape, n_classes) if use else None for use, mask, d in zip(self.used, masks, distances)
+        ]
+
+    def fit(self, use: np.ndarray, seed: int) -> PixelHead:
+        rows = np.flatnonzero(use & self.used)
+        x = np.concatenate([self.inputs[i] for i in rows])
+        y = np.concatenate([self.targets[i] for i in rows])
+        return fit_head(x, y, seed=seed)
+
+    def probabilities(self, head: PixelHead, i: int, grid: tuple[int, int]) -> np.ndarray:
+        return head.probabilities(self.inputs[i]).reshape(*grid, self.n_classes)
+
+
+def _peaks(maps: Sequence[np.ndarray]) -> np.ndarray:
+    return np.array([float(m.max()) for m in maps])
+
+
+def _robust_centre_spread(values: np.ndarray) -> tuple[float, float]:
+    centre = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - centre)))
+    return centre, spread if spread > 1e-6 else float(np.std(values)) or 1.0
+
+
+def choose_mix(u_maps, h_maps, labels: np.ndarray) -> tuple[Mix, dict]:
+    """The Mix whose out-of-fold image scores (map peaks) rank anomalies above normals best.
+
+    Each part is standardised by its normal images' peaks; ties between weights go to the one
+    nearest 0.5, which keeps both kinds of evidence.
+    """
+    u_centre, u_spread = _robust_centre_spread(_peaks(u_maps)[labels == 0])
+    h_centre, h_spread = _robust_centre_spread(_peaks(h_maps)[labels == 0])
+    tried = {}
+    for weight in MIX_WEIGHTS:
+        mix = Mix(weight, u_centre, u_spread, h_centre, h_spread)
+        tried[weight] = m.roc_auc(_peaks([mix(u, h) for u, h in zip(u_maps, h_maps)]), labels) or 0.0
+    best = max(MIX_WEIGHTS, key=lambda w: (round(tried[w], 6), -abs(w - 0.5)))
+    return Mix(best, u_centre, u_spread, h_centre, h_spread), tried
+
+
+def choose_pixel_threshold(anomaly_maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float:
+    """Head anomaly probability that maximises the mean IoU of out-of-fold masks with the true ones.
+
+    anomaly_maps: (h, w) head anomaly probabilities on the feature grid; truths: (H', W') bool on
+    the reduced grid. Each map is upsampled to its truth's grid once, then every candidate tried.
+    """
+    ups = [upsample(a, t.shape) for a, t in zip(anomaly_maps, truths)]
+    means = [np.mean([mask_iou(u >= t, truth) for u, truth in zip(ups, truths)]) for t in PIXEL_THRESHOLDS]
+    return float(PIXEL_THRESHOLDS[int(np.argmax(means))])
+
+
 def train(
     *,
     train: Sequence[Sample],
     test: Sequence[Sample] | None = None,
+    classes: Sequence[str] = (),
     backbone: str = DEFAULT_BACKBONE,
     progress: Progress | None = None,
     seed: int = 0,
 ) -> TrainResult:
     """Fit, calibrate and evaluate a model. Raises TrainingError when the data is unusable.
 
+    `classes` names the anomaly classes 1..K that masks use (default: one class, "anomaly").
+    With at least MIN_MASKED masked training anomalies the model learns a per-cell head from the
+    masks and becomes a segmentation model; otherwise it is a classification model.
     `progress(stage, fraction)` is called with stage "features", "fitting", "evaluating" and the
     fraction done within that stage; an exception it raises (a cancelled job) propagates.
     """
@@ -242,6 +381,7 @@ def train(
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
     test = list(test) if test else []
+    names = _class_names(classes)
     _validate(train, "training")
     _validate(test, "test")
     labels = np.array([s.label for s in train], dtype=np.int64)
@@ -251,6 +391,9 @@ def train(
             f"The training dataset has {n_normal} normal image(s); at least {MIN_NORMAL} are needed, and "
             "20 or more give a reliable model. Add photos of good products labelled normal."
         )
+    train_masks = [_class_mask(s, len(names), bool(classes)) for s in train]
+    test_masks = [_class_mask(s, len(names), bool(classes)) for s in test]
+    segmentation = sum(mask is not None for mask in train_masks) >= MIN_MASKED
 
     long_side = long_side_for([s.image for s in train])
     extractor = FeatureExtractor(backbone, long_side, MAX_STRETCH)
@@ -266,63 +409,50 @@ def train(
     rng = np.random.default_rng(seed)
     k = min(MAX_FOLDS, n_normal)
     fold = _folds(labels, k, rng)
-    oof_maps: list[np.ndarray | None] = [None] * len(train)
+    oof_distance: list[np.ndarray | None] = [None] * len(train)
     final_normal = NearestNeighbours(
         build_bank([train_features[i] for i in np.flatnonzero(labels == 0)], seed=seed + k)
     )
     fitter = _Fitter(train_features, labels, final_normal)
+    head_fold = fold % HEAD_FOLDS
+    head_k = min(HEAD_FOLDS, k)
+    steps = k + head_k + 1 if segmentation else k + 1
     for f in range(k):
         scorer = fitter.fit(fold != f, seed + f)
         for i in np.flatnonzero(fold == f):
-            oof_maps[i] = scorer.distance_map(train_features[i], SIGMA)
-        report("fitting", (f + 1) / (k + 1))
-    oof_scores = np.array([float(r.max()) for r in oof_maps])
-    calibration, how = calibrate(oof_scores[labels == 0], oof_scores[labels == 1])
+            oof_distance[i] = scorer.distance_map(train_features[i], SIGMA)
+        report("fitting", (f + 1) / steps)
     scorer = fitter.fit(np.ones(len(train), dtype=bool), seed + k, final_normal)
-    report("fitting", 1.0)
 
-    if test:
-        evaluation = "test_dataset"
-        evaluated = test
-        raw_maps = []
-        for i, features in enumerate(test_features):
-            raw_maps.append(scorer.distance_map(features, SIGMA))
-            report("evaluating", (i + 1) / len(test))
-    else:
-        evaluation = "cross_validation"
-        evaluated = list(train)
-        raw_maps = oof_maps
-        report("evaluating", 1.0)
-
-    threshold = 0.5
-    per_image = []
-    for s, raw in zip(evaluated, raw_maps):
-        anomaly_map = calibration(raw)  # (h, w) float32
-        score = float(anomaly_map.max())
-        per_image.append(
-            ImageResult(
-                key=s.key,
-                label=int(s.label),
-                score=score,
-                is_anomalous=score >= threshold,
-                confidence=confidence(score, threshold),
-                anomaly_map=anomaly_map,
-            )
+    head = mix = pixel_threshold = None
+    oof_probs: list[np.ndarray | None] = [None] * len(train)
+    fit_info: dict = {}
+    if segmentation:
+        # The head learns from the out-of-fold distances (a training image's own patches are in
+        # the final bank, so its final distances would be near zero). Its own out-of-fold maps
+        # come from heads that did not see the image's fold.
+        heads = _Head(train_features, oof_distance, train_masks, labels, len(names) + 1)
+        for f in range(head_k):
+            fold_head = heads.fit(head_fold != f, seed + f)
+            for i in np.flatnonzero(head_fold == f):
+                oof_probs[i] = heads.probabilities(fold_head, i, oof_distance[i].shape)
+            report("fitting", (k + f + 1) / steps)
+        head = heads.fit(np.ones(len(train), dtype=bool), seed + k)
+        u_maps = [np.log(np.maximum(d, 1e-6)) for d in oof_distance]
+        h_maps = [anomaly_logit(p.reshape(-1, p.shape[-1])).reshape(p.shape[:2]) for p in oof_probs]
+        mix, tried = choose_mix(u_maps, h_maps, labels)
+        oof_raw = [mix(u, h) for u, h in zip(u_maps, h_maps)]
+        masked = [i for i, mask in enumerate(train_masks) if mask is not None]
+        pixel_threshold = choose_pixel_threshold(
+            [1.0 - oof_probs[i][..., 0] for i in masked],
+            [_reduce_mask(train_masks[i], len(names)) > 0 for i in masked],
         )
-    scores = np.array([r.score for r in per_image])
-    eval_labels = np.array([r.label for r in per_image])
-    metrics = evaluate(scores, eval_labels, threshold)
-    metrics["pixel_auroc"] = None
-    if any(s.mask is not None for s in evaluated):
-        # Normal images count with an empty mask; anomalies without a mask cannot be judged.
-        pairs = [
-            (r.anomaly_map, s.mask if s.mask is not None else np.zeros(s.image.shape[:2], dtype=bool))
-            for r, s in zip(per_image, evaluated)
-            if s.mask is not None or s.label == 0
-        ]
-        metrics["pixel_auroc"] = pixel_auroc([p[0] for p in pairs], [p[1] for p in pairs])
-    metrics["threshold_method"] = how
-    metrics["fit_seconds"] = round(time.perf_counter() - started, 3)
+        fit_info = {"mix_weight": mix.weight, "mix_auroc": tried, "pixel_threshold": pixel_threshold}
+    else:
+        oof_raw = oof_distance
+    oof_scores = _peaks(oof_raw)
+    calibration, how = calibrate(oof_scores[labels == 0], oof_scores[labels == 1])
+    report("fitting", 1.0)
 
     model = AnomalyModel(
         backbone=backbone,
@@ -332,13 +462,132 @@ def train(
         defects=scorer.defect_bank,
         calibration=calibration,
         sigma=SIGMA,
+        head=head,
+        mix=mix,
+        pixel_threshold=pixel_threshold,
+        classes=names,
         graph=extractor.graph,
         info={
             "n_normal": n_normal,
             "n_anomaly": int((labels == 1).sum()),
+            "n_masked": sum(mask is not None for mask in train_masks),
             "threshold_method": how,
-            "evaluation": evaluation,
             "seed": seed,
+            **fit_info,
         },
     )
+
+    if test:
+        evaluation = "test_dataset"
+        evaluated, evaluated_masks = test, test_masks
+        maps = []
+        for i, f in enumerate(test_features):
+            maps.append(model.maps(f))
+            report("evaluating", (i + 1) / len(test))
+    else:
+        evaluation = "cross_validation"
+        evaluated, evaluated_masks = list(train), train_masks
+        maps = list(zip(oof_raw, oof_probs))
+        report("evaluating", 1.0)
+    model.info["evaluation"] = evaluation
+
+    threshold = DEFAULT_THRESHOLD
+    per_image = []
+    for s, (raw, probs) in zip(evaluated, maps):
+        small = model.prediction(raw, probs, reduced_size(*s.image.shape[:2]), threshold)
+        per_image.append(
+            ImageResult(
+                key=s.key,
+                label=int(s.label),
+                score=small.score,
+                is_anomalous=small.is_anomalous,
+                confidence=small.confidence,
+                anomaly_map=small.anomaly_map,
+                class_map=small.class_mask,
+                class_fractions=small.class_fractions,
+            )
+        )
+    metrics = evaluate_results(per_image, evaluated, evaluated_masks, names, threshold, model.kind, seed=seed)
+    metrics["threshold_method"] = how
+    metrics["fit_seconds"] = round(time.perf_counter() - started, 3)
     return TrainResult(model=model, evaluation=evaluation, metrics=metrics, per_image=per_image)
+
+
+def evaluate_results(
+    per_image: Sequence[ImageResult],
+    samples: Sequence[Sample],
+    masks: Sequence[np.ndarray | None],
+    classes: Sequence[str],
+    threshold: float,
+    kind: str,
+    *,
+    seed: int = 0,
+) -> dict:
+    """Every metric of an evaluation, with 95 % intervals and the number of images behind it.
+
+    masks: each evaluated sample's (H, W) uint8 class mask or None (normal, or no mask given).
+    """
+    scores = np.array([r.score for r in per_image])
+    labels = np.array([r.label for r in per_image])
+    metrics = evaluate(scores, labels, threshold)
+    metrics["ci"] = m.image_intervals(scores, labels, threshold, seed=seed)
+    metrics["evaluated_images"] = len(per_image)
+    metrics["model_kind"] = kind
+    metrics["classes"] = list(classes)
+
+    # Masks at the reduced grid of their image: (result, truth class ids) of anomalies with a mask.
+    judged = [(r, _reduce_mask(mask, len(classes))) for r, mask in zip(per_image, masks) if mask is not None]
+    ious = [mask_iou(r.class_map > 0, truth > 0) for r, truth in judged]
+    metrics["mask_iou"] = float(np.mean(ious)) if ious else None
+    metrics["mask_iou_images"] = len(ious)
+    metrics["ci"]["mask_iou"] = m.mean_interval(ious, seed=seed)
+    metrics["pixel_auroc"] = None
+    if judged:
+        # Normal images count with an empty mask; anomalies without a mask cannot be judged.
+        pairs = [
+            (r.anomaly_map, mask if mask is not None else np.zeros(s.image.shape[:2], dtype=bool))
+            for r, s, mask in zip(per_image, samples, masks)
+            if mask is not None or s.label == 0
+        ]
+        metrics["pixel_auroc"] = pixel_auroc([p[0] for p in pairs], [p[1] > 0 for p in pairs])
+    metrics["per_class"] = per_class_results(per_image, masks, classes, seed=seed) if kind == "segmentation" else {}
+    return metrics
+
+
+def per_class_results(
+    per_image: Sequence[ImageResult], masks: Sequence[np.ndarray | None], classes: Sequence[str], *, seed: int = 0
+) -> dict:
+    """{class: {precision, recall, f1, iou, images, ci}} of a segmentation model's evaluation.
+
+    Image level: an image has class k when its true mask (or, predicted, its class map) contains
+    k; normal images have none, and anomalies without a mask are left out (their classes are
+    unknown). iou is the mean over images that truly have k of the IoU of class k's pixels.
+    """
+    rows = [(r, mask) for r, mask in zip(per_image, masks) if mask is not None or r.label == 0]
+    out = {}
+    for k, name in enumerate(classes, start=1):
+        truth = np.array([mask is not None and bool((mask == k).any()) for _, mask in rows])
+        predicted = np.array([bool((r.class_map == k).any()) for r, _ in rows])
+        counts = m.metrics_at_threshold(predicted.astype(float), truth, 0.5)
+        ious = [
+            mask_iou(r.class_map == k, _reduce_mask(mask, len(classes)) == k)
+            for (r, mask), has in zip(rows, truth)
+            if has
+        ]
+        cm = counts["confusion_matrix"]
+        ci = m.image_intervals(predicted.astype(float), truth, 0.5, seed=seed)
+        out[name] = {
+            "precision": counts["precision"],
+            "recall": counts["recall"],
+            "f1": counts["f1"],
+            "iou": float(np.mean(ious)) if ious else None,
+            "images": int(truth.sum()),
+            "ci": {
+                "precision": ci["precision"],
+                "recall": ci["recall"],
+                "f1": ci["f1"],
+                "iou": m.mean_interval(ious, seed=seed),
+            },
+            "confusion_matrix": cm,
+        }
+    return out

@@ -59,7 +59,12 @@ class PerformanceOut(Schema):
     threshold: float = Field(description="The decision threshold in use, in score units (0..1).")
     trained_threshold: float | None = Field(description="The threshold training chose.")
     confusion_matrix: ConfusionMatrix
-    evaluated_images: int
+    evaluated_images: int = Field(description="How many images these numbers come from.")
+    ci: dict[str, list[float] | None] = Field(
+        description="95 % interval [low, high] of precision, recall, f1, roc_auc, average_precision and "
+        "mask_iou (null where undefined): Wilson intervals for precision and recall, bootstrap over the "
+        "evaluated images for the others. Few images give wide intervals."
+    )
 
 
 class ModelOut(ModelSummaryOut):

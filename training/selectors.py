@@ -3,7 +3,7 @@ from dataclasses import asdict, dataclass
 from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 
-from engine.metrics import metrics_at_threshold
+from engine.metrics import image_intervals, metrics_at_threshold
 from engine.model import confidence
 from projects.models import Label, Project
 from projects.selectors import dataset_counts, project_has_test_dataset
@@ -171,12 +171,18 @@ def model_version_performance(*, model_version: ModelVersion) -> dict | None:
 
     Precision, recall, F1 and the confusion matrix are counted again at the current threshold
     (confusion_at), so that they follow a threshold moved after training; ROC AUC and average
-    precision do not depend on the threshold and come from the training's metrics.
+    precision do not depend on the threshold and come from the training's metrics. `ci` holds
+    their 95 % intervals from the same evaluated images (engine.metrics.image_intervals), and
+    the mask IoU's interval from training where the version has one.
     """
     if not model_version.metrics or model_version.threshold is None:
         return None
     rows = list(model_version_results(model_version=model_version))
     confusion = confusion_at(rows=rows, threshold=model_version.threshold)
+    ci = image_intervals(
+        [row.score for row in rows], [int(row.label == Label.ANOMALY) for row in rows], model_version.threshold
+    )
+    ci["mask_iou"] = (model_version.metrics.get("ci") or {}).get("mask_iou")
     return {
         "precision": confusion.precision,
         "recall": confusion.recall,
@@ -187,6 +193,7 @@ def model_version_performance(*, model_version: ModelVersion) -> dict | None:
         "threshold": model_version.threshold,
         "trained_threshold": model_version.trained_threshold,
         "evaluated_images": len(rows),
+        "ci": ci,
     }
 
 

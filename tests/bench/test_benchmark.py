@@ -1,6 +1,6 @@
 """The LFV-30 split and the benchmark table (the runs themselves are measured, not tested)."""
 
-from bench.benchmark import lfv30_split, table
+from bench.benchmark import _groups, lfv30_split, table
 from tests.datasets import DATASETS
 
 
@@ -26,6 +26,7 @@ def test_the_table_shows_our_over_peer_ratios():
         "recall": 0.8,
         "f1": 0.85,
         "pixel_auroc": None,
+        "mask_iou": None,
         "fit_s": 2.0,
         "infer_ms_p50": 30.0,
         "infer_ms_p95": 40.0,
@@ -33,5 +34,18 @@ def test_the_table_shows_our_over_peer_ratios():
     }
     peer = {**row, "fit_s": 20.0, "peak_rss_mb": 1000.0}
     text = table({"datasets": {"cookies": {**row, "peer": peer}}})
-    ratio_line = text.splitlines()[-1]
+    (ratio_line,) = [line for line in text.splitlines() if "ours/peer" in line]
     assert "ours/peer" in ratio_line and "0.10" in ratio_line and "0.30" in ratio_line
+
+
+def test_ball_screw_is_split_by_spindle_position():
+    groups = _groups(DATASETS / "ball_screw")
+    for seed in (0, 1):
+        train, test = lfv30_split(DATASETS / "ball_screw", seed)
+        assert sum(i.label == 0 for i in train) == 20 and sum(i.label == 1 for i in train) == 10
+        assert sum(i.label == 0 for i in test) == 50 and sum(i.label == 1 for i in test) == 50
+        train_groups = {groups[f"{'normal' if i.label == 0 else 'anomaly'}/{i.path.name}"] for i in train}
+        test_groups = {groups[f"{'normal' if i.label == 0 else 'anomaly'}/{i.path.name}"] for i in test}
+        assert train_groups and test_groups and not train_groups & test_groups
+        assert all(i.mask is not None for i in train + test if i.label == 1)
+    assert _groups(DATASETS / "cookies") is None  # no group column: split as before

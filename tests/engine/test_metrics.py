@@ -1,14 +1,19 @@
 """Metrics against values worked out by hand."""
 
+import numpy as np
 import pytest
 
 from engine.metrics import (
     average_precision,
     best_f1_threshold,
+    image_intervals,
+    mean_interval,
     metrics_at_threshold,
     pr_curve,
+    resample_counts,
     roc_auc,
     roc_curve,
+    wilson_interval,
 )
 
 SCORES = [0.1, 0.4, 0.35, 0.8, 0.7, 0.2]
@@ -53,3 +58,35 @@ def test_best_f1_threshold_sits_in_the_gap_below_the_lowest_flagged_score():
 
 def test_the_threshold_can_sit_nearer_the_normal_side_of_the_gap():
     assert best_f1_threshold([0.1, 0.2, 0.6, 0.9], [0, 0, 1, 1], gap_fraction=0.25) == pytest.approx(0.3)
+
+
+def test_wilson_intervals_stay_in_range_and_are_not_empty_at_the_extremes():
+    low, high = wilson_interval(10, 10)
+    assert low == pytest.approx(0.7225, abs=1e-4) and high == pytest.approx(1.0)
+    low, high = wilson_interval(0, 10)
+    assert low == pytest.approx(0.0) and high == pytest.approx(0.2775, abs=1e-4)
+    assert wilson_interval(0, 0) is None
+
+
+def test_intervals_shrink_as_images_are_added():
+    rng = np.random.default_rng(0)
+
+    def widths(n):
+        labels = np.r_[np.zeros(n), np.ones(n)]
+        scores = labels * 0.6 + rng.random(2 * n)  # overlapping classes: AUROC about 0.85
+        ci = image_intervals(scores, labels, 0.8)
+        return {k: v[1] - v[0] for k, v in ci.items()}
+
+    small, large = widths(15), widths(400)
+    for metric in ("precision", "recall", "f1", "roc_auc", "average_precision"):
+        assert large[metric] < small[metric] / 2, metric
+
+
+def test_bootstrap_intervals_hold_the_value_and_resample_within_each_class():
+    ci = image_intervals(SCORES, LABELS, 0.4)
+    assert ci["roc_auc"][0] <= roc_auc(SCORES, LABELS) <= ci["roc_auc"][1]
+    assert ci["precision"] == pytest.approx(list(wilson_interval(2, 3)), abs=1e-5)
+    counts = resample_counts(6, strata=np.array(LABELS), rounds=50)
+    assert (counts[:, np.array(LABELS) == 1].sum(axis=1) == 3).all()
+    assert image_intervals([0.2, 0.3], [0, 0], 0.5)["roc_auc"] is None
+    assert mean_interval([]) is None and mean_interval([0.4, 0.4]) == [0.4, 0.4]

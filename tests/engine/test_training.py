@@ -40,6 +40,11 @@ def test_cross_validation_scores_every_training_image_once(trained, aliens):
     assert m["n_normal"] == 10 and m["n_anomaly"] == 5
     assert sum(m["confusion_matrix"].values()) == 15
     assert m["threshold"] == 0.5 and m["pixel_auroc"] is None
+    assert m["model_kind"] == "classification" and m["classes"] == ["anomaly"] and m["per_class"] == {}
+    assert m["evaluated_images"] == 15 and m["mask_iou"] is None
+    assert set(m["ci"]) == {"precision", "recall", "f1", "roc_auc", "average_precision", "mask_iou"}
+    for key in ("precision", "recall", "f1", "roc_auc", "average_precision"):
+        assert m["ci"][key][0] <= m[key] <= m["ci"][key][1], key
     assert m["roc_curve"]["fpr"][0] == 0.0 and m["roc_curve"]["tpr"][-1] == 1.0
     json.dumps(m)  # stored as JSON on the model version
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine.metrics import metrics_at_threshold
+from engine.metrics import metrics_at_threshold, wilson_interval
 from tests.factories import add_image, make_project
 from tests.training.test_services import _fill
 from training import tasks
@@ -80,11 +80,16 @@ def test_a_trained_version_reports_its_performance_and_follows_its_threshold(use
         "trained_threshold",
         "confusion_matrix",
         "evaluated_images",
+        "ci",
     }
     assert set(performance["confusion_matrix"]) == {"tp", "fp", "tn", "fn"}
-    # At the trained threshold, the numbers are the training's own.
+    # At the trained threshold, the numbers and their intervals are the training's own.
     for key in ("precision", "recall", "f1", "roc_auc", "average_precision"):
         assert performance[key] == pytest.approx(mv.metrics[key]), key
+        assert performance["ci"][key] == pytest.approx(mv.metrics["ci"][key]), key
+        low, high = performance["ci"][key]
+        assert low <= performance[key] <= high, key
+    assert performance["ci"]["mask_iou"] == mv.metrics["ci"]["mask_iou"]
     assert performance["confusion_matrix"] == mv.metrics["confusion_matrix"]
     assert sum(performance["confusion_matrix"].values()) == performance["evaluated_images"] == 30
 
@@ -99,6 +104,10 @@ def test_a_trained_version_reports_its_performance_and_follows_its_threshold(use
     assert moved["confusion_matrix"] == expected["confusion_matrix"]
     assert moved["confusion_matrix"]["tp"] + moved["confusion_matrix"]["fp"] == 15
     assert moved["roc_auc"] == performance["roc_auc"]  # threshold-free
+    assert moved["ci"]["roc_auc"] == performance["ci"]["roc_auc"]
+    assert moved["ci"]["precision"] == pytest.approx(
+        list(wilson_interval(moved["confusion_matrix"]["tp"], 15)), abs=1e-5
+    )
     assert ModelVersion.objects.get(pk=mv.pk).threshold == threshold
 
     for bad in (0, 1, 1.5, -0.2, "high"):

@@ -1,0 +1,96 @@
+"""Segmentation models: a head learns from masks with named classes, on a synthetic product whose
+defects are painted where the tests choose (tests/engine/synthetic.py)."""
+
+import numpy as np
+import pytest
+
+from engine import AnomalyModel, TrainingError, train
+from engine.training import reduced_size
+
+from .synthetic import samples
+
+SCRATCH, STAIN = 1, 2
+
+
+@pytest.fixture(scope="module")
+def segmented():
+    train_set = samples(0, normal=10, anomalous=8)
+    test_set = samples(1, normal=4, anomalous=6, prefix="test-")
+    return train(train=train_set, test=test_set, classes=("scratch", "stain")), test_set
+
+
+def test_the_head_learns_from_masks_and_segments_a_painted_defect(segmented):
+    result, _ = segmented
+    metrics = result.metrics
+    assert result.model.kind == metrics["model_kind"] == "segmentation"
+    assert result.model.info["n_masked"] == 8 and 0 < result.model.pixel_threshold < 1
+    assert metrics["roc_auc"] == 1.0 and metrics["pixel_auroc"] > 0.97
+    assert metrics["mask_iou"] > 0.5 and metrics["mask_iou_images"] == 6
+    assert metrics["per_class"]["stain"]["iou"] > 0.8  # a 30 px blob, several feature cells wide
+    assert metrics["per_class"]["scratch"]["recall"] == 1.0  # 6 px wide: found, drawn thicker
+
+
+def test_classes_come_back_with_their_names_and_areas(segmented):
+    result, test_set = segmented
+    model = result.model
+    assert model.classes == result.metrics["classes"] == ["scratch", "stain"]
+    per_class = result.metrics["per_class"]
+    assert set(per_class) == {"scratch", "stain"}
+    assert per_class["stain"]["images"] == per_class["scratch"]["images"] == 3
+    assert set(per_class["stain"]["ci"]) == {"precision", "recall", "f1", "iou"}
+    for sample in test_set:
+        p = model.predict(sample.image)
+        assert p.class_mask.shape == sample.image.shape[:2] and p.class_mask.dtype == np.uint8
+        np.testing.assert_array_equal(p.mask, p.class_mask > 0)
+        assert set(p.class_fractions) == {"scratch", "stain"}
+        assert sum(p.class_fractions.values()) == pytest.approx(p.anomalous_fraction)
+        if sample.label == 1 and (sample.mask == STAIN).any():
+            true_share = float((sample.mask == STAIN).mean())
+            assert 0.7 * true_share < p.class_fractions["stain"] < 1.4 * true_share
+            assert p.class_fractions["scratch"] < 0.1 * true_share
+    by_key = {r.key: r for r in result.per_image}
+    for sample in test_set:
+        r = by_key[sample.key]
+        assert r.class_map.shape == reduced_size(*sample.image.shape[:2])
+        assert r.class_map.any() == r.is_anomalous
+        assert set(r.class_fractions) == {"scratch", "stain"}
+
+
+def test_a_segmentation_model_saves_and_loads_with_identical_masks(segmented):
+    result, test_set = segmented
+    model = result.model
+    loaded = AnomalyModel.from_files(model.to_files())
+    assert loaded.kind == "segmentation" and loaded.classes == model.classes
+    assert loaded.pixel_threshold == model.pixel_threshold
+    for sample in test_set[-3:]:
+        a, b = model.predict(sample.image), loaded.predict(sample.image)
+        assert a.score == b.score
+        np.testing.assert_array_equal(a.class_mask, b.class_mask)
+        assert a.class_fractions == b.class_fractions
+
+
+def test_binary_masks_make_one_class_named_anomaly():
+    train_set = samples(2, normal=8, anomalous=4, kinds=(STAIN,))
+    for s in train_set:
+        if s.mask is not None:
+            s.mask = s.mask > 0  # (H, W) bool, as decode_mask returns
+    result = train(train=train_set)
+    assert result.model.kind == "segmentation" and result.model.classes == ["anomaly"]
+    assert set(result.metrics["per_class"]) == {"anomaly"}
+    flagged = [r for r in result.per_image if r.is_anomalous]
+    assert flagged and all(set(np.unique(r.class_map)) <= {0, 1} for r in flagged)
+
+
+def test_a_mask_with_a_class_that_has_no_name_is_a_training_error():
+    train_set = samples(3, normal=3, anomalous=2)  # kinds 1 and 2 painted
+    with pytest.raises(TrainingError) as error:
+        train(train=train_set, classes=("scratch",))
+    assert "class" in error.value.message
+
+
+def test_a_single_masked_anomaly_is_not_enough_for_a_head():
+    train_set = samples(4, normal=4, anomalous=2, kinds=(STAIN,))
+    train_set[-1].mask = None
+    result = train(train=train_set)
+    assert result.model.kind == "classification" and result.model.head is None
+    assert result.metrics["per_class"] == {}
