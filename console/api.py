@@ -72,7 +72,10 @@ def error_response(request, *, status: int, code: str, message: str):
 
 @api.exception_handler(KenpinError)
 def _kenpin_error(request, exc: KenpinError):
-    return error_response(request, status=exc.status, code=exc.code, message=exc.message)
+    response = error_response(request, status=exc.status, code=exc.code, message=exc.message)
+    if getattr(exc, "retry_after", None):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(Http404)

@@ -34,6 +34,7 @@ class Unavailable(KenpinError):
 
     status = 503
     code = "unavailable"
+    retry_after = 5  # seconds, sent as Retry-After: a restarting worker or Redis is back by then
 
 
 INTERNAL_MESSAGE = (

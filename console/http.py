@@ -15,7 +15,10 @@ def wants_json(request: HttpRequest) -> bool:
 
 def json_error(exc: KenpinError) -> JsonResponse:
     """A service's error in the same shape as the API's: {"error": code, "message": text}."""
-    return JsonResponse({"error": exc.code, "message": exc.message}, status=exc.status)
+    response = JsonResponse({"error": exc.code, "message": exc.message}, status=exc.status)
+    if getattr(exc, "retry_after", None):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def redirect_back(request: HttpRequest, fallback: str):

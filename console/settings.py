@@ -16,6 +16,7 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")  # optional; a missing file is fine
 
 DATA_DIR = Path(env("KENPIN_DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # A stable default key would be public; a generated one would log everyone out at each restart.
@@ -176,15 +177,23 @@ if not REDIS_URL:
 # Prefixes every Redis key, so that several Kenpins (or test runs) can share one Redis server.
 KENPIN_REDIS_PREFIX = env("KENPIN_REDIS_PREFIX", default="kenpin:")
 
-CELERY_BROKER_URL = REDIS_URL
+# Training is acknowledged late (after it ends), so a broker must wait this long for the
+# acknowledgement before redelivering; the redelivered copy then finds its row already claimed
+# and decides from the heartbeat (training/services.py). Seconds.
+KENPIN_TRAINING_MAX_SECONDS = env.int("KENPIN_TRAINING_MAX_SECONDS", default=6 * 3600)
+# The task queues: Redis (REDIS_URL) unless KENPIN_BROKER_URL names another broker, such as
+# RabbitMQ (amqp://user:password@host:5672/vhost). Redis stays for results and the detect calls'
+# image hand-off either way.
+CELERY_BROKER_URL = env("KENPIN_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = REDIS_URL
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "global_keyprefix": KENPIN_REDIS_PREFIX,
-    # A task not acknowledged within this time is redelivered. Training is acknowledged late
-    # (after it ends), so this must exceed the longest training; the redelivered copy then
-    # finds its row already claimed and decides from the heartbeat (training/services.py).
-    "visibility_timeout": 6 * 3600,
-}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "global_keyprefix": KENPIN_REDIS_PREFIX,
+        # A task not acknowledged within this time is redelivered.
+        "visibility_timeout": KENPIN_TRAINING_MAX_SECONDS,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": KENPIN_REDIS_PREFIX}
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"
@@ -208,6 +217,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# beat's record of when each periodic task last ran: in the data folder, never in the checkout.
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+KENPIN_BEAT_SCHEDULE = CELERY_BEAT_SCHEDULE_FILENAME
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-trainings": {"task": "training.tasks.sweep_stale_trainings", "schedule": 30.0},
     "sweep-stale-trials": {"task": "inference.tasks.sweep_stale_trials", "schedule": 30.0},

@@ -1,5 +1,4 @@
 import base64
-import functools
 import hashlib
 import io
 import logging
@@ -14,11 +13,13 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 from PIL import Image as PILImage
 
 from console.errors import Conflict, Invalid, Unavailable
 from engine.images import ImageError, decode_image, probe_image, thumbnail_jpeg
+from inference import transport
 from inference.models import TrialDetection, TrialImage, TrialStatus, Verdict
 from inference.runtime import load_model
 from projects.models import Image, Project, Split
@@ -218,11 +219,24 @@ def _predict_row(row: TrialImage, *, model, threshold: float, engine) -> None:
 
 
 def trial_sweep_stale() -> int:
-    """Declare failed every running trial whose worker stopped beating."""
-    cutoff = timezone.now() - timedelta(seconds=settings.KENPIN_STALE_AFTER)
+    """Declare failed every running trial whose worker stopped beating, and send again every
+    trial queued for longer than KENPIN_STALE_AFTER (see below). Returns how many failed."""
+    from inference.tasks import run_trial_detection
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.KENPIN_STALE_AFTER)
+    # Its message may be lost: held by a worker that died before running it (a Redis broker
+    # shows it again only after its visibility timeout, hours), or dropped by a Redis that was
+    # killed. Claiming makes a second copy harmless; `heartbeat_at` notes the last sending.
+    lost = TrialDetection.objects.filter(status=TrialStatus.QUEUED).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    )
+    for pk in lost.values_list("pk", flat=True):
+        if TrialDetection.objects.filter(pk=pk, status=TrialStatus.QUEUED).update(heartbeat_at=now):
+            run_trial_detection.delay(pk)
     return TrialDetection.objects.filter(status=TrialStatus.RUNNING, heartbeat_at__lt=cutoff).update(
         status=TrialStatus.FAILED,
-        ended_at=timezone.now(),
+        ended_at=now,
         status_message="The trial detection stopped: its worker stopped responding (stopped, killed or out of "
         "memory). Run it again.",
     )
@@ -362,6 +376,7 @@ def model_version_host(*, model_version_id: int) -> None:
     STARTING_HOSTING meanwhile (stopped, or a redelivered task) is left alone.
     """
     from inference import runtime
+    from inference.tasks import broadcast_load
 
     mv = ModelVersion.objects.filter(pk=model_version_id, status=Status.STARTING_HOSTING).first()
     if mv is None or _pin(mv, expected=Status.STARTING_HOSTING) is None:
@@ -371,6 +386,9 @@ def model_version_host(*, model_version_id: int) -> None:
     )
     if not hosted:
         runtime.unload_model(model_version_id)  # stopped while loading
+    else:
+        # The other inference workers (on this machine or others) load it now, not at their first call.
+        broadcast_load([model_version_id])
 
 
 def _pin(mv: ModelVersion, *, expected: str):
@@ -438,66 +456,70 @@ class Detection:
     inference_ms: float  # the worker's own time: decoding, predicting, encoding the mask
 
 
-@functools.cache
-def _redis():
-    """One client (a thread-safe connection pool) per process, on the broker's Redis."""
-    return redis.Redis.from_url(settings.REDIS_URL)
-
-
 def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detection:
     """Detect anomalies in one encoded image with a HOSTED version, in an inference worker.
 
-    The image's bytes wait in Redis under a random key that expires with the call; the task
-    message (JSON) carries only that key. Measured against the bytes base64-encoded inside the
-    message, this saves most of the transport's cost: kombu encodes a message body again and
-    copies it into its unacked set, so a 450 KB photo cost ~20 ms more per call
-    (docs/benchmarks.md).
+    The image's bytes wait in Redis beside a small task message (inference.transport says how,
+    and how a call outlives the death of the worker that took it). Measured against the bytes
+    base64-encoded inside the message, this saves most of the transport's cost: kombu encodes a
+    message body again and copies it into its unacked set, so a 450 KB photo cost ~20 ms more
+    per call (docs/benchmarks.md).
 
     Raises Conflict (409) when the version is not hosted, Invalid (400) for bytes that are not
     a usable image, TooLarge (413), Unavailable (503) when no inference worker answers within
-    KENPIN_DETECT_TIMEOUT seconds.
+    KENPIN_DETECT_TIMEOUT seconds or Redis or the broker cannot be reached.
     """
-    from celery.exceptions import TaskRevokedError
-    from celery.exceptions import TimeoutError as CeleryTimeout
+    from kombu.exceptions import OperationalError
 
     from inference.tasks import detect_anomalies
 
     if model_version.status != Status.HOSTED:
-        raise Conflict(
-            f"Model version {model_version.version} is {model_version.status}, not HOSTED. Start it "
-            f"(POST …/models/{model_version.version}/start) and wait until its status is HOSTED.",
-            code="not_hosted",
-        )
+        raise Conflict(_not_hosted_advice(model_version), code="not_hosted")
     check_upload_size(data)
     if not data:
         raise Invalid("The request body is empty: send the image's bytes as the body.", code="empty")
     timeout = settings.KENPIN_DETECT_TIMEOUT
-    image_key = f"{settings.KENPIN_REDIS_PREFIX}detect:{uuid.uuid4().hex}"
-    _redis().set(image_key, data, px=max(1, int(timeout * 1000)))
-    # `expires`: a call whose client has given up is dropped by the worker, not run late.
-    result = detect_anomalies.apply_async(
-        args=[model_version.pk, model_version.weights_file.name, model_version.threshold, image_key], expires=timeout
-    )
+    args = [model_version.pk, model_version.weights_file.name, model_version.threshold]
+
+    def send(call_id: str, expires: float) -> None:
+        # `expires`: a call whose client has given up is dropped by the worker, not run late.
+        # No publishing retries: a broker that is down is reported at once (503).
+        detect_anomalies.apply_async(args=[*args, call_id], expires=expires, retry=False)
+
     try:
-        answer = result.get(timeout=timeout)
-    except (CeleryTimeout, TaskRevokedError):  # revoked: a worker received it after `expires`
-        answer = {"error": "unavailable", "message": ""}
-    finally:
-        result.forget()  # the answer was read (or abandoned): free its key in Redis now
-        _redis().delete(image_key)  # already gone if a worker took it
+        answer = transport.call(data=data, timeout=timeout, send=send)
+    except (redis.RedisError, OperationalError) as exc:
+        logger.warning("detect call failed to reach Redis or the broker: %s", exc)
+        raise Unavailable(
+            "Kenpin cannot reach its Redis or its task broker right now, so no inference worker can take the "
+            "call. Try again in a few seconds; if it keeps failing, check that Redis is running."
+        ) from None
+    if answer is None:
+        raise Unavailable(
+            f"No inference worker answered within {timeout} s. Check that an inference worker is "
+            "running and not overloaded, then try again."
+        )
     if "error" in answer:
-        if answer["error"] == "unavailable":
-            raise Unavailable(
-                f"No inference worker answered within {timeout} s. Check that an inference worker is "
-                "running and not overloaded, then try again."
-            )
         error = Conflict if answer["error"] == "not_hosted" else Invalid
         raise error(answer["message"], code=answer["error"])
     return Detection(**answer)
 
 
-def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, image_key: str) -> dict:
-    """The worker's side of model_version_detect: plain JSON in and out, the image from Redis.
+def _not_hosted_advice(model_version: ModelVersion) -> str:
+    version = model_version.version
+    if model_version.is_usable:
+        return (
+            f"Model version {version} is {model_version.status}, not HOSTED. Start it "
+            f"(POST …/models/{version}/start) and wait until its status is HOSTED."
+        )
+    return (
+        f"Model version {version} is {model_version.status}: it has no trained model to host. Detect with a "
+        "trained version, or train a new one."
+    )
+
+
+def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, call_id: str, worker: str) -> None:
+    """The worker's side of model_version_detect: claim the call, predict, push the answer.
 
     `weights` names the version's weights file, so that a model pinned under a reused primary
     key is never taken for another one.
@@ -505,28 +527,30 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, i
     from inference import runtime
 
     started = time.perf_counter()
-    data = _redis().getdel(image_key)
-    if data is None:  # expired: the caller gave up before this worker got to the call
-        return {"error": "unavailable", "message": ""}
+    data = transport.worker_take(call_id=call_id, worker=worker)
+    if data is None:  # claimed by another worker, or the caller gave up before we got to it
+        return
     model = runtime.hosted_model(model_version_id, weights)
     if model is None:
         # Hosted since this worker started, or unloaded by a stop racing a start: pin it now.
         mv = ModelVersion.objects.filter(pk=model_version_id, weights_file=weights, status=Status.HOSTED).first()
         if mv is None:
-            return {"error": "not_hosted", "message": "This model version is no longer hosted. Start it again."}
+            answer = {"error": "not_hosted", "message": "This model version is no longer hosted. Start it again."}
+            return transport.worker_answer(call_id=call_id, answer=answer)
         model = _pin(mv, expected=Status.HOSTED)
         if model is None:
-            return {
+            answer = {
                 "error": "not_hosted",
                 "message": f"Model version {mv.version} could not be loaded by the inference "
                 "worker: it is now HOSTING_FAILED, and its status message says why.",
             }
+            return transport.worker_answer(call_id=call_id, answer=answer)
     try:
         array = decode_image(data)
     except ImageError as exc:
-        return {"error": exc.code, "message": exc.message}
+        return transport.worker_answer(call_id=call_id, answer={"error": exc.code, "message": exc.message})
     prediction = model.predict(array, threshold=threshold)
-    return {
+    answer = {
         "is_anomalous": bool(prediction.is_anomalous),
         "confidence": float(prediction.confidence),
         "score": float(prediction.score),
@@ -534,6 +558,7 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, i
         "mask_png": base64.b64encode(lfv_mask_png(prediction.mask)).decode(),
         "inference_ms": round((time.perf_counter() - started) * 1000, 2),
     }
+    transport.worker_answer(call_id=call_id, answer=answer)
 
 
 # Lookout for Vision names each class of a mask and gives it a colour, which the response's

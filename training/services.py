@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from console.errors import Conflict, Invalid
@@ -160,8 +160,24 @@ def _fail_stale(rows) -> int:
 
 
 def model_version_sweep_stale() -> int:
-    """Declare failed every training whose worker died (no heartbeat for KENPIN_STALE_AFTER)."""
-    cutoff = timezone.now() - timedelta(seconds=settings.KENPIN_STALE_AFTER)
+    """Declare failed every training whose worker died (no heartbeat for KENPIN_STALE_AFTER),
+    and send again every training queued for longer than that. Returns how many failed.
+
+    A queued training's message may be lost (dropped by a Redis that was killed, or held by a
+    worker that died before starting it); claiming makes a second copy harmless, and
+    `heartbeat_at` notes the last sending, so each queued training is sent at most once per
+    KENPIN_STALE_AFTER.
+    """
+    from training.tasks import train_model_version
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.KENPIN_STALE_AFTER)
+    lost = ModelVersion.objects.filter(status=Status.QUEUED).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    )
+    for pk in lost.values_list("pk", flat=True):
+        if ModelVersion.objects.filter(pk=pk, status=Status.QUEUED).update(heartbeat_at=now):
+            train_model_version.delay(pk)
     return _fail_stale(ModelVersion.objects.filter(heartbeat_at__lt=cutoff))
 
 

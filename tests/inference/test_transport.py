@@ -1,0 +1,53 @@
+"""inference.transport with real workers: a detect call outlives the death of the worker holding it."""
+
+import threading
+import time
+import uuid
+
+import pytest
+from django.conf import settings
+
+from inference import transport
+from inference.tasks import detect_anomalies
+from tests.inference.test_api import UNSEEN_ANOMALY, hosted, owner_api  # noqa: F401  (fixtures)
+from tests.workers import Worker
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+
+def test_a_call_whose_worker_dies_is_answered_by_another_worker_long_before_the_timeout(hosted, celery_worker):  # noqa: F811
+    """kill -9 the worker that received the call: the caller sees it dead within seconds and
+    sends the call again, which the session's worker answers."""
+    queue = f"doomed-{uuid.uuid4().hex[:8]}"
+    doomed = Worker(queues=queue, concurrency=1).wait_ready()
+    sent = []
+    args = [hosted.pk, hosted.weights_file.name, hosted.threshold]
+
+    def kill_when_held(call_id):
+        held = f"{settings.KENPIN_REDIS_PREFIX}detect:{call_id}:held"
+        claim = f"{settings.KENPIN_REDIS_PREFIX}detect:{call_id}:claim"
+        deadline = time.monotonic() + 20
+        while not (transport.client().exists(held) or transport.client().exists(claim)):
+            assert time.monotonic() < deadline, doomed.tail()
+            time.sleep(0.005)
+        doomed.kill()
+
+    def send(call_id, expires):
+        # The first copy goes where only the doomed worker listens; a copy sent again, anywhere.
+        sent.append(call_id)
+        if len(sent) == 1:
+            threading.Thread(target=kill_when_held, args=(call_id,), daemon=True).start()
+            detect_anomalies.apply_async(args=[*args, call_id], expires=expires, queue=queue)
+        else:
+            detect_anomalies.apply_async(args=[*args, call_id], expires=expires)
+
+    started = time.monotonic()
+    try:
+        answer = transport.call(data=UNSEEN_ANOMALY[0].read_bytes(), timeout=30, send=send)
+    finally:
+        doomed.stop()
+    elapsed = time.monotonic() - started
+    assert answer is not None and "is_anomalous" in answer, answer
+    assert len(sent) == 2 and sent[0] == sent[1]
+    assert doomed.process.returncode == -9
+    assert elapsed < 10, f"answered after {elapsed:.1f} s"
