@@ -193,7 +193,17 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
         "visibility_timeout": KENPIN_TRAINING_MAX_SECONDS,
     }
 else:
+    from kombu import Queue
+
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    # RabbitMQ closes a channel whose delivery stays unacknowledged past its consumer timeout
+    # (30 minutes by default); the training queue asks for the longest training instead
+    # (honoured by RabbitMQ 3.12 and later; older servers need `consumer_timeout` in rabbitmq.conf).
+    CELERY_TASK_QUEUES = [
+        Queue("training", queue_arguments={"x-consumer-timeout": KENPIN_TRAINING_MAX_SECONDS * 1000}),
+        Queue("inference"),
+        Queue("default"),
+    ]
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": KENPIN_REDIS_PREFIX}
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"

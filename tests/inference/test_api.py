@@ -181,6 +181,20 @@ def test_no_inference_worker_answering_in_time_is_503(hosted, owner_api, setting
     settings.KENPIN_DETECT_TIMEOUT = 0.001
     response = detect(owner_api, hosted, UNSEEN_NORMAL[0])
     assert response.status_code == 503 and response.json()["error"] == "unavailable"
+    assert response["Retry-After"] == "5"
+
+
+def test_detect_while_redis_is_unreachable_answers_503_with_retry_after(hosted, owner_api, settings):
+    from inference import transport
+
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens on the discard port
+    transport.client.cache_clear()
+    try:
+        response = detect(owner_api, hosted, UNSEEN_NORMAL[0])
+    finally:
+        transport.client.cache_clear()
+    assert response.status_code == 503 and response.json()["error"] == "unavailable"
+    assert "cannot reach its Redis" in response.json()["message"] and response["Retry-After"] == "5"
 
 
 def test_a_new_threshold_applies_to_the_next_call(hosted, owner_api):
