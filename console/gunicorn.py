@@ -40,7 +40,8 @@ def close_after_response() -> bool:
     req = getattr(_current, "req", None)
     if req is None:
         return False
-    req.headers.append(("CONNECTION", "close"))
+    # gunicorn decides from the first Connection header the client sent: put ours first.
+    req.headers[:] = [("CONNECTION", "close")] + [(k, v) for k, v in req.headers if k != "CONNECTION"]
     return True
 
 

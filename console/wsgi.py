@@ -4,4 +4,6 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
-application = get_wsgi_application()
+from console.edge import EdgeApp  # noqa: E402  (after the settings module is chosen)
+
+application = EdgeApp(get_wsgi_application())

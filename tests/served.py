@@ -139,3 +139,40 @@ def detect_once(session: requests.Session, url: str, token: str, photo: bytes, t
     return session.post(
         url, data=photo, headers={"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg"}, timeout=timeout
     )
+
+
+class Gunicorn:
+    """Kenpin's real web server (gunicorn with console/gunicorn.py and the edge, console/wsgi.py)
+    on the test database, for tests of what only a real server shows: connections, bodies."""
+
+    def __init__(self, **env: str):
+        from tests.workers import worker_env
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="kenpin-gunicorn-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "console.wsgi", "-c", "python:console.gunicorn"]
+            + ["--bind", f"127.0.0.1:{self.port}", "--workers", "1"],
+            cwd=ROOT,
+            env={**worker_env(), **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self._up, 30, "gunicorn answers", interval=0.1)
+
+    def _up(self) -> bool:
+        assert self.process.poll() is None, Path(self.log.name).read_text()
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        Path(self.log.name).unlink(missing_ok=True)
