@@ -195,8 +195,7 @@ class EdgeApp:
 
             body = (
                 f"<!doctype html><html lang=en><meta charset=utf-8><title>{reason} · Kenpin</title>"
-                f"<body><h1>{reason}</h1><p>{escape(message)}</p><p><a href='javascript:history.back()'>Go back</a>"
-                "</body></html>"
+                f"<body><h1>{reason}</h1><p>{escape(message)}</p><p>Go back and send less.</p></body></html>"
             ).encode()
             content_type = "text/html; charset=utf-8"
         start_response(

@@ -51,6 +51,8 @@ MIDDLEWARE = [
     # First, so that it sees every API response, even refusals of the middleware below.
     "console.middleware.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "console.security.ContentSecurityPolicyMiddleware",
+    "console.security.ApiThrottleMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -160,9 +162,23 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads it to send the token with each request
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-if not DEBUG:
-    SESSION_COOKIE_SECURE = env.bool("KENPIN_SECURE_COOKIES", default=False)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Served over HTTPS (directly or behind a proxy that sets X-Forwarded-Proto): cookies only over
+# HTTPS, and HSTS tells browsers to use nothing else for a year. KENPIN_SECURE_COOKIES is the
+# older name of the cookie half.
+KENPIN_HTTPS = env.bool("KENPIN_HTTPS", default=False)
+SESSION_COOKIE_SECURE = KENPIN_HTTPS or env.bool("KENPIN_SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if KENPIN_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env.int("KENPIN_HSTS_SECONDS", default=365 * 24 * 3600)
+    SECURE_SSL_REDIRECT = env.bool("KENPIN_HTTPS_REDIRECT", default=True)
+# Sign-in throttling: this many wrong passwords for one username in the window (seconds) lock
+# it until the window ends; an address gets five times as many (several people behind one NAT).
+KENPIN_LOGIN_FAILURES = env.int("KENPIN_LOGIN_FAILURES", default=10)
+KENPIN_LOGIN_WINDOW = env.int("KENPIN_LOGIN_WINDOW", default=300)
+# API calls a minute per token (per address without one); 0 turns the throttle off. Generous:
+# a production line's detect calls must never be refused by it.
+KENPIN_API_RATE = env.int("KENPIN_API_RATE", default=6000)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TZ", default="UTC")

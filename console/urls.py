@@ -7,11 +7,7 @@ from console import api, views
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("setup/", views.setup, name="setup"),
-    path(
-        "login/",
-        auth_views.LoginView.as_view(template_name="console/login.html", redirect_authenticated_user=True),
-        name="login",
-    ),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/tokens/", views.api_tokens, name="api_tokens"),
     path("account/tokens/<int:token_id>/revoke", views.api_token_revoke, name="api_token_revoke"),

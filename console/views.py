@@ -2,6 +2,7 @@ import functools
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -20,6 +21,7 @@ from accounts.services import (
     password_reset_complete,
     password_reset_create,
 )
+from console import security
 from console.errors import KenpinError
 from console.forms import (
     AccountCreateForm,
@@ -287,3 +289,33 @@ def password_reset(request, token):
             messages.success(request, "Your new password is set.")
             return redirect("dashboard")
     return _link_page(request, "console/password_reset.html", link=link, form=form, status=400 if form.errors else 200)
+
+
+class LoginView(auth_views.LoginView):
+    """Django's sign-in, throttled: after KENPIN_LOGIN_FAILURES wrong passwords for one username
+    within KENPIN_LOGIN_WINDOW seconds (or five times that many from one address), sign-in is
+    refused with 429 until the window ends, even with the right password."""
+
+    template_name = "console/login.html"
+    redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        wait = security.login_refusal_seconds(request, request.POST.get("username", ""))
+        if wait:
+            minutes = max(1, round(wait / 60))
+            context = self.get_context_data(
+                throttled=f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes > 1 else ''}; "
+                "if you forgot your password, ask your Kenpin admin to reset it."
+            )
+            response = self.render_to_response(context, status=429)
+            response["Retry-After"] = str(wait)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        security.login_failed(self.request, form.data.get("username", ""))
+        return super().form_invalid(form)
+
+    def form_valid(self, form):
+        security.login_succeeded(self.request, form.get_user().get_username())
+        return super().form_valid(form)
