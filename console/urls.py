@@ -26,3 +26,5 @@ urlpatterns = [
     # The API at /api/ and Lookout for Vision's /2020-11-20/ (console/api.py).
     path("", (api.urlpatterns(), "ninja", "api")),
 ]
+
+handler400 = "console.views.bad_request"

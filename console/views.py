@@ -319,3 +319,42 @@ class LoginView(auth_views.LoginView):
     def form_valid(self, form):
         security.login_succeeded(self.request, form.get_user().get_username())
         return super().form_valid(form)
+
+
+def bad_request_message(exception) -> str:
+    """What a person can do about a request Django refused before any view (handler400)."""
+    from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+
+    if isinstance(exception, DisallowedHost):
+        return bad_host_message(exception)
+    if isinstance(exception, TooManyFilesSent):
+        return "The request holds too many files; send at most 2,000 at a time."
+    if isinstance(exception, TooManyFieldsSent):
+        return "The request holds too many form fields; send fewer at a time."
+    if isinstance(exception, RequestDataTooBig):
+        return "The request body is too large for this address."
+    return "The request is not valid: it may be damaged or incomplete. Reload the page and try again."
+
+
+def bad_host_message(exception) -> str:
+    # The refused name, from Django's own message ("Invalid HTTP_HOST header: 'x'. ..."): the
+    # request's Host cannot be asked for again, it raises once more.
+    text = str(exception)
+    host = text.split("'")[1] if text.count("'") >= 2 else "?"
+    return (
+        f"This Kenpin does not answer to the host name “{host}”. Its administrator can add it to "
+        "DJANGO_ALLOWED_HOSTS (and its https:// address to DJANGO_CSRF_TRUSTED_ORIGINS) on every web server."
+    )
+
+
+@login_not_required
+def bad_request(request, exception=None):
+    """handler400: the reason in words, as a page or in the API's error shape."""
+    from django.http import JsonResponse
+
+    from console.middleware import API_PREFIXES
+
+    message = bad_request_message(exception)
+    if request.path.startswith(API_PREFIXES) or "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse({"error": "invalid", "message": message}, status=400)
+    return render(request, "400.html", {"message": message}, status=400)

@@ -1,4 +1,7 @@
+import threading
+
 from celery import shared_task
+from celery.signals import worker_ready
 
 from training import services
 
@@ -11,3 +14,25 @@ def train_model_version(model_version_id: int) -> None:
 @shared_task
 def sweep_stale_trainings() -> int:
     return services.model_version_sweep_stale()
+
+
+@worker_ready.connect
+def _prepare_backbone(sender, **kwargs):
+    """A training worker exports the default backbone's graph at start (a few seconds, once per
+    machine), so that the first training does not wait for it. In a thread: the worker takes
+    tasks meanwhile. (Inference needs none: a saved model carries its graph.)"""
+    queues = {queue.name for queue in sender.task_consumer.queues} if sender.task_consumer else set()
+    if "training" in queues:
+        threading.Thread(target=_ensure_default_graph, name="kenpin-prepare-backbone", daemon=True).start()
+
+
+def _ensure_default_graph() -> None:
+    import logging
+
+    from engine.backbones import BACKBONES, DEFAULT_BACKBONE
+    from engine.features import ensure_graph
+
+    try:
+        ensure_graph(BACKBONES[DEFAULT_BACKBONE])
+    except Exception:  # the training that needs it reports the failure in words
+        logging.getLogger(__name__).exception("preparing the %s backbone graph failed", DEFAULT_BACKBONE)
