@@ -141,6 +141,8 @@ WHITENOISE_AUTOREFRESH = DEBUG
 KENPIN_MAX_UPLOAD_BYTES = env.int("KENPIN_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
 # A zip import carries many images in one request.
 KENPIN_MAX_ZIP_BYTES = env.int("KENPIN_MAX_ZIP_BYTES", default=2 * 1024 * 1024 * 1024)
+# What one zip may unpack to, from its directory, checked before anything is decompressed.
+KENPIN_MAX_ZIP_UNPACKED_BYTES = env.int("KENPIN_MAX_ZIP_UNPACKED_BYTES", default=4 * 1024 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # non-file bodies (JSON, raw detect bodies)
 # A trial detection's photos come in one request; Django's default of 100 files would refuse
 # a larger trial with a bare 400. inference.services.MAX_TRIAL_IMAGES says the same limit in words.

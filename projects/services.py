@@ -16,6 +16,7 @@ from django.utils import timezone
 from console.errors import Conflict, Invalid, TooLarge
 from engine.images import ImageError, decode_mask, probe_image, thumbnail_jpeg
 from projects.models import ApiToken, Dataset, Image, Label, Membership, Project, Role, Split, project_name_validator
+from projects.zipcheck import zip_check_limits
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp", "GIF": "gif", "MPO": "jpg"}
 
@@ -330,7 +331,6 @@ class ImportReport:
 
 
 ZIP_LABEL_FOLDERS = {"normal": Label.NORMAL, "good": Label.NORMAL, "anomaly": Label.ANOMALY, "anomalous": Label.ANOMALY}
-ZIP_MAX_FILES = 10_000
 
 
 def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user=None) -> ImportReport:
@@ -352,14 +352,19 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
     except (zipfile.BadZipFile, OSError):
         raise Invalid("This file is not a zip archive Kenpin can read.", code="not_a_zip") from None
     with archive:
-        entries = [
-            e
-            for e in archive.infolist()
-            if not e.is_dir()
-            and not any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(e.filename).parts)
-        ]
-        if len(entries) > ZIP_MAX_FILES:
-            raise TooLarge(f"The zip holds {len(entries)} files; import at most {ZIP_MAX_FILES} at a time.")
+        zip_check_limits(archive)  # before a byte is decompressed
+        report = ImportReport()
+        entries = []
+        for entry in archive.infolist():
+            parts = PurePosixPath(entry.filename.replace("\\", "/")).parts
+            if entry.is_dir():
+                continue
+            if ".." in parts or entry.filename.startswith(("/", "\\")):
+                report.rejected.append(
+                    (entry.filename, "Its name points outside the zip (“..” or a leading “/”); it was not imported.")
+                )
+            elif not any(part.startswith((".", "__MACOSX")) for part in parts):  # hidden and macOS files
+                entries.append(entry)
         masks = {}
         images = []
         for entry in entries:
@@ -372,7 +377,6 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
                     (ZIP_LABEL_FOLDERS[f] for f in reversed(folders) if f in ZIP_LABEL_FOLDERS), Label.UNLABELED
                 )
                 images.append((entry, label))
-        report = ImportReport()
         for entry, label in images:
             path = PurePosixPath(entry.filename)
             try:

@@ -28,8 +28,11 @@ def test_a_task_travels_through_redis_to_a_worker_and_back(celery_worker, user, 
     assert mv.status == Status.TRAINING_FAILED
 
 
-def test_a_training_whose_worker_is_killed_is_reported_failed(user, settings, monkeypatch):
-    """kill -9 the worker mid-training: the row stops beating and the sweep fails it."""
+def test_a_training_whose_worker_is_killed_is_reported_failed_and_trains_again(
+    user, settings, monkeypatch, celery_worker
+):
+    """kill -9 the worker mid-training: the row stops beating, the sweep fails it, and the
+    project trains again."""
     from tests.training.test_services import _fill
     from training.services import model_version_start_training
 
@@ -56,6 +59,11 @@ def test_a_training_whose_worker_is_killed_is_reported_failed(user, settings, mo
     assert sweep_stale_trainings() == 1
     mv.refresh_from_db()
     assert mv.status == Status.TRAINING_FAILED and "has not reported" in mv.status_message
+
+    monkeypatch.undo()  # the next training goes to the session's worker, as usual
+    settings.KENPIN_STALE_AFTER = 120
+    again = _wait_until_final(model_version_start_training(project=project, user=user))
+    assert again.version == mv.version + 1 and again.status == Status.TRAINED, again.status_message
 
 
 def _wait_until_final(mv, timeout=240):
