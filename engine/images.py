@@ -20,6 +20,11 @@ MIN_SIDE = 32  # px; below this a 8x8 patch grid has nothing to look at
 MAX_SIDE = 8192  # px
 MAX_PIXELS = 40_000_000  # a 40 MP photo decodes to 120 MB of RGB; more is a mistake or a bomb
 
+# The only decoders an upload reaches: Pillow would otherwise try every format it knows (EPS
+# hands the file to Ghostscript where it is installed; ICO, QOI, JPEG 2000... are needless
+# attack surface). A phone's multi-picture JPEG (MPO) opens through the JPEG decoder.
+DECODERS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
+
 # Pillow's own bomb guard warns at MAX_IMAGE_PIXELS and raises at twice that; we check the
 # header size ourselves first so that the person gets our message, not Pillow's.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -45,7 +50,13 @@ def _open(data: bytes) -> Image.Image:
     if not data:
         raise ImageError("empty", "The file is empty.")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=DECODERS)
+    except Image.DecompressionBombError:
+        raise ImageError(
+            "too_large",
+            f"The image has far more pixels than the {MAX_PIXELS // 1_000_000} megapixels accepted "
+            f"(and more than {MAX_SIDE} pixels on a side).",
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(
             "not_an_image", f"This file is not an image Kenpin can read (use {ACCEPTED_FORMATS})."
@@ -82,7 +93,7 @@ def _load(data: bytes) -> Image.Image:
 def probe_image(data: bytes) -> ImageInfo:
     """Validate `data` completely and return its size and format."""
     image = _load(data)
-    fmt = Image.open(io.BytesIO(data)).format or "UNKNOWN"
+    fmt = Image.open(io.BytesIO(data), formats=DECODERS).format or "UNKNOWN"
     return ImageInfo(width=image.width, height=image.height, format=fmt)
 
 

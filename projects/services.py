@@ -176,7 +176,8 @@ def check_upload_length(length: int) -> None:
     limit = settings.KENPIN_MAX_UPLOAD_BYTES
     if length > limit:
         raise TooLarge(
-            f"The file is {length / 1e6:.1f} MB; the largest accepted is {limit / 1e6:.0f} MB.",
+            # MB as the docs and settings count them (2**20 bytes): 50 MB, not "52 MB".
+            f"The file is {length / 2**20:.1f} MB; the largest accepted is {limit / 2**20:.0f} MB.",
         )
 
 
@@ -344,8 +345,8 @@ def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user
     _dataset(project=project, split=split)
     if getattr(file, "size", 0) > settings.KENPIN_MAX_ZIP_BYTES:
         raise TooLarge(
-            f"The zip is {file.size / 1e9:.1f} GB; import at most "
-            f"{settings.KENPIN_MAX_ZIP_BYTES / 1e9:.0f} GB at a time."
+            f"The zip is {file.size / 2**30:.1f} GB; import at most "
+            f"{settings.KENPIN_MAX_ZIP_BYTES / 2**30:.0f} GB at a time."
         )
     try:
         archive = zipfile.ZipFile(file)
