@@ -130,6 +130,10 @@ def _http_error(request, exc: HttpError):
 
 @api.exception_handler(Exception)
 def _internal(request, exc):
+    from console.middleware import client_error_message
+
+    if (message := client_error_message(exc)) is not None:
+        return error_response(request, status=400, code="invalid", message=message)
     logger.exception("API call %s %s failed", request.method, request.path)
     return error_response(request, status=500, code="internal", message=INTERNAL_MESSAGE)
 

@@ -65,3 +65,49 @@ class ApiErrorShapeMiddleware:
                     shaped[header] = response[header]
             return shaped
         return response
+
+
+def client_error_message(exc: BaseException) -> str | None:
+    """The message for an exception that a malformed request causes below any view's checks
+    (Django's request parsing, a number too large for the database); None for any other."""
+    from django.core.exceptions import SuspiciousOperation
+    from django.db import DataError
+    from django.http.multipartparser import MultiPartParserError
+
+    if isinstance(exc, OverflowError) or (isinstance(exc, DataError) and "out of range" in str(exc)):
+        return "A number in the request is too large (ids and numbers are below 2⁶³)."
+    if isinstance(exc, MultiPartParserError):
+        reason = str(exc)
+        if "boundary" in reason:
+            return "The multipart body has no valid boundary: send Content-Type: multipart/form-data; boundary=…"
+        if "header size" in reason:
+            return "A part of the multipart body has headers over 1 KB, such as a file name that long: shorten it."
+        return f"The multipart body cannot be read ({reason})."
+    if isinstance(exc, ValueError) and "Max number of fields" in str(exc):
+        return "The request holds too many form fields (at most 1,000)."
+    if isinstance(exc, SuspiciousOperation):
+        from console.views import bad_request_message
+
+        return bad_request_message(exc)
+    return None
+
+
+class ClientErrorMiddleware:
+    """A malformed request answers 400 with what is wrong, never 500: the page for the
+    console, the API's error shape for scripts (the API's own handlers do the same)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        message = client_error_message(exception)
+        if message is None:
+            return None
+        from django.shortcuts import render
+
+        if request.path.startswith(API_PREFIXES) or "application/json" in request.headers.get("Accept", ""):
+            return JsonResponse({"error": "invalid", "message": message}, status=400)
+        return render(request, "400.html", {"message": message}, status=400)

@@ -65,6 +65,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "console.middleware.FirstAdminMiddleware",
+    # Last, so that its process_exception sees a view's exceptions first.
+    "console.middleware.ClientErrorMiddleware",
 ]
 
 ROOT_URLCONF = "console.urls"

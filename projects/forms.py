@@ -44,9 +44,12 @@ class IdListField(forms.Field):
 
     def to_python(self, value):
         try:
-            return [int(v) for v in value or []]
+            ids = [int(v) for v in value or []]
         except (TypeError, ValueError):
             raise forms.ValidationError("Image ids are numbers.") from None
+        if any(not 0 < i < 2**63 for i in ids):
+            raise forms.ValidationError("Image ids are positive numbers below 2⁶³.")
+        return ids
 
     def validate(self, value):
         if not value and self.required:
