@@ -149,6 +149,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # non-file bodies (JSON, raw det
 # A trial detection's photos come in one request; Django's default of 100 files would refuse
 # a larger trial with a bare 400. inference.services.MAX_TRIAL_IMAGES says the same limit in words.
 DATA_UPLOAD_MAX_NUMBER_FILES = 2000
+# The same trial may name up to 2,000 of the project's images (`image_ids`), beside a few fields.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 2100
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = None
 

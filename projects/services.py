@@ -38,9 +38,18 @@ def storage_delete_on_commit(names: list[str]) -> None:
 # --- Projects ---------------------------------------------------------------------------------
 
 
+# Words the console's addresses use beside project names (/projects/new/): a project named so
+# could be created but never opened.
+RESERVED_PROJECT_NAMES = {"new"}
+
+
 def _validate_project_name(name: str) -> None:
     if not name:
         raise Invalid("Give the project a name.", code="name_required")
+    if name.lower() in RESERVED_PROJECT_NAMES:
+        raise Invalid(
+            f"“{name}” is a word the console uses in its addresses; choose another name.", code="reserved_name"
+        )
     if len(name) > 255:
         raise Invalid("A project name has at most 255 characters.", code="name_too_long")
     try:
@@ -221,6 +230,11 @@ def dataset_add_image(
             decode_mask(mask, width=info.width, height=info.height)
     except ImageError as exc:
         raise Invalid(exc.message, code=exc.code) from exc
+    if mask is not None and label == Label.NORMAL:
+        raise Invalid(
+            "An image with a defect mask is an anomaly: label it anomaly, or leave the label out.",
+            code="normal_with_mask",
+        )
     if mask is not None and label == Label.UNLABELED:
         label = Label.ANOMALY  # a defect mask says what the image is
 
@@ -274,9 +288,18 @@ def images_set_label(*, project: Project, image_ids: list[int], label: str) -> i
 
 
 def images_move(*, project: Project, image_ids: list[int], split: str) -> int:
-    """Move images to the training or test dataset (creating the test dataset if needed)."""
+    """Move images to the training or test dataset (creating the test dataset if needed).
+
+    Raises Invalid when none of `image_ids` is in the project, rather than create an empty
+    test dataset, which would stop training until it is removed.
+    """
+    if split not in Split.values:
+        raise Invalid(f"Unknown dataset “{split}”: use “train” or “test”.", code="invalid_dataset")
+    images = Image.objects.filter(project=project, pk__in=image_ids)
+    if not images.exists():
+        raise Invalid("None of the selected images is in this project; nothing was moved.", code="no_images")
     dataset = _dataset(project=project, split=split)
-    return Image.objects.filter(project=project, pk__in=image_ids).exclude(dataset=dataset).update(dataset=dataset)
+    return images.exclude(dataset=dataset).update(dataset=dataset)
 
 
 def image_update(*, image: Image, label: str | None = None, split: str | None = None) -> Image:
