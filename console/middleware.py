@@ -3,7 +3,7 @@ from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from console.errors import INTERNAL_MESSAGE
+from core.errors import INTERNAL_MESSAGE
 
 
 class FirstAdminMiddleware:

@@ -20,7 +20,6 @@ from accounts.services import (
     password_reset_complete,
     password_reset_create,
 )
-from console.errors import KenpinError
 from console.forms import (
     AccountCreateForm,
     ApiTokenForm,
@@ -30,11 +29,23 @@ from console.forms import (
     WelcomeForm,
 )
 from console.selectors import dashboard_projects
+from core.errors import KenpinError
+from inference import hosting
+from inference.selectors import trial_list
+from projects.forms import ProjectDeleteForm
 from projects.invitations import invitation_accept as accept_invitation
 from projects.invitations import invitation_create
-from projects.selectors import api_token_list, invitation_grants, memberships_by_user, project_list_all
-from projects.services import api_token_create
-from projects.services import api_token_revoke as revoke_token
+from projects.selectors import (
+    api_token_list,
+    invitation_grants,
+    memberships_by_user,
+    project_get_for_user,
+    project_list_all,
+)
+from projects.tokens import api_token_create
+from projects.tokens import api_token_revoke as revoke_token
+from projects.views import dataset_context, settings_page
+from training.selectors import model_version_list
 
 
 @login_not_required
@@ -287,3 +298,38 @@ def password_reset(request, token):
             messages.success(request, "Your new password is set.")
             return redirect("dashboard")
     return _link_page(request, "console/password_reset.html", link=link, form=form, status=400 if form.errors else 200)
+
+
+# --- Project pages that compose every app --------------------------------------------------------
+
+
+@require_GET
+def project_detail(request, name):
+    """A project's overview: its datasets, latest model versions and trial detections."""
+    project = project_get_for_user(user=request.user, name=name)
+    model_versions = list(model_version_list(project=project)[:5])
+    return render(
+        request,
+        "console/project.html",
+        {
+            "project": project,
+            **dataset_context(project),
+            "model_versions": model_versions,
+            "trained_version": next((mv for mv in model_versions if mv.is_usable), None),
+            "trials": trial_list(project=project)[:5],
+        },
+    )
+
+
+@require_POST
+def project_delete(request, name):
+    """Delete a project from its settings page (owners), with its hosted models."""
+    project = project_get_for_user(user=request.user, name=name, owner=True)
+    form = ProjectDeleteForm(request.POST)
+    if form.is_valid() and form.cleaned_data["confirm_name"].strip() != project.name:
+        form.add_error("confirm_name", f"Type “{project.name}” exactly to delete this project.")
+    if not form.is_valid():
+        return settings_page(request, project, delete_form=form, status=400)
+    hosting.project_delete(project=project)
+    messages.success(request, f"Project “{name}” was deleted with its images, models and trial detections.")
+    return redirect("dashboard")

@@ -6,6 +6,7 @@ On several machines, run the same pieces separately instead (README, "Scaling ou
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from console.celery import app
 from console.embedded_redis import redis_server_command
 
 
@@ -131,8 +133,6 @@ class Command(BaseCommand):
                 time.sleep(0.1)
 
     def _wait_for_web(self, host, port):
-        import socket
-
         deadline = time.monotonic() + 60
         while not self.stopping:
             self._check_children()
@@ -147,8 +147,6 @@ class Command(BaseCommand):
                 time.sleep(0.2)
 
     def _wait_for_workers(self, names: set[str]):
-        from console.celery import app
-
         deadline = time.monotonic() + 120
         while not self.stopping:
             self._check_children()
