@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import AccountLink, LinkKind, link_digest
-from console.errors import Conflict, Invalid
+from core.errors import Conflict, Invalid
 
 LINK_DAYS = {LinkKind.INVITATION: 7, LinkKind.PASSWORD_RESET: 2}
 MAX_LINK_DAYS = 30

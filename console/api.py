@@ -12,12 +12,19 @@ import logging
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
 from django.urls import URLPattern
-from ninja import NinjaAPI, Swagger
+from ninja import NinjaAPI, Status, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
-from console.errors import INTERNAL_MESSAGE, KenpinError
-from projects.services import api_token_authenticate
+from console.middleware import client_error_message
+from core.errors import INTERNAL_MESSAGE, KenpinError
+from inference import hosting
+from inference.api import lfv_router, trials_router
+from inference.api import router as hosting_router
+from projects.api import router as projects_router
+from projects.selectors import project_get_for_user
+from projects.tokens import api_token_authenticate
+from training.api import router as training_router
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +137,6 @@ def _http_error(request, exc: HttpError):
 
 @api.exception_handler(Exception)
 def _internal(request, exc):
-    from console.middleware import client_error_message
-
     if (message := client_error_message(exc)) is not None:
         return error_response(request, status=400, code="invalid", message=message)
     logger.exception("API call %s %s failed", request.method, request.path)
@@ -154,18 +159,21 @@ def validation_message(errors: list[dict]) -> str:
     return "The request is not valid. " + "; ".join(parts) + "."
 
 
-def _mount():
-    from inference.api import lfv_router, trials_router
-    from inference.api import router as hosting_router
-    from projects.api import router as projects_router
-    from training.api import router as training_router
+# Routes that compose several apps, as the console's pages do. Deleting a project also unloads
+# its hosted models (inference), so the route is defined here, on projects' router: one URL
+# answers GET and DELETE, as a second router at the same path could not.
+@projects_router.delete("/{name}", response={204: None}, summary="Delete a project (owners only)")
+def delete_project(request, name: str):
+    """Deletes the project with its images, model versions and trial detections; its hosted
+    models are unloaded from the inference workers."""
+    project = project_get_for_user(user=request.auth, name=name, owner=True)
+    hosting.project_delete(project=project)
+    return Status(204, None)
 
-    for router in (projects_router, training_router, hosting_router, trials_router):
-        api.add_router("/api/v1/projects", router)
-    api.add_router("/2020-11-20/projects", lfv_router)
 
-
-_mount()
+for _router in (projects_router, training_router, hosting_router, trials_router):
+    api.add_router("/api/v1/projects", _router)
+api.add_router("/2020-11-20/projects", lfv_router)
 
 
 def urlpatterns() -> list[URLPattern]:

@@ -1,9 +1,12 @@
 """The Celery app. Queues: `training` (long, CPU-heavy), `inference` (hosted models, trial
 detection) and `default` (housekeeping). Settings come from Django's, prefixed CELERY_."""
 
+import logging
 import os
 
 from celery import Celery, signals
+
+from console.checks import shared_setup_problems
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
@@ -16,9 +19,5 @@ app.autodiscover_tasks()
 @signals.beat_init.connect
 def _warn_about_shared_setup(**kwargs):
     """Loudly, in the worker's or beat's log: settings that break a multi-machine install."""
-    import logging
-
-    from console.checks import shared_setup_problems
-
     for problem in shared_setup_problems():
         logging.getLogger("kenpin").warning("Warning: %s", problem)

@@ -24,9 +24,15 @@ import tempfile
 import time
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
 from django.urls import Resolver404, resolve
+from django.utils.html import escape
 
+from console.gunicorn import close_after_response
 from console.middleware import API_PREFIXES
+from projects.selectors import project_get_for_user
+from projects.tokens import api_token_authenticate
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +125,6 @@ class EdgeApp:
         self.application = application
 
     def __call__(self, environ, start_response):
-        from console.gunicorn import close_after_response
-
         path = environ.get("PATH_INFO", "")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         try:
@@ -135,7 +139,7 @@ class EdgeApp:
                 "too_large",
                 f"The request body is {megabytes(length)}; this address accepts at most {megabytes(limit)}.",
             )
-            return self._unread(_CountedInput(environ["wsgi.input"], length), refusal, close_after_response)
+            return self._unread(_CountedInput(environ["wsgi.input"], length), refusal)
         if chunked and not environ.get("CONTENT_LENGTH"):
             limit = body_limit(path)
             spooled = self._spool(environ["wsgi.input"], limit)
@@ -156,7 +160,7 @@ class EdgeApp:
         environ["wsgi.input"] = counted
         response = self.application(environ, start_response)
         if counted.remaining > 0:
-            return self._unread(counted, response, close_after_response)
+            return self._unread(counted, response)
         return response
 
     @staticmethod
@@ -174,7 +178,7 @@ class EdgeApp:
         return spooled
 
     @staticmethod
-    def _unread(counted: _CountedInput, response, close_after_response):
+    def _unread(counted: _CountedInput, response):
         """The answer to a request whose body was not (all) read: sent at once; the rest of the
         body is then drained to keep the connection, or, when too large, not read at all and
         the connection closed after the answer (which says so)."""
@@ -191,8 +195,6 @@ class EdgeApp:
             body = json.dumps({"error": code, "message": message}).encode()
             content_type = "application/json"
         else:
-            from django.utils.html import escape
-
             body = (
                 f"<!doctype html><html lang=en><meta charset=utf-8><title>{reason} · Kenpin</title>"
                 f"<body><h1>{reason}</h1><p>{escape(message)}</p><p>Go back and send less.</p></body></html>"
@@ -224,17 +226,12 @@ class EarlyRefusalMiddleware:
         return self.get_response(request)
 
     def process_view(self, request, view_func, view_args, view_kwargs):
-        from django.core.exceptions import PermissionDenied
-        from django.http import Http404
-
         name = view_kwargs.get("name") or view_kwargs.get("project")
         if request.method in ("GET", "HEAD", "OPTIONS") or not name or not _has_body(request):
             return None
         user = _caller(request)
         if user is None:
             return None
-        from projects.selectors import project_get_for_user
-
         write = request.resolver_match.view_name not in self.VIEWER_WRITES
         try:
             project_get_for_user(user=user, name=name, write=write)
@@ -261,13 +258,9 @@ def _caller(request):
         auth = request.headers.get("Authorization", "")
         if not auth.lower().startswith("bearer "):
             return None
-        from projects.services import api_token_authenticate
-
         return api_token_authenticate(token=auth[7:].strip())
     return request.user if request.user.is_authenticated else None
 
 
 def _api_error(status: int, code: str, message: str):
-    from django.http import JsonResponse
-
     return JsonResponse({"error": code, "message": message}, status=status)

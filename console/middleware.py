@@ -3,7 +3,7 @@ from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from console.errors import INTERNAL_MESSAGE
+from core.errors import INTERNAL_MESSAGE
 
 
 class FirstAdminMiddleware:
@@ -86,10 +86,34 @@ def client_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, ValueError) and "Max number of fields" in str(exc):
         return "The request holds too many form fields (at most 1,000)."
     if isinstance(exc, SuspiciousOperation):
-        from console.views import bad_request_message
-
         return bad_request_message(exc)
     return None
+
+
+def bad_request_message(exception) -> str:
+    """What a person can do about a request Django refused before any view (handler400)."""
+    from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+
+    if isinstance(exception, DisallowedHost):
+        return bad_host_message(exception)
+    if isinstance(exception, TooManyFilesSent):
+        return "The request holds too many files; send at most 2,000 at a time."
+    if isinstance(exception, TooManyFieldsSent):
+        return "The request holds too many form fields; send fewer at a time."
+    if isinstance(exception, RequestDataTooBig):
+        return "The request body is too large for this address."
+    return "The request is not valid: it may be damaged or incomplete. Reload the page and try again."
+
+
+def bad_host_message(exception) -> str:
+    # The refused name, from Django's own message ("Invalid HTTP_HOST header: 'x'. ..."): the
+    # request's Host cannot be asked for again, it raises once more.
+    text = str(exception)
+    host = text.split("'")[1] if text.count("'") >= 2 else "?"
+    return (
+        f"This Kenpin does not answer to the host name “{host}”. Its administrator can add it to "
+        "DJANGO_ALLOWED_HOSTS (and its https:// address to DJANGO_CSRF_TRUSTED_ORIGINS) on every web server."
+    )
 
 
 class ClientErrorMiddleware:

@@ -11,10 +11,12 @@ URL), and a style cannot run code.
 import hashlib
 import time
 
+import redis
 from django.conf import settings
 from django.http import JsonResponse
 
 from console.middleware import API_PREFIXES
+from inference.handoff import client
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -51,10 +53,6 @@ class ContentSecurityPolicyMiddleware:
 
 def _hit(key: str, *, window: int) -> tuple[int, int]:
     """Count one event in the current window of `key`; (count so far, seconds the window has left)."""
-    import redis
-
-    from inference.transport import client
-
     now = int(time.time())
     start = now - now % window
     full = f"{settings.KENPIN_REDIS_PREFIX}throttle:{key}:{start}"
@@ -70,10 +68,6 @@ def _hit(key: str, *, window: int) -> tuple[int, int]:
 
 def _count(key: str, *, window: int) -> tuple[int, int]:
     """Events counted in the current window of `key`, without counting one more."""
-    import redis
-
-    from inference.transport import client
-
     now = int(time.time())
     start = now - now % window
     try:
@@ -84,10 +78,6 @@ def _count(key: str, *, window: int) -> tuple[int, int]:
 
 
 def _forget(key: str, *, window: int) -> None:
-    import redis
-
-    from inference.transport import client
-
     now = int(time.time())
     try:
         client().delete(f"{settings.KENPIN_REDIS_PREFIX}throttle:{key}:{now - now % window}")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import environ
 
+from console.secret import data_dir_secret_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -23,8 +25,6 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # So the key is created once per data folder and kept there, unless the environment sets one.
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
-    from console.secret import data_dir_secret_key
-
     SECRET_KEY = data_dir_secret_key(DATA_DIR)
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
@@ -147,7 +147,7 @@ KENPIN_MAX_ZIP_BYTES = env.int("KENPIN_MAX_ZIP_BYTES", default=2 * 1024 * 1024 *
 KENPIN_MAX_ZIP_UNPACKED_BYTES = env.int("KENPIN_MAX_ZIP_UNPACKED_BYTES", default=4 * 1024 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # non-file bodies (JSON, raw detect bodies)
 # A trial detection's photos come in one request; Django's default of 100 files would refuse
-# a larger trial with a bare 400. inference.services.MAX_TRIAL_IMAGES says the same limit in words.
+# a larger trial with a bare 400. inference.trials.MAX_TRIAL_IMAGES says the same limit in words.
 DATA_UPLOAD_MAX_NUMBER_FILES = 2000
 # The same trial may name up to 2,000 of the project's images (`image_ids`), beside a few fields.
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2100

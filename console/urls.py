@@ -21,8 +21,11 @@ urlpatterns = [
     path("reset/<str:token>/", views.password_reset, name="password_reset"),
     path("admin/", admin.site.urls),
     path("projects/", include("projects.urls")),
+    # After projects.urls, whose projects/new/ would otherwise be taken for a project's name.
+    path("projects/<str:name>/", views.project_detail, name="project"),
+    path("projects/<str:name>/delete", views.project_delete, name="project_delete"),
     path("projects/<str:name>/models/", include("training.urls")),
-    path("projects/<str:name>/trials/", include("inference.urls")),
+    path("projects/<str:name>/", include("inference.urls")),
     # The API at /api/ and Lookout for Vision's /2020-11-20/ (console/api.py).
     path("", (api.urlpatterns(), "ninja", "api")),
 ]

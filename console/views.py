@@ -6,7 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -22,7 +22,6 @@ from accounts.services import (
     password_reset_create,
 )
 from console import security
-from console.errors import KenpinError
 from console.forms import (
     AccountCreateForm,
     ApiTokenForm,
@@ -31,12 +30,25 @@ from console.forms import (
     NewPasswordForm,
     WelcomeForm,
 )
+from console.middleware import API_PREFIXES, bad_request_message
 from console.selectors import dashboard_projects
+from core.errors import KenpinError
+from inference import hosting
+from inference.selectors import trial_list
+from projects.forms import ProjectDeleteForm
 from projects.invitations import invitation_accept as accept_invitation
 from projects.invitations import invitation_create
-from projects.selectors import api_token_list, invitation_grants, memberships_by_user, project_list_all
-from projects.services import api_token_create
-from projects.services import api_token_revoke as revoke_token
+from projects.selectors import (
+    api_token_list,
+    invitation_grants,
+    memberships_by_user,
+    project_get_for_user,
+    project_list_all,
+)
+from projects.tokens import api_token_create
+from projects.tokens import api_token_revoke as revoke_token
+from projects.views import dataset_context, settings_page
+from training.selectors import model_version_list
 
 
 @login_not_required
@@ -291,6 +303,41 @@ def password_reset(request, token):
     return _link_page(request, "console/password_reset.html", link=link, form=form, status=400 if form.errors else 200)
 
 
+# --- Project pages that compose every app --------------------------------------------------------
+
+
+@require_GET
+def project_detail(request, name):
+    """A project's overview: its datasets, latest model versions and trial detections."""
+    project = project_get_for_user(user=request.user, name=name)
+    model_versions = list(model_version_list(project=project)[:5])
+    return render(
+        request,
+        "console/project.html",
+        {
+            "project": project,
+            **dataset_context(project),
+            "model_versions": model_versions,
+            "trained_version": next((mv for mv in model_versions if mv.is_usable), None),
+            "trials": trial_list(project=project)[:5],
+        },
+    )
+
+
+@require_POST
+def project_delete(request, name):
+    """Delete a project from its settings page (owners), with its hosted models."""
+    project = project_get_for_user(user=request.user, name=name, owner=True)
+    form = ProjectDeleteForm(request.POST)
+    if form.is_valid() and form.cleaned_data["confirm_name"].strip() != project.name:
+        form.add_error("confirm_name", f"Type “{project.name}” exactly to delete this project.")
+    if not form.is_valid():
+        return settings_page(request, project, delete_form=form, status=400)
+    hosting.project_delete(project=project)
+    messages.success(request, f"Project “{name}” was deleted with its images, models and trial detections.")
+    return redirect("dashboard")
+
+
 class LoginView(auth_views.LoginView):
     """Django's sign-in, throttled: after KENPIN_LOGIN_FAILURES wrong passwords for one username
     within KENPIN_LOGIN_WINDOW seconds (or five times that many from one address), sign-in is
@@ -321,39 +368,9 @@ class LoginView(auth_views.LoginView):
         return super().form_valid(form)
 
 
-def bad_request_message(exception) -> str:
-    """What a person can do about a request Django refused before any view (handler400)."""
-    from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-
-    if isinstance(exception, DisallowedHost):
-        return bad_host_message(exception)
-    if isinstance(exception, TooManyFilesSent):
-        return "The request holds too many files; send at most 2,000 at a time."
-    if isinstance(exception, TooManyFieldsSent):
-        return "The request holds too many form fields; send fewer at a time."
-    if isinstance(exception, RequestDataTooBig):
-        return "The request body is too large for this address."
-    return "The request is not valid: it may be damaged or incomplete. Reload the page and try again."
-
-
-def bad_host_message(exception) -> str:
-    # The refused name, from Django's own message ("Invalid HTTP_HOST header: 'x'. ..."): the
-    # request's Host cannot be asked for again, it raises once more.
-    text = str(exception)
-    host = text.split("'")[1] if text.count("'") >= 2 else "?"
-    return (
-        f"This Kenpin does not answer to the host name “{host}”. Its administrator can add it to "
-        "DJANGO_ALLOWED_HOSTS (and its https:// address to DJANGO_CSRF_TRUSTED_ORIGINS) on every web server."
-    )
-
-
 @login_not_required
 def bad_request(request, exception=None):
     """handler400: the reason in words, as a page or in the API's error shape."""
-    from django.http import JsonResponse
-
-    from console.middleware import API_PREFIXES
-
     message = bad_request_message(exception)
     if request.path.startswith(API_PREFIXES) or "application/json" in request.headers.get("Accept", ""):
         return JsonResponse({"error": "invalid", "message": message}, status=400)

@@ -4,6 +4,8 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
-from console.edge import EdgeApp  # noqa: E402  (after the settings module is chosen)
+django_application = get_wsgi_application()
 
-application = EdgeApp(get_wsgi_application())
+from console.edge import EdgeApp  # noqa: E402  (it reads the apps' models: after Django is set up)
+
+application = EdgeApp(django_application)

@@ -22,6 +22,7 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from engine.backbones import BACKBONES
+from engine.familiarity import Assessment, Familiarity, embedding, image_stats
 from engine.features import GRAPH_VERSION, MAX_STRETCH, STRIDE, BackboneUnavailable, FeatureExtractor, graph_sha256
 from engine.head import PixelHead
 from engine.patchcore import DEFECT_WEIGHT, NearestNeighbours, PatchScorer
@@ -44,6 +45,8 @@ class Prediction:
     anomalous_fraction: float  # share of image pixels in the mask
     class_mask: np.ndarray = field(default=None)  # (H, W) uint8: 0 background, k = classes[k - 1]
     class_fractions: dict[str, float] = field(default_factory=dict)  # {class name: share of the image}
+    # How the photo compares with the training photos (None for models saved without that).
+    familiarity: Assessment | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class AnomalyModel:
         classes: tuple[str, ...] | list[str] = DEFAULT_CLASSES,
         info: Mapping | None = None,
         graph: bytes | None = None,
+        familiarity: Familiarity | None = None,
     ):
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}")
@@ -142,6 +146,7 @@ class AnomalyModel:
         # the mask is where the calibrated map reaches the image threshold.
         self.pixel_threshold = pixel_threshold
         self.classes = list(classes)
+        self.familiarity = familiarity  # what the training photos look like (engine.familiarity)
         self.info = dict(info or {})  # training summary stored alongside (JSON)
         self._graph = graph  # ONNX bytes of the backbone graph it was trained with
         self._extractor: FeatureExtractor | None = None
@@ -196,8 +201,12 @@ class AnomalyModel:
     def predict(self, image: np.ndarray, *, threshold: float | None = None) -> Prediction:
         """Score one (H, W, 3) uint8 RGB image; `threshold` overrides the stored one."""
         threshold = self.threshold if threshold is None else float(threshold)
-        raw, probs = self.maps(self.extractor(image))
-        return self.prediction(raw, probs, image.shape[:2], threshold)
+        features = self.extractor(image)
+        raw, probs = self.maps(features)
+        prediction = self.prediction(raw, probs, image.shape[:2], threshold)
+        if self.familiarity is not None:
+            prediction.familiarity = self.familiarity.assess(image_stats(image), embedding(features))
+        return prediction
 
     def prediction(
         self, raw: np.ndarray, probs: np.ndarray | None, size: tuple[int, int], threshold: float
@@ -287,10 +296,13 @@ class AnomalyModel:
             "pixel_threshold": self.pixel_threshold,
             "libraries": library_versions(),
             "info": self.info,
+            "familiarity": self.familiarity.to_json() if self.familiarity is not None else None,
         }
         tensors = {"bank": self.bank, "defects": self.defects}
         if self.head is not None:
             tensors.update(self.head.to_tensors())
+        if self.familiarity is not None:
+            tensors.update(self.familiarity.tensors())
         return {
             "model.safetensors": save_tensors(tensors),
             "model.json": json.dumps(meta, indent=2, sort_keys=True).encode(),
@@ -335,6 +347,7 @@ class AnomalyModel:
             classes=meta.get("classes", DEFAULT_CLASSES),
             info=meta.get("info"),
             graph=graph,
+            familiarity=Familiarity.from_json(meta["familiarity"], tensors) if meta.get("familiarity") else None,
         )
 
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from engine import metrics as m
 from engine.backbones import BACKBONES, DEFAULT_BACKBONE
+from engine.familiarity import Familiarity, embedding, image_stats
 from engine.features import MAX_STRETCH, FeatureExtractor
 from engine.head import PixelHead, area_shares, cell_targets, fit_head
 from engine.model import (
@@ -467,6 +468,10 @@ def train(
         pixel_threshold=pixel_threshold,
         classes=names,
         graph=extractor.graph,
+        # What the training photos look like, so that a photo unlike all of them is told apart.
+        familiarity=Familiarity.fit(
+            [image_stats(s.image) for s in train], np.stack([embedding(f) for f in train_features])
+        ),
         info={
             "n_normal": n_normal,
             "n_anomaly": int((labels == 1).sum()),

@@ -9,12 +9,12 @@ from ninja.files import UploadedFile
 from ninja.pagination import PageNumberPagination, paginate
 from pydantic import Field
 
-from inference import services
+from core.uploads import check_upload_length, upload_read
+from inference import detection, hosting, lfv, trials
 from inference.models import TrialDetection, TrialImage
 from inference.selectors import trial_get, trial_image_get, trial_images, trial_list
 from projects.api import DatasetName
 from projects.selectors import project_get_for_user
-from projects.services import check_upload_length, upload_read
 from training.api import ModelStatusOut
 from training.selectors import model_version_get
 
@@ -32,7 +32,7 @@ def start_hosting(request, name: str, version: int):
     two); poll GET …/models/{version}. Starting a hosted model changes nothing."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     mv = model_version_get(project=project, version=version)
-    return Status(202, services.model_version_start_hosting(model_version=mv))
+    return Status(202, hosting.model_version_start_hosting(model_version=mv))
 
 
 @router.post("/{name}/models/{version}/stop", response={202: ModelStatusOut}, summary="Stop hosting a model")
@@ -40,7 +40,7 @@ def stop_hosting(request, name: str, version: int):
     """STOPPING_HOSTING, then TRAINED once the inference workers have unloaded it."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     mv = model_version_get(project=project, version=version)
-    return Status(202, services.model_version_stop_hosting(model_version=mv))
+    return Status(202, hosting.model_version_stop_hosting(model_version=mv))
 
 
 # --- Detection ----------------------------------------------------------------------------------
@@ -81,43 +81,16 @@ DETECT_DOC = {
 }
 
 
-def detect_out(detection: services.Detection) -> dict:
-    """Lookout for Vision's DetectAnomalies response, field for field."""
-    colors = services.MASK_COLORS
-    anomalies = [
-        {
-            "Name": "background",
-            "PixelAnomaly": {"TotalPercentageArea": 1.0 - detection.anomalous_fraction, "Color": colors["background"]},
-        }
-    ]
-    if detection.anomalous_fraction > 0:
-        anomalies.append(
-            {
-                "Name": "anomaly",
-                "PixelAnomaly": {"TotalPercentageArea": detection.anomalous_fraction, "Color": colors["anomaly"]},
-            }
-        )
-    return {
-        "DetectAnomalyResult": {
-            "Source": {"Type": "direct"},
-            "IsAnomalous": detection.is_anomalous,
-            "Confidence": detection.confidence,
-            "AnomalyMask": detection.mask_png,
-            "Anomalies": anomalies,
-        }
-    }
-
-
 def _detect(request, response: HttpResponse, name: str, version: int) -> dict:
     # Viewers may detect: it reads the model and changes nothing in the project.
     project = project_get_for_user(user=request.auth, name=name)
     mv = model_version_get(project=project, version=version)
     # Refused from its declared length, before the body is read.
     check_upload_length(int(request.META.get("CONTENT_LENGTH") or 0))
-    detection = services.model_version_detect(model_version=mv, data=request.read())
+    found = detection.model_version_detect(model_version=mv, data=request.read())
     # The inference worker's share of the call, for whoever measures where the time goes.
-    response["Server-Timing"] = f"inference;dur={detection.inference_ms}"
-    return detect_out(detection)
+    response["Server-Timing"] = f"inference;dur={found.inference_ms}"
+    return lfv.detect_anomalies_response(found)
 
 
 @router.post(
@@ -229,8 +202,8 @@ def create_trial(
     GET …/trials/{id}, then read …/trials/{id}/images."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     mv = model_version_get(project=project, version=model_version)
-    uploads = [services.TrialUpload(name=f.name or "", data=upload_read(file=f)) for f in files or ()]
-    created = services.trial_create(
+    uploads = [trials.TrialUpload(name=f.name or "", data=upload_read(file=f)) for f in files or ()]
+    created = trials.trial_create(
         project=project,
         model_version=mv,
         user=request.auth,
@@ -270,7 +243,7 @@ def list_trial_images(request, name: str, trial_id: int):
 def set_verdict(request, name: str, trial_id: int, trial_image_id: int, payload: VerdictIn):
     project = project_get_for_user(user=request.auth, name=name, write=True)
     row = trial_image_get(trial=trial_get(project=project, trial_id=trial_id), trial_image_id=trial_image_id)
-    return services.trial_image_set_verdict(trial_image=row, verdict=payload.verdict)
+    return trials.trial_image_set_verdict(trial_image=row, verdict=payload.verdict)
 
 
 @trials_router.post(
@@ -281,7 +254,7 @@ def add_to_dataset(request, name: str, trial_id: int, payload: AddToDatasetIn):
     so calling this twice adds nothing twice)."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     trial = trial_get(project=project, trial_id=trial_id)
-    report = services.trial_add_verified_to_dataset(trial=trial, user=request.auth, split=payload.dataset)
+    report = trials.trial_add_verified_to_dataset(trial=trial, user=request.auth, split=payload.dataset)
     return {
         "added": report.added,
         "relabeled": report.relabeled,
@@ -292,5 +265,5 @@ def add_to_dataset(request, name: str, trial_id: int, payload: AddToDatasetIn):
 @trials_router.delete("/{name}/trials/{trial_id}", response={204: None}, summary="Delete a trial detection")
 def delete_trial(request, name: str, trial_id: int):
     project = project_get_for_user(user=request.auth, name=name, write=True)
-    services.trial_delete(trial=trial_get(project=project, trial_id=trial_id))
+    trials.trial_delete(trial=trial_get(project=project, trial_id=trial_id))
     return Status(204, None)

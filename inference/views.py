@@ -2,10 +2,10 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.errors import Invalid, KenpinError
-from console.files import storage_file_response
-from console.http import form_error
-from inference import services
+from core.errors import Invalid, KenpinError
+from core.files import storage_file_response
+from core.http import form_error
+from inference import hosting, trials
 from inference.forms import AddToDatasetForm, TrialForm, VerdictForm
 from inference.selectors import (
     TRIAL_FILTERS,
@@ -57,7 +57,7 @@ def trial_index(request, name):
     uploads = []
     for file in request.FILES.getlist("files"):
         try:
-            uploads.append(services.trial_upload_read(file=file))
+            uploads.append(trials.trial_upload_read(file=file))
         except KenpinError as exc:
             rejected.append((file.name, exc.message))
     try:
@@ -66,7 +66,7 @@ def trial_index(request, name):
                 "Add photos to try the model on, or tick some of the project's unlabeled images."
                 + "".join(f" {name}: {reason}" for name, reason in rejected)
             )
-        created = services.trial_create(
+        created = trials.trial_create(
             project=project,
             model_version=model_version_get(project=project, version=form.cleaned_data["model_version"]),
             user=request.user,
@@ -133,7 +133,7 @@ def trial_image_verdict(request, name, trial_id, trial_image_id):
     try:
         if not form.is_valid():
             raise Invalid(form_error(form))
-        row = services.trial_image_set_verdict(trial_image=row, verdict=form.cleaned_data["verdict"])
+        row = trials.trial_image_set_verdict(trial_image=row, verdict=form.cleaned_data["verdict"])
     except KenpinError as exc:
         error = exc.message
     if not request.htmx:
@@ -159,7 +159,7 @@ def trial_add_to_dataset(request, name, trial_id):
     if not form.is_valid():
         messages.error(request, form_error(form))
         return redirect("inference:detail", name=project.name, trial_id=trial.pk)
-    report = services.trial_add_verified_to_dataset(trial=trial, user=request.user, split=form.cleaned_data["split"])
+    report = trials.trial_add_verified_to_dataset(trial=trial, user=request.user, split=form.cleaned_data["split"])
     if report.added or report.relabeled:
         parts = []
         if report.added:
@@ -182,7 +182,7 @@ def trial_add_to_dataset(request, name, trial_id):
 def trial_delete(request, name, trial_id):
     project = project_get_for_user(user=request.user, name=name, write=True)
     trial = trial_get(project=project, trial_id=trial_id)
-    services.trial_delete(trial=trial)
+    trials.trial_delete(trial=trial)
     messages.success(
         request, f"Trial detection “{trial.name}” deleted. Images already added to the dataset stay there."
     )
@@ -195,3 +195,31 @@ def trial_image_file_view(request, name, trial_id, trial_image_id, kind):
     trial = trial_get(project=project, trial_id=trial_id)
     row = trial_image_get(trial=trial, trial_image_id=trial_image_id)
     return storage_file_response(trial_image_file(trial_image=row, kind=kind))
+
+
+# --- Hosting ------------------------------------------------------------------------------------
+
+HOSTING_ACTIONS = {"start": "model_version_start_hosting", "stop": "model_version_stop_hosting"}
+
+
+@require_http_methods(["GET", "POST"])
+def model_hosting(request, name, version):
+    """The hosting card: GET is the fragment htmx polls while hosting starts or stops; POST
+    with action=start|stop asks for the change (editors and owners)."""
+    project = project_get_for_user(user=request.user, name=name, write=request.method == "POST")
+    mv = model_version_get(project=project, version=version)
+    if request.method == "POST":
+        action = HOSTING_ACTIONS.get(request.POST.get("action", ""))
+        try:
+            if action is None:
+                raise KenpinError("Choose to start or to stop hosting.")
+            getattr(hosting, action)(model_version=mv)
+        except KenpinError as exc:
+            messages.error(request, exc.message)
+        if not request.htmx:
+            return redirect("training:detail", name=name, version=version)
+    response = render(request, "inference/_hosting.html", {"project": project, "mv": mv})
+    if request.method == "GET" and request.htmx and not mv.is_changing_hosting:
+        # Hosting settled while polling: refresh the whole page (status badge, actions).
+        response["HX-Refresh"] = "true"
+    return response

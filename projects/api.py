@@ -1,5 +1,7 @@
 """API v1: projects and their images. Each function parses, calls one service or selector
-through project_get_for_user, and renders; errors become the API's one shape (console/api.py)."""
+through project_get_for_user, and renders; errors become the API's one shape (console/api.py).
+DELETE /{name} is attached to this router by console/api.py: deleting a project also unloads its
+hosted models, which this layer knows nothing of."""
 
 from dataclasses import asdict
 from datetime import datetime
@@ -10,8 +12,9 @@ from ninja.files import UploadedFile
 from ninja.pagination import PageNumberPagination, paginate
 from pydantic import Field
 
-from console.files import storage_file_response
-from projects import services
+from core.files import storage_file_response
+from core.uploads import upload_read
+from projects import images, projects
 from projects.models import Image, Project, Role
 from projects.selectors import (
     dataset_counts,
@@ -91,7 +94,7 @@ def project_out(project: Project, *, role: str) -> dict:
 
 @router.post("", response={201: ProjectOut}, summary="Create a project")
 def create_project(request, payload: ProjectIn):
-    project = services.project_create(user=request.auth, name=payload.name, description=payload.description)
+    project = projects.project_create(user=request.auth, name=payload.name, description=payload.description)
     return Status(201, project_out(project, role=Role.OWNER))
 
 
@@ -111,13 +114,6 @@ def get_project(request, name: str):
     }
 
 
-@router.delete("/{name}", response={204: None}, summary="Delete a project (owners only)")
-def delete_project(request, name: str):
-    project = project_get_for_user(user=request.auth, name=name, owner=True)
-    services.project_delete(project=project)
-    return Status(204, None)
-
-
 @router.post("/{name}/images", response={201: ImageOut}, summary="Upload one image (multipart)")
 def upload_image(
     request,
@@ -132,14 +128,14 @@ def upload_image(
     of the image's size whose non-black pixels mark the defect. An image already in the project
     answers 409 `duplicate`."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
-    image = services.dataset_add_image(
+    image = images.dataset_add_image(
         project=project,
-        data=services.upload_read(file=file),
+        data=upload_read(file=file),
         name=file.name or "",
         label=label,
         split=dataset,
         user=request.auth,
-        mask=services.upload_read(file=mask) if mask is not None else None,
+        mask=upload_read(file=mask) if mask is not None else None,
     )
     return Status(201, image)
 
@@ -178,12 +174,12 @@ def get_image_file(request, name: str, image_id: int):
 def update_image(request, name: str, image_id: int, payload: ImagePatch):
     project = project_get_for_user(user=request.auth, name=name, write=True)
     image = image_get(project=project, image_id=image_id)
-    return services.image_update(image=image, label=payload.label, split=payload.dataset)
+    return images.image_update(image=image, label=payload.label, split=payload.dataset)
 
 
 @router.delete("/{name}/images/{image_id}", response={204: None}, summary="Delete an image")
 def delete_image(request, name: str, image_id: int):
     project = project_get_for_user(user=request.auth, name=name, write=True)
     image = image_get(project=project, image_id=image_id)
-    services.images_delete(project=project, image_ids=[image.pk])
+    images.images_delete(project=project, image_ids=[image.pk])
     return Status(204, None)

@@ -4,7 +4,7 @@ adds the memberships the invitation grants, in the same transaction."""
 from django.db import transaction
 
 from accounts import services as accounts
-from console.errors import Invalid
+from core.errors import Invalid
 from projects.activity import activity_record
 from projects.models import Action, InvitationGrant, Membership, Project, Role
 

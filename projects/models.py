@@ -11,6 +11,12 @@ project_name_validator = RegexValidator(
 )
 
 
+def project_files_prefix(project_id: int) -> str:
+    """The folder of default_storage holding every stored file of a project: images, thumbnails,
+    masks, model artifacts, heatmaps and trials. Deleting a project removes this folder."""
+    return f"projects/{project_id}/"
+
+
 class Project(models.Model):
     name = models.CharField(max_length=255, unique=True, validators=[project_name_validator])
     description = models.TextField(blank=True, max_length=1000)

@@ -70,6 +70,47 @@ def dataset_counts(*, project: Project) -> dict[str, DatasetCounts]:
     }
 
 
+# Lookout for Vision's minimums, kept: fewer images give models that cannot be trusted.
+MIN_TRAIN_NORMAL_ALONE = 20
+MIN_TRAIN_ANOMALY_ALONE = 10
+MIN_TRAIN_NORMAL_WITH_TEST = 10
+MIN_TEST_NORMAL = 10
+MIN_TEST_ANOMALY = 10
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    missing: list[str]  # sentences saying what to add, empty when ready
+    uses_test_dataset: bool
+
+
+def training_readiness(*, project: Project) -> Readiness:
+    """Whether the project has enough labeled images to train, and if not, exactly what is missing."""
+    counts = dataset_counts(project=project)
+    train, test = counts["train"], counts["test"]
+    with_test = project_has_test_dataset(project=project)
+    needs = (
+        [
+            ("training", "normal", train.normal, MIN_TRAIN_NORMAL_WITH_TEST),
+            ("test", "normal", test.normal, MIN_TEST_NORMAL),
+            ("test", "anomalous", test.anomaly, MIN_TEST_ANOMALY),
+        ]
+        if with_test
+        else [
+            ("training", "normal", train.normal, MIN_TRAIN_NORMAL_ALONE),
+            ("training", "anomalous", train.anomaly, MIN_TRAIN_ANOMALY_ALONE),
+        ]
+    )
+    missing = [
+        f"Add {minimum - have} more {kind} image{'s' if minimum - have > 1 else ''} to the {split} dataset "
+        f"(it has {have}, training needs at least {minimum})."
+        for split, kind, have, minimum in needs
+        if have < minimum
+    ]
+    return Readiness(ready=not missing, missing=missing, uses_test_dataset=with_test)
+
+
 def project_has_test_dataset(*, project: Project) -> bool:
     return project.datasets.filter(split=Split.TEST).exists()
 

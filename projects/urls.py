@@ -6,9 +6,7 @@ app_name = "projects"
 
 urlpatterns = [
     path("new/", views.project_create, name="create"),
-    path("<str:name>/", views.project_detail, name="detail"),
     path("<str:name>/settings/", views.project_settings, name="settings"),
-    path("<str:name>/delete", views.project_delete, name="delete"),
     path("<str:name>/members/", views.member_set, name="member_set"),
     path("<str:name>/members/<int:user_id>/remove", views.member_remove, name="member_remove"),
     path("<str:name>/upload/", views.image_upload_page, name="upload"),

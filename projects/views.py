@@ -7,12 +7,12 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.errors import Invalid, KenpinError
-from console.files import storage_file_response
-from console.http import form_error, json_error, redirect_back, wants_json
+from core.errors import Invalid, KenpinError
+from core.files import storage_file_response
+from core.http import form_error, json_error, redirect_back, wants_json
+from core.uploads import upload_read
 from engine.images import ACCEPTED_FORMATS
-from inference.selectors import trial_list
-from projects import services
+from projects import images, imports, projects
 from projects.forms import (
     ImageFilterForm,
     ImagesDeleteForm,
@@ -37,8 +37,8 @@ from projects.selectors import (
     project_get_for_user,
     project_has_test_dataset,
     project_members,
+    training_readiness,
 )
-from training.selectors import model_version_list, training_readiness
 
 IMAGES_PER_PAGE = 48  # 6 columns x 8 rows at 1280 px
 
@@ -48,16 +48,16 @@ def project_create(request):
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            project = services.project_create(user=request.user, **form.cleaned_data)
+            project = projects.project_create(user=request.user, **form.cleaned_data)
         except KenpinError as exc:
             form.add_error("name", exc.message)
         else:
             messages.success(request, f"Project “{project.name}” created. Add images to its training dataset next.")
-            return redirect("projects:detail", name=project.name)
+            return redirect("project", name=project.name)
     return render(request, "projects/create.html", {"form": form}, status=400 if form.errors else 200)
 
 
-def _dataset_context(project, filters: dict | None = None) -> dict:
+def dataset_context(project, filters: dict | None = None) -> dict:
     """What the overview, the label grid and its counts bar show about the datasets.
 
     `chips` are the counts bar's filter links: per label within the chosen dataset, and per
@@ -88,27 +88,10 @@ def _dataset_context(project, filters: dict | None = None) -> dict:
     }
 
 
-@require_GET
-def project_detail(request, name):
-    project = project_get_for_user(user=request.user, name=name)
-    model_versions = list(model_version_list(project=project)[:5])
-    return render(
-        request,
-        "projects/detail.html",
-        {
-            "project": project,
-            **_dataset_context(project),
-            "model_versions": model_versions,
-            "trained_version": next((mv for mv in model_versions if mv.is_usable), None),
-            "trials": trial_list(project=project)[:5],
-        },
-    )
-
-
 # --- Settings, members, deletion --------------------------------------------------------------
 
 
-def _settings_page(request, project, *, update_form=None, member_form=None, delete_form=None, status=200):
+def settings_page(request, project, *, update_form=None, member_form=None, delete_form=None, status=200):
     return render(
         request,
         "projects/settings.html",
@@ -128,26 +111,13 @@ def project_settings(request, name):
     """Read by every member; the description is changed by editors and owners (POST)."""
     project = project_get_for_user(user=request.user, name=name, write=request.method == "POST")
     if request.method == "GET":
-        return _settings_page(request, project)
+        return settings_page(request, project)
     form = ProjectUpdateForm(request.POST)
     if not form.is_valid():
-        return _settings_page(request, project, update_form=form, status=400)
-    services.project_update(project=project, **form.cleaned_data)
+        return settings_page(request, project, update_form=form, status=400)
+    projects.project_update(project=project, **form.cleaned_data)
     messages.success(request, "Description saved.")
     return redirect("projects:settings", name=project.name)
-
-
-@require_POST
-def project_delete(request, name):
-    project = project_get_for_user(user=request.user, name=name, owner=True)
-    form = ProjectDeleteForm(request.POST)
-    if form.is_valid() and form.cleaned_data["confirm_name"].strip() != project.name:
-        form.add_error("confirm_name", f"Type “{project.name}” exactly to delete this project.")
-    if not form.is_valid():
-        return _settings_page(request, project, delete_form=form, status=400)
-    services.project_delete(project=project)
-    messages.success(request, f"Project “{name}” was deleted with its images, models and trial detections.")
-    return redirect("dashboard")
 
 
 @require_POST
@@ -156,7 +126,7 @@ def member_set(request, name):
     form = MemberForm(request.POST)
     if form.is_valid():
         try:
-            membership = services.member_set(project=project, **form.cleaned_data)
+            membership = projects.member_set(project=project, **form.cleaned_data)
         except KenpinError as exc:
             form.add_error("username", exc.message)
         else:
@@ -164,14 +134,14 @@ def member_set(request, name):
                 request, f"{membership.user.username} is now {membership.get_role_display().lower()} of this project."
             )
             return redirect("projects:settings", name=project.name)
-    return _settings_page(request, project, member_form=form, status=400)
+    return settings_page(request, project, member_form=form, status=400)
 
 
 @require_POST
 def member_remove(request, name, user_id):
     project = project_get_for_user(user=request.user, name=name, owner=True)
     try:
-        services.member_remove(project=project, user_id=user_id)
+        projects.member_remove(project=project, user_id=user_id)
     except KenpinError as exc:
         messages.error(request, exc.message)
     else:
@@ -190,7 +160,7 @@ def image_upload_page(request, name):
         "projects/upload.html",
         {
             "project": project,
-            **_dataset_context(project),
+            **dataset_context(project),
             "zip_form": ZipImportForm(),
             "formats": ACCEPTED_FORMATS,
             "upload_config": {
@@ -215,13 +185,13 @@ def image_add(request, name):
         return json_error(Invalid(form_error(form)))
     try:
         mask = form.cleaned_data["mask"]
-        image = services.dataset_add_image(
+        image = images.dataset_add_image(
             project=project,
-            data=services.upload_read(file=form.cleaned_data["file"]),
+            data=upload_read(file=form.cleaned_data["file"]),
             name=form.cleaned_data["file"].name,
             label=form.cleaned_data["label"] or None,
             split=form.cleaned_data["split"] or Split.TRAIN,
-            mask=services.upload_read(file=mask) if mask else None,
+            mask=upload_read(file=mask) if mask else None,
             user=request.user,
         )
     except KenpinError as exc:
@@ -254,7 +224,7 @@ def images_import(request, name):
         messages.error(request, form_error(form))
         return redirect("projects:upload", name=project.name)
     try:
-        report = services.dataset_import_zip(
+        report = imports.dataset_import_zip(
             project=project, file=form.cleaned_data["file"], split=form.cleaned_data["split"], user=request.user
         )
     except KenpinError as exc:
@@ -287,7 +257,7 @@ def image_grid(request, name):
         "projects/images.html",
         {
             "project": project,
-            **_dataset_context(project, filters),
+            **dataset_context(project, filters),
             "page": page,
             "query": urlencode(query),
             "next_url": request.get_full_path(),
@@ -305,7 +275,7 @@ def image_counts(request, name):
     """The counts bar of the label grid, fetched again by htmx after each change."""
     project = project_get_for_user(user=request.user, name=name)
     filters = ImageFilterForm(request.GET).filters()
-    return render(request, "projects/_counts.html", {"project": project, **_dataset_context(project, filters)})
+    return render(request, "projects/_counts.html", {"project": project, **dataset_context(project, filters)})
 
 
 def _images_action(request, name, form_class, action):
@@ -336,7 +306,7 @@ def _plural(n: int, word: str) -> str:
 @require_POST
 def images_label(request, name):
     def label(project, data):
-        changed = services.images_set_label(project=project, image_ids=data["ids"], label=data["label"])
+        changed = images.images_set_label(project=project, image_ids=data["ids"], label=data["label"])
         return f"{_plural(changed, 'image')} labeled {Label(data['label']).label.lower()}."
 
     return _images_action(request, name, ImagesLabelForm, label)
@@ -345,7 +315,7 @@ def images_label(request, name):
 @require_POST
 def images_move(request, name):
     def move(project, data):
-        moved = services.images_move(project=project, image_ids=data["ids"], split=data["split"])
+        moved = images.images_move(project=project, image_ids=data["ids"], split=data["split"])
         return f"{_plural(moved, 'image')} moved to the {Split(data['split']).label.lower()}."
 
     return _images_action(request, name, ImagesMoveForm, move)
@@ -354,7 +324,7 @@ def images_move(request, name):
 @require_POST
 def images_delete(request, name):
     def delete(project, data):
-        deleted = services.images_delete(project=project, image_ids=data["ids"])
+        deleted = images.images_delete(project=project, image_ids=data["ids"])
         return f"{_plural(deleted, 'image')} deleted."
 
     return _images_action(request, name, ImagesDeleteForm, delete)
@@ -363,13 +333,13 @@ def images_delete(request, name):
 @require_POST
 def test_dataset_delete(request, name):
     project = project_get_for_user(user=request.user, name=name, write=True)
-    services.dataset_delete_test(project=project)
+    images.dataset_delete_test(project=project)
     messages.success(
         request,
         "The test dataset was removed; its images are back in the training dataset. "
         "Models will be evaluated by cross-validation.",
     )
-    return redirect_back(request, reverse("projects:detail", kwargs={"name": project.name}))
+    return redirect_back(request, reverse("project", kwargs={"name": project.name}))
 
 
 # --- One image --------------------------------------------------------------------------------
@@ -406,7 +376,7 @@ def image_mask_set(request, name, image_id):
     try:
         if not form.is_valid():
             raise Invalid(form_error(form))
-        services.image_set_mask(image=image, mask=services.upload_read(file=form.cleaned_data["mask"]))
+        images.image_set_mask(image=image, mask=upload_read(file=form.cleaned_data["mask"]))
     except KenpinError as exc:
         messages.error(request, f"The mask was not saved: {exc.message}")
     else:

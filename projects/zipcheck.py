@@ -12,7 +12,7 @@ import zipfile
 
 from django.conf import settings
 
-from console.errors import Invalid, TooLarge
+from core.errors import Invalid, TooLarge
 
 ZIP_MAX_ENTRIES = 10_000
 # Photos barely compress (JPEG, PNG, WebP are compressed already); an uncompressed BMP or TIFF

@@ -102,7 +102,7 @@ def api_client(db):
     """api_client(user) -> a test client calling the API with a new bearer token of `user`."""
     from django.test import Client
 
-    from projects.services import api_token_create
+    from projects.tokens import api_token_create
 
     def make(user, *, token: str | None = None) -> Client:
         if token is None:
@@ -141,7 +141,8 @@ def trained_cookie_model(celery_worker, django_db_blocker) -> TrainedModel:
     Tests restore it with `restore_model_version` instead of training again: the suite stays
     fast, and every test still runs a real model.
     """
-    from projects.services import dataset_add_image, project_delete
+    from projects.images import dataset_add_image
+    from projects.projects import project_delete
     from training.models import ModelVersion, Status
     from training.services import model_version_start_training
 

@@ -9,8 +9,9 @@ import numpy as np
 from django.contrib.auth import get_user_model
 from PIL import Image as PILImage
 
+from projects.images import dataset_add_image
 from projects.models import Role
-from projects.services import dataset_add_image, member_set, project_create
+from projects.projects import member_set, project_create
 
 PASSWORD = "a-long-test-password"
 _counter = itertools.count()
@@ -63,6 +64,22 @@ def add_image(
 ):
     return dataset_add_image(
         project=project, data=image_bytes(**kwargs), name=name, label=label, split=split, user=user, mask=mask
+    )
+
+
+def fill_project(project, *, normal: int = 20, anomaly: int = 10, split: str = "train") -> list:
+    """Add `normal` and `anomaly` generated images to a dataset (by default just enough to train)."""
+    return [add_image(project, label="normal", split=split, name=f"n{i}.png") for i in range(normal)] + [
+        add_image(project, label="anomaly", split=split, name=f"a{i}.png") for i in range(anomaly)
+    ]
+
+
+def make_version(project, **fields):
+    """A bare model version row of `project` (QUEUED unless `status` says otherwise), numbered next."""
+    from training.models import ModelVersion
+
+    return ModelVersion.objects.create(
+        project=project, version=ModelVersion.objects.count() + 1, backbone="lite0", **fields
     )
 
 

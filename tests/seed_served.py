@@ -19,7 +19,8 @@ def main(spec_path: str) -> None:
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
-    from projects.services import api_token_create, project_create
+    from projects.projects import project_create
+    from projects.tokens import api_token_create
     from training.models import ModelVersion, Status
 
     spec = json.loads(Path(spec_path).read_text())

@@ -6,6 +6,7 @@ from typing import Literal
 from ninja import Router, Schema, Status
 from pydantic import Field
 
+from engine.backbones import BACKBONES, DEFAULT_BACKBONE
 from projects.selectors import project_get_for_user
 from training import services
 from training.models import ModelVersion
@@ -13,13 +14,13 @@ from training.selectors import model_version_get, model_version_list, model_vers
 
 router = Router(tags=["models"])
 
-Backbone = Literal[tuple(services.BACKBONES)]  # type: ignore[valid-type]
+Backbone = Literal[tuple(BACKBONES)]  # type: ignore[valid-type]
 
 
 class TrainIn(Schema):
     description: str = Field("", max_length=1000)
     backbone: Backbone = Field(
-        services.DEFAULT_BACKBONE, description="; ".join(f"{k}: {v}" for k, v in services.BACKBONES.items())
+        DEFAULT_BACKBONE, description="; ".join(f"{k}: {v}" for k, v in services.backbone_choices())
     )
 
 

@@ -1,6 +1,7 @@
 from django import forms
 
-from training.services import BACKBONES, DEFAULT_BACKBONE
+from engine.backbones import DEFAULT_BACKBONE
+from training.services import backbone_choices
 
 
 class TrainForm(forms.Form):
@@ -11,7 +12,7 @@ class TrainForm(forms.Form):
         help_text="Optional: what is new in this version, to recognise it later.",
     )
     backbone = forms.ChoiceField(
-        choices=list(BACKBONES.items()),
+        choices=backbone_choices(),
         initial=DEFAULT_BACKBONE,
         help_text="The pretrained network that looks at the photos.",
     )

@@ -28,6 +28,14 @@ USABLE_STATUSES = (
 )
 
 
+# Hosting's rules, in one place: inference.hosting applies them and the hosting card shows the
+# button that matches. Starting a failed hosting tries again; stopping a starting one cancels it.
+HOSTING_STARTABLE = (Status.TRAINED, Status.HOSTING_FAILED)
+HOSTING_STOPPABLE = (Status.HOSTED, Status.STARTING_HOSTING)
+# A worker holds the model, or is loading or unloading it: stop hosting before deleting it.
+HOSTING_STATUSES = (Status.STARTING_HOSTING, Status.HOSTED, Status.STOPPING_HOSTING)
+
+
 class Evaluation(models.TextChoices):
     TEST_DATASET = "test_dataset", "Test dataset"
     CROSS_VALIDATION = "cross_validation", "Cross-validation on the training dataset"
@@ -92,6 +100,14 @@ class ModelVersion(models.Model):
     def is_changing_hosting(self) -> bool:
         """Hosting is starting or stopping: an inference worker will change the state."""
         return self.status in (Status.STARTING_HOSTING, Status.STOPPING_HOSTING)
+
+    @property
+    def can_start_hosting(self) -> bool:
+        return self.status in HOSTING_STARTABLE
+
+    @property
+    def can_stop_hosting(self) -> bool:
+        return self.status in HOSTING_STOPPABLE
 
     @property
     def training_seconds(self) -> float | None:

@@ -1,53 +1,13 @@
-from dataclasses import asdict, dataclass
+from collections import defaultdict
+from dataclasses import dataclass
 
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 
 from engine.metrics import image_intervals, metrics_at_threshold
 from engine.model import confidence
 from projects.models import Label, Project
-from projects.selectors import dataset_counts, project_has_test_dataset
 from training.models import USABLE_STATUSES, ModelVersion, ModelVersionImage
-
-# Lookout for Vision's minimums, kept: fewer images give models that cannot be trusted.
-MIN_TRAIN_NORMAL_ALONE = 20
-MIN_TRAIN_ANOMALY_ALONE = 10
-MIN_TRAIN_NORMAL_WITH_TEST = 10
-MIN_TEST_NORMAL = 10
-MIN_TEST_ANOMALY = 10
-
-
-@dataclass(frozen=True)
-class Readiness:
-    ready: bool
-    missing: list[str]  # sentences saying what to add, empty when ready
-    uses_test_dataset: bool
-
-
-def training_readiness(*, project: Project) -> Readiness:
-    """Whether the project has enough labeled images to train, and if not, exactly what is missing."""
-    counts = dataset_counts(project=project)
-    train, test = counts["train"], counts["test"]
-    with_test = project_has_test_dataset(project=project)
-    needs = (
-        [
-            ("training", "normal", train.normal, MIN_TRAIN_NORMAL_WITH_TEST),
-            ("test", "normal", test.normal, MIN_TEST_NORMAL),
-            ("test", "anomalous", test.anomaly, MIN_TEST_ANOMALY),
-        ]
-        if with_test
-        else [
-            ("training", "normal", train.normal, MIN_TRAIN_NORMAL_ALONE),
-            ("training", "anomalous", train.anomaly, MIN_TRAIN_ANOMALY_ALONE),
-        ]
-    )
-    missing = [
-        f"Add {minimum - have} more {kind} image{'s' if minimum - have > 1 else ''} to the {split} dataset "
-        f"(it has {have}, training needs at least {minimum})."
-        for split, kind, have, minimum in needs
-        if have < minimum
-    ]
-    return Readiness(ready=not missing, missing=missing, uses_test_dataset=with_test)
 
 
 def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
@@ -57,21 +17,23 @@ def model_version_list(*, project: Project) -> QuerySet[ModelVersion]:
 def model_version_list_with_performance(*, project: Project) -> list[ModelVersion]:
     """The versions, newest first, each with `confusion` at its threshold in use (None until trained).
 
-    Counted by the database in one query, so that the list stays cheap with many versions and
-    images; the rule is the engine's: flagged when score >= threshold.
+    The evaluated images' scores and labels of every version come in one query; the counts are
+    the engine's (confusion_at), so that the list, the version page and the API agree.
     """
-    flagged, passed = Q(images__score__gte=F("threshold")), Q(images__score__lt=F("threshold"))
-    anomaly, normal = Q(images__label=Label.ANOMALY), Q(images__label=Label.NORMAL)
-    versions = list(
-        model_version_list(project=project).annotate(
-            tp=Count("images", filter=flagged & anomaly),
-            fp=Count("images", filter=flagged & normal),
-            tn=Count("images", filter=passed & normal),
-            fn=Count("images", filter=passed & anomaly),
-        )
-    )
+    versions = list(model_version_list(project=project))
+    evaluated = defaultdict(list)
+    rows = ModelVersionImage.objects.filter(model_version__project=project, score__isnull=False)
+    for model_version_id, score, label in rows.values_list("model_version_id", "score", "label"):
+        evaluated[model_version_id].append((score, label))
     for mv in versions:
-        mv.confusion = Confusion(tp=mv.tp, fp=mv.fp, tn=mv.tn, fn=mv.fn) if mv.is_usable else None
+        mv.confusion = None
+        if mv.is_usable:
+            scores_labels = evaluated[mv.pk]
+            mv.confusion = confusion_at(
+                scores=[score for score, _ in scores_labels],
+                anomalous=[label == Label.ANOMALY for _, label in scores_labels],
+                threshold=_threshold(mv),
+            )
     return versions
 
 
@@ -106,36 +68,41 @@ def _threshold(mv: ModelVersion) -> float:
     return mv.threshold if mv.threshold is not None else 0.5
 
 
+def _flagged(score: float, threshold: float) -> bool:
+    """The engine's decision rule (engine.metrics): an image is flagged when its score >= threshold."""
+    return score >= threshold
+
+
 @dataclass(frozen=True)
 class Confusion:
-    """Counts when flagging every score >= threshold as an anomaly (the engine's rule), with the
-    precision, recall and F1 they give (0 where undefined, as engine.metrics does)."""
+    """The confusion matrix when flagging by the engine's rule, with the precision, recall and F1
+    it gives, all as engine.metrics.metrics_at_threshold counts them (0 where undefined)."""
 
     tp: int
     fp: int
     tn: int
     fn: int
+    precision: float
+    recall: float
+    f1: float
 
     @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
+    def matrix(self) -> dict[str, int]:
+        return {"tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn}
 
 
-def confusion_at(*, rows, threshold: float) -> Confusion:
-    """The confusion matrix of evaluated snapshot rows (score and label) at `threshold`."""
-    matrix = metrics_at_threshold(
-        [row.score for row in rows], [int(row.label == Label.ANOMALY) for row in rows], threshold
-    )["confusion_matrix"]
-    return Confusion(**matrix)
+def confusion_at(*, scores: list[float], anomalous: list[bool], threshold: float) -> Confusion:
+    """The confusion matrix and its precision, recall and F1 for evaluated images at `threshold`."""
+    metrics = metrics_at_threshold(scores, [int(a) for a in anomalous], threshold)
+    return Confusion(
+        **metrics["confusion_matrix"], precision=metrics["precision"], recall=metrics["recall"], f1=metrics["f1"]
+    )
+
+
+def _rows_confusion(rows: list[ModelVersionImage], threshold: float) -> Confusion:
+    return confusion_at(
+        scores=[row.score for row in rows], anomalous=[row.label == Label.ANOMALY for row in rows], threshold=threshold
+    )
 
 
 @dataclass
@@ -155,12 +122,12 @@ def model_version_results_at_threshold(*, model_version: ModelVersion) -> Result
     rows = list(model_version_results(model_version=model_version).select_related("image"))
     threshold = _threshold(model_version)
     for row in rows:
-        row.predicted_anomaly = row.score >= threshold
+        row.predicted_anomaly = _flagged(row.score, threshold)
         row.is_error = row.predicted_anomaly != (row.label == Label.ANOMALY)
         row.confidence = confidence(row.score, threshold)
     return ResultsAtThreshold(
         rows=rows,
-        confusion=confusion_at(rows=rows, threshold=threshold),
+        confusion=_rows_confusion(rows, threshold),
         n_normal=sum(1 for row in rows if row.label == Label.NORMAL),
         n_anomaly=sum(1 for row in rows if row.label == Label.ANOMALY),
     )
@@ -170,7 +137,7 @@ def model_version_performance(*, model_version: ModelVersion) -> dict | None:
     """The API's summary of how the version performs at its threshold in use; None until trained.
 
     Precision, recall, F1 and the confusion matrix are counted again at the current threshold
-    (confusion_at), so that they follow a threshold moved after training; ROC AUC and average
+    (the engine's metrics_at_threshold), so that they follow a threshold moved after training; ROC AUC and average
     precision do not depend on the threshold and come from the training's metrics. `ci` holds
     their 95 % intervals from the same evaluated images (engine.metrics.image_intervals), and
     the mask IoU's interval from training where the version has one.
@@ -178,7 +145,7 @@ def model_version_performance(*, model_version: ModelVersion) -> dict | None:
     if not model_version.metrics or model_version.threshold is None:
         return None
     rows = list(model_version_results(model_version=model_version))
-    confusion = confusion_at(rows=rows, threshold=model_version.threshold)
+    confusion = _rows_confusion(rows, model_version.threshold)
     ci = image_intervals(
         [row.score for row in rows], [int(row.label == Label.ANOMALY) for row in rows], model_version.threshold
     )
@@ -187,7 +154,7 @@ def model_version_performance(*, model_version: ModelVersion) -> dict | None:
         "precision": confusion.precision,
         "recall": confusion.recall,
         "f1": confusion.f1,
-        "confusion_matrix": asdict(confusion),
+        "confusion_matrix": confusion.matrix,
         "roc_auc": model_version.metrics.get("roc_auc"),
         "average_precision": model_version.metrics.get("average_precision"),
         "threshold": model_version.threshold,
@@ -314,7 +281,7 @@ def model_version_compare(*, project: Project, versions: list[int]) -> Compariso
         actual = rows[newest.pk][sha].label == Label.ANOMALY
         cells = []
         for mv in trained:
-            predicted = rows[mv.pk][sha].score >= _threshold(mv)
+            predicted = _flagged(rows[mv.pk][sha].score, _threshold(mv))
             cells.append(
                 Cell(model_version=mv, row=rows[mv.pk][sha], predicted_anomaly=predicted, correct=predicted == actual)
             )

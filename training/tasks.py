@@ -1,19 +1,25 @@
+import logging
 import threading
 
 from celery import shared_task
 from celery.signals import worker_ready
 
-from training import services
+from training import runner
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True)
 def train_model_version(model_version_id: int) -> None:
-    services.model_version_train(model_version_id=model_version_id)
+    runner.model_version_train(model_version_id=model_version_id)
 
 
 @shared_task
 def sweep_stale_trainings() -> int:
-    return services.model_version_sweep_stale()
+    # A queued training whose message may be lost is sent again (claiming makes a copy harmless).
+    for model_version_id in runner.trainings_queued_too_long():
+        train_model_version.delay(model_version_id)
+    return runner.model_version_sweep_stale()
 
 
 @worker_ready.connect
@@ -27,12 +33,10 @@ def _prepare_backbone(sender, **kwargs):
 
 
 def _ensure_default_graph() -> None:
-    import logging
-
     from engine.backbones import BACKBONES, DEFAULT_BACKBONE
     from engine.features import ensure_graph
 
     try:
         ensure_graph(BACKBONES[DEFAULT_BACKBONE])
     except Exception:  # the training that needs it reports the failure in words
-        logging.getLogger(__name__).exception("preparing the %s backbone graph failed", DEFAULT_BACKBONE)
+        logger.exception("preparing the %s backbone graph failed", DEFAULT_BACKBONE)

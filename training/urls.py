@@ -13,6 +13,5 @@ urlpatterns = [
     path("<int:version>/cancel", views.model_cancel, name="cancel"),
     path("<int:version>/threshold", views.model_threshold, name="threshold"),
     path("<int:version>/delete", views.model_delete, name="delete"),
-    path("<int:version>/hosting", views.model_hosting, name="hosting"),
     path("<int:version>/results/<int:row_id>/heatmap", views.result_heatmap, name="result_heatmap"),
 ]

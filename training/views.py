@@ -1,12 +1,12 @@
 from django.contrib import messages
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 
-from console.errors import KenpinError
-from console.files import storage_file_response
-from console.http import form_error
+from core.errors import KenpinError
+from core.files import storage_file_response
+from core.http import form_error
 from projects.models import Label
-from projects.selectors import project_get_for_user
+from projects.selectors import project_get_for_user, training_readiness
 from training import services
 from training.forms import CompareForm, ThresholdForm, TrainForm
 from training.models import Evaluation
@@ -17,7 +17,6 @@ from training.selectors import (
     model_version_list_with_performance,
     model_version_result_get,
     model_version_results_at_threshold,
-    training_readiness,
 )
 
 
@@ -128,34 +127,6 @@ def model_threshold(request, name, version):
             request, f"Version {mv.version} now flags images scoring {mv.threshold:.3f} or more as anomalous."
         )
     return redirect("training:detail", name=name, version=version)
-
-
-HOSTING_ACTIONS = {"start": "model_version_start_hosting", "stop": "model_version_stop_hosting"}
-
-
-@require_http_methods(["GET", "POST"])
-def model_hosting(request, name, version):
-    """The hosting card: GET is the fragment htmx polls while hosting starts or stops; POST
-    with action=start|stop asks for the change (editors and owners)."""
-    from inference import services as hosting
-
-    project = project_get_for_user(user=request.user, name=name, write=request.method == "POST")
-    mv = model_version_get(project=project, version=version)
-    if request.method == "POST":
-        action = HOSTING_ACTIONS.get(request.POST.get("action", ""))
-        try:
-            if action is None:
-                raise KenpinError("Choose to start or to stop hosting.")
-            getattr(hosting, action)(model_version=mv)
-        except KenpinError as exc:
-            messages.error(request, exc.message)
-        if not request.htmx:
-            return redirect("training:detail", name=name, version=version)
-    response = render(request, "training/_hosting.html", {"project": project, "mv": mv})
-    if request.method == "GET" and request.htmx and not mv.is_changing_hosting:
-        # Hosting settled while polling: refresh the whole page (status badge, actions).
-        response["HX-Refresh"] = "true"
-    return response
 
 
 @require_POST

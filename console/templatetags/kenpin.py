@@ -1,4 +1,7 @@
 from django import template
+from django.utils import timezone
+
+from training.models import Status
 
 register = template.Library()
 
@@ -17,8 +20,6 @@ def percent(value) -> str:
 @register.filter
 def elapsed(since) -> str:
     """How long ago `since` (a datetime) was, in the units a progress line wants: 12 s, 3 min."""
-    from django.utils import timezone
-
     if not since:
         return ""
     seconds = max(0, int((timezone.now() - since).total_seconds()))
@@ -30,8 +31,6 @@ def elapsed(since) -> str:
 @register.filter
 def model_status(value) -> str:
     """A model version's status value (TRAINING_FAILED) in the words the pages use (Training failed)."""
-    from training.models import Status
-
     try:
         return Status(value).label
     except ValueError:

@@ -15,7 +15,7 @@ from accounts.services import (
     password_reset_complete,
     password_reset_create,
 )
-from console.errors import Conflict, Invalid
+from core.errors import Conflict, Invalid
 from projects.invitations import invitation_accept
 from tests.factories import PASSWORD, UserFactory
 

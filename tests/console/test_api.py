@@ -12,7 +12,7 @@ from django.utils import timezone
 from console.api import api
 from inference.models import TrialDetection, TrialImage
 from projects.models import ApiToken
-from projects.services import api_token_create, api_token_revoke
+from projects.tokens import api_token_create, api_token_revoke
 from tests.factories import UserFactory, add_image, image_bytes, make_project
 from training.models import ModelVersion, Status
 

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from projects.models import ApiToken
-from projects.services import api_token_authenticate, api_token_create
+from projects.tokens import api_token_authenticate, api_token_create
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -15,8 +15,10 @@ import pytest
 from django.conf import settings as django_settings
 
 from inference.models import TrialDetection
+from projects.images import dataset_add_image
 from projects.models import Image, Project
-from projects.services import api_token_create, dataset_add_image, member_set
+from projects.projects import member_set
+from projects.tokens import api_token_create
 from tests.console.test_bad_requests import _multipart
 from tests.factories import PASSWORD, UserFactory, add_image, image_bytes, make_project
 from tests.projects.test_zipcheck import overlapping_bomb

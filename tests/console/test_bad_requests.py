@@ -11,7 +11,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from console.api import api
-from projects.services import api_token_create
+from projects.tokens import api_token_create
 from tests.factories import PASSWORD, UserFactory, add_image, image_bytes, make_project
 from training.models import ModelVersion, Status
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from projects.models import Image
-from projects.services import api_token_create
+from projects.tokens import api_token_create
 from tests.factories import UserFactory, image_bytes, make_project
 from tests.served import Gunicorn
 from training.models import ModelVersion, Status
@@ -132,7 +132,7 @@ def test_a_body_over_the_routes_limit_is_refused_from_its_length_without_reading
 def test_a_write_without_the_right_is_refused_before_its_body_is_read(server, owner, role):
     member = UserFactory()
     if role == "viewer":
-        from projects.services import member_set
+        from projects.projects import member_set
 
         member_set(project=ModelVersion.objects.get().project, username=member.username, role="viewer")
     _, token = api_token_create(user=member, name="edge")

@@ -1,7 +1,8 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.factories import PASSWORD, UserFactory, make_project
+from projects.models import Image, Project
+from tests.factories import PASSWORD, UserFactory, add_image, fill_project, make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -55,3 +56,34 @@ def test_creating_a_project_in_the_console(client, user):
     assert response.status_code == 302 and response["Location"] == "/projects/pcb-line-2/"
     response = client.post("/projects/new/", {"name": "pcb-line-2"})
     assert response.status_code == 400 and "already exists" in response.content.decode()
+
+
+# --- A project's overview and its deletion, which compose every app ---------------------------
+
+
+def test_the_overview_of_an_empty_project_says_to_upload_first(signed_in, project):
+    page = signed_in.get("/projects/cookies/").content.decode()
+    assert "Upload photos of your product" in page
+
+
+def test_the_overview_says_what_is_missing_and_offers_the_unlabeled_images(signed_in, project):
+    fill_project(project, normal=19, anomaly=10)
+    add_image(project)
+    page = signed_in.get("/projects/cookies/").content.decode()
+    assert "Add 1 more normal image to the training dataset" in page
+    assert "Label the 1 unlabeled image" in page
+
+
+def test_the_overview_offers_training_once_the_data_is_enough(signed_in, project):
+    fill_project(project, normal=20, anomaly=10)
+    assert "Train your first model" in signed_in.get("/projects/cookies/").content.decode()
+
+
+def test_deleting_a_project_needs_its_name_typed(signed_in, project):
+    add_image(project)
+    response = signed_in.post("/projects/cookies/delete", {"confirm_name": "cookie"})
+    assert response.status_code == 400 and "Type “cookies” exactly" in response.content.decode()
+    assert Project.objects.filter(name="cookies").exists()
+    response = signed_in.post("/projects/cookies/delete", {"confirm_name": "cookies"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert not Project.objects.filter(name="cookies").exists() and not Image.objects.exists()

@@ -79,3 +79,16 @@ def test_a_saved_familiarity_judges_as_the_fitted_one(cookies, extractor):
         assert (
             loaded.assess(image_stats(sample.image), e).reasons == cookies.assess(image_stats(sample.image), e).reasons
         )
+
+
+def test_a_trained_model_says_which_photos_are_unlike_its_training_photos_and_keeps_it_when_saved():
+    from engine import AnomalyModel, train
+
+    result = train(train=load_set("cookies", normal=20, anomaly=10))
+    loaded = AnomalyModel.from_files(result.model.to_files())
+    unseen = load_set("cookies", normal=2, anomaly=1, offset=30)
+    for model in (result.model, loaded):
+        for sample in unseen:
+            assert not model.predict(sample.image).familiarity.unlike, sample.key
+        alien = model.predict(load_set("aliens", normal=1, anomaly=0)[0].image)
+        assert "content" in alien.familiarity.reasons

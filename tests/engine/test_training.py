@@ -102,7 +102,7 @@ def test_saved_models_score_identically_and_never_unpickle(trained, aliens):
     assert meta["input"]["mean"] == [0.5, 0.5, 0.5] and "onnxruntime" in meta["libraries"]
     assert meta["graph_sha256"] == hashlib.sha256(files["backbone.onnx"]).hexdigest()
     tensors = load_tensors(files["model.safetensors"])
-    assert set(tensors) == {"bank", "defects"}
+    assert set(tensors) == {"bank", "defects", "familiarity_embeddings"}
     assert tensors["defects"].shape[0] >= 5 * 4  # each of the 5 anomalies gave its worst patches
     loaded = AnomalyModel.from_files(files)
     for sample in aliens[1][:2] + aliens[1][-2:]:

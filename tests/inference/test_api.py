@@ -13,9 +13,11 @@ from django.db import connection
 from PIL import Image as PILImage
 
 from console.celery import app
+from inference import handoff
+from inference.control import unload_everywhere
 from inference.models import TrialDetection, TrialStatus
 from projects.models import Image, Label
-from projects.services import member_set
+from projects.projects import member_set
 from tests.conftest import cookie_photos
 from tests.factories import UserFactory, add_image, image_bytes, make_project
 from tests.workers import Worker
@@ -54,9 +56,7 @@ def hosted(project, owner_api, restore_model_version, celery_worker):
     assert response.status_code == 202 and response.json() == {"version": mv.version, "status": "STARTING_HOSTING"}
     mv = wait_for_status(mv, Status.HOSTED)
     yield mv
-    from inference.tasks import broadcast_unload
-
-    broadcast_unload([mv.pk])  # the session's worker outlives this test's rows
+    unload_everywhere(model_version_ids=[mv.pk])  # the session's worker outlives this test's rows
 
 
 def detect(client, mv, path, *, legacy=False):
@@ -185,14 +185,12 @@ def test_no_inference_worker_answering_in_time_is_503(hosted, owner_api, setting
 
 
 def test_detect_while_redis_is_unreachable_answers_503_with_retry_after(hosted, owner_api, settings):
-    from inference import transport
-
     settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens on the discard port
-    transport.client.cache_clear()
+    handoff.client.cache_clear()
     try:
         response = detect(owner_api, hosted, UNSEEN_NORMAL[0])
     finally:
-        transport.client.cache_clear()
+        handoff.client.cache_clear()
     assert response.status_code == 503 and response.json()["error"] == "unavailable"
     assert "cannot reach its Redis" in response.json()["message"] and response["Retry-After"] == "5"
 
@@ -299,9 +297,7 @@ def test_several_models_are_hosted_at_once(hosted, project, user, owner_api, res
         answers = {detect(owner_api, mv, UNSEEN_ANOMALY[1]).content for mv in (hosted, second, third)}
         assert len(answers) == 1  # the same model restored three times answers the same
     finally:
-        from inference.tasks import broadcast_unload
-
-        broadcast_unload([second.pk, third.pk])
+        unload_everywhere(model_version_ids=[second.pk, third.pk])
 
 
 def test_a_model_that_cannot_be_loaded_ends_hosting_failed_with_the_reason(
@@ -319,9 +315,7 @@ def test_a_model_that_cannot_be_loaded_ends_hosting_failed_with_the_reason(
 
 def test_a_hosted_model_that_no_longer_loads_fails_its_hosting_instead_of_every_call(hosted, owner_api, celery_worker):
     """As after an engine upgrade or lost files: the worker lost its copy and cannot read it again."""
-    from inference.tasks import broadcast_unload
-
-    broadcast_unload([hosted.pk])
+    unload_everywhere(model_version_ids=[hosted.pk])
     deadline = time.monotonic() + 10
     while hosted.pk in hosted_in(celery_worker):
         assert time.monotonic() < deadline

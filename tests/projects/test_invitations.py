@@ -1,11 +1,11 @@
 import pytest
 
 from accounts.services import invitation_create as bare_invitation
-from console.errors import Invalid
+from core.errors import Invalid
 from projects.activity import activity_list
 from projects.invitations import invitation_accept, invitation_create
 from projects.models import Membership
-from projects.services import project_delete
+from projects.projects import project_delete
 from tests.factories import UserFactory, make_project
 
 pytestmark = pytest.mark.django_db

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STORE = """
 from django.contrib.auth import get_user_model
 from django.core.files.storage import storages
-from projects.services import dataset_add_image, project_create
+from projects.images import dataset_add_image
+from projects.projects import project_create
 from tests.factories import image_bytes
 
 assert type(storages["default"]).__name__ == "S3Storage", storages["default"]
@@ -32,11 +33,28 @@ with image.file.open("rb") as f:
 DELETE = """
 from django.db import transaction
 from projects.models import Image
-from projects.services import images_delete
+from projects.images import images_delete
 
 image = Image.objects.get()
 with transaction.atomic():
     images_delete(project=image.project, image_ids=[image.pk])
+"""
+
+
+DELETE_PROJECT_FILES = """
+from django.contrib.auth import get_user_model
+from projects.images import dataset_add_image
+from projects.projects import project_create
+from projects.tasks import project_delete_files
+from tests.factories import image_bytes
+
+user = get_user_model().objects.create(username="s3")
+doomed, kept = (project_create(user=user, name=name) for name in ("doomed", "kept"))
+for project in (doomed, doomed, kept):
+    dataset_add_image(project=project, data=image_bytes(width=120, height=80), name="a.png")
+assert project_delete_files(doomed.pk) == 4  # two images and their thumbnails
+assert project_delete_files(doomed.pk) == 0  # a redelivered task finds nothing left
+print(kept.pk)
 """
 
 
@@ -57,7 +75,10 @@ def s3_server():
     server.stop()
 
 
-def test_images_go_to_an_s3_compatible_store_when_s3_is_configured(s3_server, tmp_path):
+@pytest.fixture
+def kenpin_on_s3(s3_server, tmp_path):
+    """(manage, keys): run manage.py in a Kenpin configured for S3 only by S3_* variables, and
+    list the bucket's keys."""
     credentials = {"aws_access_key_id": "kenpin", "aws_secret_access_key": "kenpin-secret", "region_name": "us-east-1"}
     s3 = boto3.client("s3", endpoint_url=s3_server, **credentials)
     s3.create_bucket(Bucket="kenpin-images")
@@ -73,17 +94,30 @@ def test_images_go_to_an_s3_compatible_store_when_s3_is_configured(s3_server, tm
         S3_SECRET_ACCESS_KEY=credentials["aws_secret_access_key"],
     )
 
-    def manage(*args):
+    def manage(*args) -> str:
         run = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
+        return run.stdout
 
     def keys():
         return sorted(o["Key"] for o in s3.list_objects_v2(Bucket="kenpin-images").get("Contents", []))
 
     manage("migrate", "-v0")
+    return manage, keys
+
+
+def test_images_go_to_an_s3_compatible_store_when_s3_is_configured(kenpin_on_s3, tmp_path):
+    manage, keys = kenpin_on_s3
     manage("shell", "-c", STORE)
     stored = keys()
     assert [k.split("/")[:4:3] for k in stored] == [["site-a", "images"], ["site-a", "thumbnails"]], stored
     manage("shell", "-c", DELETE)
     assert keys() == []
     assert not (tmp_path / "media").exists()  # nothing went to local disk
+
+
+def test_a_deleted_projects_files_are_listed_and_deleted_on_s3(kenpin_on_s3):
+    manage, keys = kenpin_on_s3
+    kept = manage("shell", "-c", DELETE_PROJECT_FILES).split()[-1]
+    remaining = keys()
+    assert len(remaining) == 2 and all(key.startswith(f"site-a/projects/{kept}/") for key in remaining), remaining

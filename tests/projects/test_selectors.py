@@ -2,8 +2,8 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from projects.selectors import dataset_counts, project_get_for_user, project_list_for_user
-from tests.factories import UserFactory, add_image, make_project
+from projects.selectors import dataset_counts, project_get_for_user, project_list_for_user, training_readiness
+from tests.factories import UserFactory, add_image, fill_project, make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -51,3 +51,25 @@ def test_dataset_counts_split_by_dataset_and_label(user):
     counts = dataset_counts(project=project)
     assert (counts["train"].normal, counts["train"].anomaly, counts["train"].unlabeled) == (2, 1, 0)
     assert (counts["test"].normal, counts["test"].total) == (1, 1)
+
+
+def test_readiness_says_exactly_what_is_missing(user):
+    project = make_project(owner=user)
+    fill_project(project, normal=19, anomaly=3)
+    readiness = training_readiness(project=project)
+    assert not readiness.ready
+    assert readiness.missing == [
+        "Add 1 more normal image to the training dataset (it has 19, training needs at least 20).",
+        "Add 7 more anomalous images to the training dataset (it has 3, training needs at least 10).",
+    ]
+
+
+def test_readiness_with_a_test_dataset_uses_lookout_for_visions_rules(user):
+    project = make_project(owner=user)
+    fill_project(project, normal=10, anomaly=0)
+    fill_project(project, normal=10, anomaly=9, split="test")
+    assert training_readiness(project=project).missing == [
+        "Add 1 more anomalous image to the test dataset (it has 9, training needs at least 10)."
+    ]
+    add_image(project, label="anomaly", split="test")
+    assert training_readiness(project=project).ready

@@ -7,46 +7,18 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from projects.models import Image, Membership, Project, Role
-from tests.factories import PASSWORD, UserFactory, add_image, image_bytes, make_project
+from tests.factories import PASSWORD, UserFactory, add_image, fill_project, image_bytes, make_project
 
 pytestmark = pytest.mark.django_db
 
 JSON = {"HTTP_ACCEPT": "application/json"}
 
 
-def _fill(project, *, normal, anomaly, split="train"):
-    for _ in range(normal):
-        add_image(project, label="normal", split=split)
-    for _ in range(anomaly):
-        add_image(project, label="anomaly", split=split)
-
-
-# --- Overview ---------------------------------------------------------------------------------
-
-
-def test_the_overview_of_an_empty_project_says_to_upload_first(signed_in, project):
-    page = signed_in.get("/projects/cookies/").content.decode()
-    assert "Upload photos of your product" in page
-
-
-def test_the_overview_says_what_is_missing_and_offers_the_unlabeled_images(signed_in, project):
-    _fill(project, normal=19, anomaly=10)
-    add_image(project)
-    page = signed_in.get("/projects/cookies/").content.decode()
-    assert "Add 1 more normal image to the training dataset" in page
-    assert "Label the 1 unlabeled image" in page
-
-
 def test_the_counts_bar_names_every_missing_requirement(signed_in, project):
-    _fill(project, normal=3, anomaly=1)
+    fill_project(project, normal=3, anomaly=1)
     bar = signed_in.get("/projects/cookies/images/counts").content.decode()
     assert "Add 17 more normal images" in bar and "Add 9 more anomalous images" in bar
     assert "more)" not in bar
-
-
-def test_the_overview_offers_training_once_the_data_is_enough(signed_in, project):
-    _fill(project, normal=20, anomaly=10)
-    assert "Train your first model" in signed_in.get("/projects/cookies/").content.decode()
 
 
 # --- Settings, members, deletion ------------------------------------------------------------------
@@ -91,16 +63,6 @@ def test_an_editor_cannot_manage_members_or_delete_the_project(client, project):
     assert client.post("/projects/cookies/members/", {"username": editor.username, "role": "owner"}).status_code == 403
     assert client.post("/projects/cookies/delete", {"confirm_name": "cookies"}).status_code == 403
     assert Membership.objects.get(user=editor).role == Role.EDITOR and Project.objects.filter(name="cookies").exists()
-
-
-def test_deleting_a_project_needs_its_name_typed(signed_in, project):
-    add_image(project)
-    response = signed_in.post("/projects/cookies/delete", {"confirm_name": "cookie"})
-    assert response.status_code == 400 and "Type “cookies” exactly" in response.content.decode()
-    assert Project.objects.filter(name="cookies").exists()
-    response = signed_in.post("/projects/cookies/delete", {"confirm_name": "cookies"})
-    assert response.status_code == 302 and response["Location"] == "/"
-    assert not Project.objects.filter(name="cookies").exists() and not Image.objects.exists()
 
 
 # --- Upload -----------------------------------------------------------------------------------
@@ -213,7 +175,7 @@ def test_a_viewer_sees_the_upload_page_but_cannot_upload(client, project):
 
 
 def test_the_grid_filters_by_label_and_dataset_and_counts_each_filter(signed_in, project):
-    _fill(project, normal=3, anomaly=2)
+    fill_project(project, normal=3, anomaly=2)
     add_image(project, split="test", name="kept-apart.png")
     page = signed_in.get("/projects/cookies/images/?label=unlabeled&split=test").content.decode()
     assert page.count('class="tile"') == 1 and "kept-apart.png" in page

@@ -7,9 +7,9 @@ import zipfile
 
 import pytest
 
-from console.errors import Invalid, TooLarge
+from core.errors import Invalid, TooLarge
+from projects.imports import dataset_import_zip
 from projects.models import Image
-from projects.services import dataset_import_zip
 from tests.factories import image_bytes, make_project
 
 pytestmark = pytest.mark.django_db

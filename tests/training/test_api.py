@@ -5,8 +5,7 @@ import json
 import pytest
 
 from engine.metrics import metrics_at_threshold, wilson_interval
-from tests.factories import add_image, make_project
-from tests.training.test_services import _fill
+from tests.factories import add_image, fill_project, make_project
 from training import tasks
 from training.models import ModelVersion, Status
 
@@ -35,7 +34,7 @@ def test_starting_a_training_queues_it_and_answers_202(user, owner_api, monkeypa
     queued = []
     monkeypatch.setattr(tasks.train_model_version, "delay", queued.append)
     project = make_project(owner=user, name="cookies")
-    _fill(project)
+    fill_project(project)
     response = owner_api.post(
         "/api/v1/projects/cookies/models", **_json({"description": "first try", "backbone": "lite2"})
     )

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tests.factories import make_project
+from tests.factories import fill_project, make_project
 from tests.workers import Worker
 from training.models import ModelVersion, Status
 from training.tasks import sweep_stale_trainings, train_model_version
@@ -33,11 +33,10 @@ def test_a_training_whose_worker_is_killed_is_reported_failed_and_trains_again(
 ):
     """kill -9 the worker mid-training: the row stops beating, the sweep fails it, and the
     project trains again."""
-    from tests.training.test_services import _fill
     from training.services import model_version_start_training
 
     project = make_project(owner=user)
-    _fill(project)
+    fill_project(project)
     # Send the task to a queue only the doomed worker reads, not to the shared worker.
     monkeypatch.setattr(train_model_version, "delay", lambda *args: None)
     mv = model_version_start_training(project=project, user=user)
@@ -81,7 +80,7 @@ def test_a_training_runs_in_the_worker_and_ends_trained_with_its_record(celery_w
 
     from engine.images import decode_image
     from inference.runtime import load_model
-    from projects.services import dataset_add_image
+    from projects.images import dataset_add_image
     from training.services import model_version_start_training
 
     project = make_project(owner=user)
@@ -116,11 +115,10 @@ def test_a_training_runs_in_the_worker_and_ends_trained_with_its_record(celery_w
 
 
 def test_a_training_on_an_unreadable_image_fails_with_its_name(celery_worker, user):
-    from tests.training.test_services import _fill
     from training.services import model_version_start_training
 
     project = make_project(owner=user)
-    _fill(project)
+    fill_project(project)
     broken = project.images.first()
     with open(broken.file.path, "wb") as f:  # the test's local storage; a storage fault
         f.write(b"\x89PNG garbage")

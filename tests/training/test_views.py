@@ -6,16 +6,10 @@ import re
 import pytest
 
 from projects.models import Membership, Role
-from tests.factories import PASSWORD, UserFactory, add_image, make_trained_version
+from tests.factories import PASSWORD, UserFactory, add_image, fill_project, make_trained_version
 from training.models import ModelVersion, Status
 
 pytestmark = pytest.mark.django_db
-
-
-def _fill(project, *, normal=20, anomaly=10, split="train"):
-    return [add_image(project, label="normal", split=split, name=f"n{i}.png") for i in range(normal)] + [
-        add_image(project, label="anomaly", split=split, name=f"a{i}.png") for i in range(anomaly)
-    ]
 
 
 def _scored(images, *, normal_score=0.2, anomaly_score=0.8):
@@ -26,14 +20,14 @@ def _scored(images, *, normal_score=0.2, anomaly_score=0.8):
 
 
 def test_train_is_disabled_and_says_exactly_what_is_missing(signed_in, project):
-    _fill(project, normal=18, anomaly=10)
+    fill_project(project, normal=18, anomaly=10)
     page = signed_in.get("/projects/cookies/models/").content.decode()
     assert re.search(r'<button class="primary" id="train-button" disabled>', page)
     assert "Add 2 more normal images to the training dataset (it has 18, training needs at least 20)." in page
 
 
 def test_training_starts_with_a_description_and_backbone_and_shows_its_progress(signed_in, project):
-    _fill(project)
+    fill_project(project)
     page = signed_in.get("/projects/cookies/models/").content.decode()
     assert 'id="train-button" disabled' not in page and 'name="backbone"' in page
     response = signed_in.post("/projects/cookies/models/train", {"description": "first", "backbone": "lite2"})
@@ -45,7 +39,7 @@ def test_training_starts_with_a_description_and_backbone_and_shows_its_progress(
 
 
 def test_starting_a_training_without_enough_data_says_why(signed_in, project):
-    _fill(project, normal=3, anomaly=0)
+    fill_project(project, normal=3, anomaly=0)
     response = signed_in.post("/projects/cookies/models/train", {"backbone": "lite0"}, follow=True)
     assert "Not enough labeled images to train. Add 17 more normal images" in response.content.decode()
     assert not ModelVersion.objects.exists()
@@ -88,7 +82,7 @@ def test_cancelling_a_training(signed_in, project):
 def test_a_viewer_cannot_start_or_cancel_trainings(client, project):
     viewer = UserFactory()
     Membership.objects.create(project=project, user=viewer, role=Role.VIEWER)
-    _fill(project)
+    fill_project(project)
     client.login(username=viewer.username, password=PASSWORD)
     assert "Viewers cannot start trainings" in client.get("/projects/cookies/models/").content.decode()
     assert client.post("/projects/cookies/models/train", {"backbone": "lite0"}).status_code == 403
@@ -99,7 +93,7 @@ def test_a_viewer_cannot_start_or_cancel_trainings(client, project):
 
 
 def test_the_version_page_counts_the_matrix_at_the_threshold_in_use(signed_in, project):
-    images = _fill(project, normal=4, anomaly=2)
+    images = fill_project(project, normal=4, anomaly=2)
     scores = _scored(images)
     scores[images[0]] = 0.6  # a normal image above 0.5: a false positive at the trained threshold
     make_trained_version(project, scores=scores, threshold=0.5)
@@ -119,15 +113,15 @@ def test_the_version_page_counts_the_matrix_at_the_threshold_in_use(signed_in, p
 
 
 def test_the_version_page_says_when_a_test_dataset_was_used(signed_in, project):
-    _fill(project, normal=10, anomaly=0)
-    test = _fill(project, normal=10, anomaly=10, split="test")
+    fill_project(project, normal=10, anomaly=0)
+    test = fill_project(project, normal=10, anomaly=10, split="test")
     make_trained_version(project, scores=_scored(test), evaluation="test_dataset")
     page = signed_in.get("/projects/cookies/models/1/").content.decode()
     assert "Obtained on the <strong>test dataset</strong>: 10 normal and 10" in page
 
 
 def test_saving_a_threshold_and_refusing_a_bad_one(signed_in, project):
-    make_trained_version(project, scores=_scored(_fill(project, normal=2, anomaly=2)))
+    make_trained_version(project, scores=_scored(fill_project(project, normal=2, anomaly=2)))
     response = signed_in.post("/projects/cookies/models/1/threshold", {"threshold": "0.62"}, follow=True)
     assert "now flags images scoring 0.620 or more" in response.content.decode()
     assert ModelVersion.objects.get().threshold == 0.62
@@ -139,7 +133,7 @@ def test_saving_a_threshold_and_refusing_a_bad_one(signed_in, project):
 
 
 def test_the_heatmap_of_a_result_is_served_to_members_only_for_that_version(signed_in, client, project):
-    images = _fill(project, normal=2, anomaly=1)
+    images = fill_project(project, normal=2, anomaly=1)
     v1 = make_trained_version(project, scores=_scored(images))
     make_trained_version(project, scores=_scored(images))
     row = v1.images.first()
@@ -149,7 +143,7 @@ def test_the_heatmap_of_a_result_is_served_to_members_only_for_that_version(sign
 
 
 def test_deleting_a_version(signed_in, project):
-    make_trained_version(project, scores=_scored(_fill(project, normal=2, anomaly=1)))
+    make_trained_version(project, scores=_scored(fill_project(project, normal=2, anomaly=1)))
     response = signed_in.post("/projects/cookies/models/1/delete", follow=True)
     assert "Version 1 was deleted" in response.content.decode() and not ModelVersion.objects.exists()
 
@@ -158,18 +152,18 @@ def test_deleting_a_version(signed_in, project):
 
 
 def test_compare_asks_for_two_versions(signed_in, project):
-    make_trained_version(project, scores=_scored(_fill(project, normal=2, anomaly=1)))
+    make_trained_version(project, scores=_scored(fill_project(project, normal=2, anomaly=1)))
     page = signed_in.get("/projects/cookies/models/compare?v=1").content.decode()
     assert "Choose at least two versions to compare." in page
     assert signed_in.get("/projects/cookies/models/compare?v=1&v=7").status_code == 400
 
 
 def test_compare_shows_metrics_what_changed_and_where_versions_disagree(signed_in, project):
-    images = _fill(project, normal=3, anomaly=2)
+    images = fill_project(project, normal=3, anomaly=2)
     first = _scored(images)
     make_trained_version(project, scores=first, description="first")
     newcomer = add_image(project, label="anomaly", name="new-crack.png")
-    from projects.services import images_set_label
+    from projects.images import images_set_label
 
     images_set_label(project=project, image_ids=[images[1].pk], label="anomaly")
     images[1].refresh_from_db()
@@ -192,7 +186,7 @@ def test_compare_shows_metrics_what_changed_and_where_versions_disagree(signed_i
 
 
 def test_the_version_list_shows_metrics_at_each_versions_threshold_in_use(signed_in, project):
-    images = _fill(project, normal=4, anomaly=2)
+    images = fill_project(project, normal=4, anomaly=2)
     scores = _scored(images)
     scores[images[0]] = 0.6
     make_trained_version(project, scores=scores, threshold=0.5)
@@ -208,7 +202,7 @@ def test_the_version_list_shows_metrics_at_each_versions_threshold_in_use(signed
 
 
 def test_compare_with_a_version_still_training_says_what_it_can(signed_in, project):
-    make_trained_version(project, scores=_scored(_fill(project, normal=2, anomaly=1)))
+    make_trained_version(project, scores=_scored(fill_project(project, normal=2, anomaly=1)))
     ModelVersion.objects.create(project=project, version=2, backbone="lite0", status=Status.TRAINING)
     page = signed_in.get("/projects/cookies/models/compare?v=1&v=2").content.decode()
     assert "At least two of the chosen versions must be trained" in page
@@ -216,9 +210,9 @@ def test_compare_with_a_version_still_training_says_what_it_can(signed_in, proje
 
 
 def test_versions_evaluated_on_different_images_cannot_be_compared_image_by_image(signed_in, project):
-    first = _fill(project, normal=2, anomaly=1)
+    first = fill_project(project, normal=2, anomaly=1)
     make_trained_version(project, scores=_scored(first))
-    second = _fill(project, normal=2, anomaly=1, split="test")
+    second = fill_project(project, normal=2, anomaly=1, split="test")
     make_trained_version(
         project, scores={**{image: None for image in first}, **_scored(second)}, evaluation="test_dataset"
     )

@@ -16,6 +16,8 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from console.celery import app
+from console.checks import shared_setup_problems
 from console.embedded_redis import redis_server_command
 from console.supervisor import GaveUp, Supervisor
 
@@ -29,8 +31,6 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=2)
 
     def handle(self, *args, host, port, web_workers, **options):
-        from console.checks import shared_setup_problems
-
         self.stopping = False
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -182,8 +182,6 @@ class Command(BaseCommand):
             time.sleep(0.2)
 
     def _wait_for_workers(self, names: set[str]):
-        from console.celery import app
-
         deadline = time.monotonic() + 120
         while not self.stopping:
             self.supervisor.check()

@@ -6,7 +6,7 @@ Prints only the token, so that scripts can capture it: `TOKEN=$(python manage.py
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from projects.services import api_token_create
+from projects.tokens import api_token_create
 
 
 class Command(BaseCommand):

@@ -1,54 +1,20 @@
-import io
-import zipfile
-
 import pytest
 from django.core.files.storage import default_storage
 
-from console.errors import Conflict, Invalid, TooLarge
-from projects.models import Image, Label, Membership, Role, Split
-from projects.selectors import dataset_counts
-from projects.services import (
+from core.errors import Invalid, TooLarge
+from projects.images import (
     DuplicateImage,
-    api_token_authenticate,
-    api_token_create,
-    api_token_revoke,
     dataset_add_image,
     dataset_delete_test,
-    dataset_import_zip,
     images_delete,
     images_move,
     images_set_label,
-    member_remove,
-    member_set,
-    project_create,
-    project_delete,
 )
-from tests.factories import UserFactory, add_image, image_bytes, make_project
+from projects.models import Image, Label, Split
+from projects.selectors import dataset_counts
+from tests.factories import add_image, image_bytes, make_project
 
 pytestmark = pytest.mark.django_db
-
-
-def test_it_creates_a_project_with_its_owner_and_training_dataset(user):
-    project = project_create(user=user, name="cookies-line-1", description="  Cookies  ")
-    assert project.description == "Cookies"
-    assert Membership.objects.get(project=project).role == Role.OWNER
-    assert list(project.datasets.values_list("split", flat=True)) == [Split.TRAIN]
-
-
-@pytest.mark.parametrize("name", ["", "-starts-with-dash", "has space", "ünïcode", "a/b", "x" * 256, "dot.name"])
-def test_it_rejects_a_project_name_lookout_for_vision_would_reject(user, name):
-    with pytest.raises(Invalid):
-        project_create(user=user, name=name)
-
-
-def test_it_accepts_a_name_of_255_allowed_characters(user):
-    assert project_create(user=user, name="A" + "b_-9" * 63 + "z").name.startswith("A")
-
-
-def test_it_refuses_a_second_project_with_the_same_name(user):
-    project_create(user=user, name="same")
-    with pytest.raises(Conflict):
-        project_create(user=UserFactory(), name="same")
 
 
 def test_it_stores_an_image_with_its_facts_and_a_thumbnail(user):
@@ -144,76 +110,3 @@ def test_removing_the_test_dataset_returns_its_images_to_training(user):
     image.refresh_from_db()
     assert image.dataset.split == Split.TRAIN
     assert not project.datasets.filter(split=Split.TEST).exists()
-
-
-def _zip(entries: dict[str, bytes]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    buffer.seek(0)
-    return buffer
-
-
-def test_a_zip_import_labels_by_folder_and_reports_bad_files(user):
-    project = make_project(owner=user)
-    archive = _zip(
-        {
-            "cookies/normal/a.png": image_bytes(),
-            "cookies/normal/b.png": image_bytes(),
-            "cookies/anomaly/c.png": image_bytes(width=64, height=48),
-            "cookies/mask/c.png": image_bytes(width=64, height=48, mode="L"),
-            "cookies/anomaly/readme.txt": b"not an image",
-            "loose.png": image_bytes(),
-            "__MACOSX/._a.png": b"junk",
-        }
-    )
-    report = dataset_import_zip(project=project, file=archive, user=user)
-    labels = sorted((i.original_name, i.label, bool(i.mask)) for i in report.added)
-    assert labels == [
-        ("a.png", "normal", False),
-        ("b.png", "normal", False),
-        ("c.png", "anomaly", True),
-        ("loose.png", "unlabeled", False),
-    ]
-    assert [name for name, _ in report.rejected] == ["cookies/anomaly/readme.txt"]
-
-
-def test_a_zip_import_refuses_a_file_that_is_not_a_zip(user):
-    with pytest.raises(Invalid):
-        dataset_import_zip(project=make_project(owner=user), file=io.BytesIO(b"nope"))
-
-
-def test_a_project_keeps_at_least_one_owner(user):
-    editor = UserFactory()
-    project = make_project(owner=user, editor=editor)
-    with pytest.raises(Conflict):
-        member_remove(project=project, user_id=user.pk)
-    with pytest.raises(Conflict):
-        member_set(project=project, username=user.username, role="viewer")
-    member_set(project=project, username=editor.username, role="owner")
-    member_remove(project=project, user_id=user.pk)
-    assert list(project.memberships.values_list("role", flat=True)) == ["owner"]
-
-
-def test_it_refuses_an_unknown_member(user):
-    with pytest.raises(Invalid):
-        member_set(project=make_project(owner=user), username="nobody", role="viewer")
-
-
-def test_deleting_a_project_deletes_its_files(user, django_capture_on_commit_callbacks):
-    project = make_project(owner=user)
-    image = add_image(project)
-    with django_capture_on_commit_callbacks(execute=True):
-        project_delete(project=project)
-    assert not default_storage.exists(image.file.name)
-    assert not Image.objects.exists()
-
-
-def test_api_tokens_are_stored_hashed_and_can_be_revoked(user):
-    row, token = api_token_create(user=user, name="line 2")
-    assert token.startswith("kp_") and token not in (row.digest, row.prefix) and len(token) > 40
-    assert api_token_authenticate(token=token) == user
-    assert api_token_authenticate(token=token + "x") is None
-    api_token_revoke(user=user, token_id=row.pk)
-    assert api_token_authenticate(token=token) is None

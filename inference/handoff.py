@@ -1,5 +1,9 @@
 """How one detect call travels to an inference worker and back, and survives that worker's death.
 
+The image's bytes do not travel in the task message: a JSON message with a 450 KB photo inside
+cost ~20 ms more per call (kombu encodes a body again and copies it into its unacked set;
+docs/benchmarks.md), so they wait in Redis under the call's id.
+
 The web process puts the image's bytes in Redis under the call's id and sends a small task
 message (`send`); the worker that takes the call *claims* it (SET NX of its name), reads the
 image, and pushes its answer onto a list that the web process waits on (BLPOP). Every inference

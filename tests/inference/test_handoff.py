@@ -1,4 +1,4 @@
-"""inference.transport with real workers: a detect call outlives the death of the worker holding it."""
+"""inference.handoff with real workers: a detect call outlives the death of the worker holding it."""
 
 import threading
 import time
@@ -7,7 +7,7 @@ import uuid
 import pytest
 from django.conf import settings
 
-from inference import transport
+from inference import handoff
 from inference.tasks import detect_anomalies
 from tests.inference.test_api import UNSEEN_ANOMALY, hosted, owner_api  # noqa: F401  (fixtures)
 from tests.workers import Worker
@@ -27,7 +27,7 @@ def test_a_call_whose_worker_dies_is_answered_by_another_worker_long_before_the_
         held = f"{settings.KENPIN_REDIS_PREFIX}detect:{call_id}:held"
         claim = f"{settings.KENPIN_REDIS_PREFIX}detect:{call_id}:claim"
         deadline = time.monotonic() + 20
-        while not (transport.client().exists(held) or transport.client().exists(claim)):
+        while not (handoff.client().exists(held) or handoff.client().exists(claim)):
             assert time.monotonic() < deadline, doomed.tail()
             time.sleep(0.005)
         doomed.kill()
@@ -43,7 +43,7 @@ def test_a_call_whose_worker_dies_is_answered_by_another_worker_long_before_the_
 
     started = time.monotonic()
     try:
-        answer = transport.call(data=UNSEEN_ANOMALY[0].read_bytes(), timeout=30, send=send)
+        answer = handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), timeout=30, send=send)
     finally:
         doomed.stop()
     elapsed = time.monotonic() - started

@@ -1,11 +1,11 @@
-"""Small pieces the console's views share: JSON answers for the pages' scripts, and going back
+"""Small pieces the views of every app share: JSON answers for the pages' scripts, and going back
 to the page an action came from."""
 
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from console.errors import KenpinError
+from core.errors import KenpinError
 
 
 def wants_json(request: HttpRequest) -> bool:

@@ -1,0 +1,82 @@
+"""Detection as the web process serves it: one image, one HOSTED model version, answered by an
+inference worker (inference.worker.detect_in_worker) within KENPIN_DETECT_TIMEOUT."""
+
+import logging
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from kombu.exceptions import OperationalError
+
+from core.errors import Conflict, Invalid, Unavailable
+from core.uploads import check_upload_size
+from inference import handoff
+from inference.tasks import detect_anomalies
+from training.models import ModelVersion, Status
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Detection:
+    is_anomalous: bool
+    confidence: float  # 0.5..1, confidence in the verdict `is_anomalous`
+    score: float  # calibrated anomaly score, 0..1; the threshold decides
+    anomalous_fraction: float  # 0..1 of the image's pixels
+    mask_png: str  # base64 PNG of the image's size, coloured as inference.lfv.MASK_COLORS
+    inference_ms: float  # the worker's own time: decoding, predicting, encoding the mask
+
+
+def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detection:
+    """Detect anomalies in one encoded image with a HOSTED version, in an inference worker.
+
+    The image's bytes wait in Redis beside a small task message; inference.handoff says how, and
+    how a call outlives the death of the worker that took it.
+
+    Raises Conflict (409) when the version is not hosted, Invalid (400) for bytes that are not
+    a usable image, TooLarge (413), Unavailable (503) when no inference worker answers within
+    KENPIN_DETECT_TIMEOUT seconds or Redis or the broker cannot be reached.
+    """
+    if model_version.status != Status.HOSTED:
+        raise Conflict(_not_hosted_advice(model_version), code="not_hosted")
+    check_upload_size(data)
+    if not data:
+        raise Invalid("The request body is empty: send the image's bytes as the body.", code="empty")
+    timeout = settings.KENPIN_DETECT_TIMEOUT
+    args = [model_version.pk, model_version.weights_file.name, model_version.threshold]
+
+    def send(call_id: str, expires: float) -> None:
+        # `expires`: a call whose client has given up is dropped by the worker, not run late.
+        # No publishing retries: a broker that is down is reported at once (503).
+        detect_anomalies.apply_async(args=[*args, call_id], expires=expires, retry=False)
+
+    try:
+        answer = handoff.call(data=data, timeout=timeout, send=send)
+    except (redis.RedisError, OperationalError) as exc:
+        logger.warning("detect call failed to reach Redis or the broker: %s", exc)
+        raise Unavailable(
+            "Kenpin cannot reach its Redis or its task broker right now, so no inference worker can take the "
+            "call. Try again in a few seconds; if it keeps failing, check that Redis is running."
+        ) from None
+    if answer is None:
+        raise Unavailable(
+            f"No inference worker answered within {timeout} s. Check that an inference worker is "
+            "running and not overloaded, then try again."
+        )
+    if "error" in answer:
+        error = Conflict if answer["error"] == "not_hosted" else Invalid
+        raise error(answer["message"], code=answer["error"])
+    return Detection(**answer)
+
+
+def _not_hosted_advice(model_version: ModelVersion) -> str:
+    version = model_version.version
+    if model_version.is_usable:
+        return (
+            f"Model version {version} is {model_version.status}, not HOSTED. Start it "
+            f"(POST …/models/{version}/start) and wait until its status is HOSTED."
+        )
+    return (
+        f"Model version {version} is {model_version.status}: it has no trained model to host. Detect with a "
+        "trained version, or train a new one."
+    )

@@ -1,0 +1,198 @@
+"""Trial detections as people ask for them: create one (queued for a worker), verify its
+predictions, add the verified images to a dataset, delete it. The worker runs it: inference.worker."""
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from core.errors import Conflict, Invalid
+from core.files import storage_delete_on_commit
+from core.uploads import check_upload_size, upload_read
+from engine.images import ImageError, probe_image, thumbnail_jpeg
+from inference.models import TrialDetection, TrialImage, Verdict
+from inference.tasks import run_trial_detection
+from projects.images import EXTENSIONS, DuplicateImage, dataset_add_image
+from projects.models import Image, Project, Split, project_files_prefix
+from training.models import ModelVersion
+
+MAX_TRIAL_IMAGES = 2000
+
+
+@dataclass
+class TrialUpload:
+    name: str
+    data: bytes
+
+
+def trial_upload_read(*, file) -> TrialUpload:
+    """An uploaded file (Django UploadedFile) as a trial upload; TooLarge before reading a huge one."""
+    return TrialUpload(name=file.name, data=upload_read(file=file))
+
+
+@dataclass
+class TrialCreated:
+    trial: TrialDetection
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+
+
+def trial_create(
+    *,
+    project: Project,
+    model_version: ModelVersion,
+    user,
+    name: str = "",
+    uploads: list[TrialUpload] = (),
+    image_ids: list[int] = (),
+) -> TrialCreated:
+    """Create a trial detection of `model_version` on new uploads and/or project images, and queue it.
+
+    Uploads that are not usable images are reported in `rejected` and left out; the trial
+    needs at least one usable image. Project images are referenced, not copied.
+    """
+    if model_version.project_id != project.pk:
+        raise Invalid("That model version belongs to another project.", code="invalid_model")
+    if not model_version.is_usable:
+        raise Conflict(
+            f"Model version {model_version.version} is not trained; pick a trained version.", code="not_trained"
+        )
+    if len(uploads) + len(image_ids) > MAX_TRIAL_IMAGES:
+        raise Invalid(f"A trial detection takes at most {MAX_TRIAL_IMAGES} images.", code="too_many_images")
+    project_images = list(Image.objects.filter(project=project, pk__in=image_ids))
+
+    rejected = []
+    accepted = []  # (name, bytes, info, sha256)
+    seen = {image.sha256 for image in project_images}
+    for upload in uploads:
+        try:
+            check_upload_size(upload.data)
+            info = probe_image(upload.data)
+        except ImageError as exc:
+            rejected.append((upload.name, exc.message))
+            continue
+        except Invalid as exc:
+            rejected.append((upload.name, exc.message))
+            continue
+        sha256 = hashlib.sha256(upload.data).hexdigest()
+        if sha256 in seen:
+            rejected.append((upload.name, "The same image is already in this trial."))
+            continue
+        seen.add(sha256)
+        accepted.append((upload, info, sha256))
+    if not accepted and not project_images:
+        raise Invalid(
+            "The trial has no usable image. " + " ".join(f"{n}: {r}" for n, r in rejected),
+            code="no_images",
+        )
+
+    stored = []
+    try:
+        with transaction.atomic():
+            trial = TrialDetection.objects.create(
+                project=project,
+                model_version=model_version,
+                name=(name.strip() or f"Trial of version {model_version.version}")[:255],
+                threshold=model_version.threshold,
+                created_by=user,
+            )
+            rows = []
+            prefix = f"{project_files_prefix(project.pk)}trials/{trial.pk}"
+            for upload, info, sha256 in accepted:
+                key = uuid.uuid4().hex
+                file_name = default_storage.save(
+                    f"{prefix}/{key}.{EXTENSIONS.get(info.format, 'img')}", ContentFile(upload.data)
+                )
+                stored.append(file_name)
+                thumb = default_storage.save(f"{prefix}/{key}-thumb.jpg", ContentFile(thumbnail_jpeg(upload.data)))
+                stored.append(thumb)
+                rows.append(
+                    TrialImage(
+                        trial=trial,
+                        file=file_name,
+                        thumbnail=thumb,
+                        original_name=upload.name[:255],
+                        sha256=sha256,
+                        width=info.width,
+                        height=info.height,
+                    )
+                )
+            rows += [
+                TrialImage(
+                    trial=trial,
+                    image=image,
+                    original_name=image.original_name,
+                    sha256=image.sha256,
+                    width=image.width,
+                    height=image.height,
+                )
+                for image in project_images
+            ]
+            TrialImage.objects.bulk_create(rows)
+            transaction.on_commit(lambda: run_trial_detection.delay(trial.pk))
+    except BaseException:
+        for name_ in stored:
+            default_storage.delete(name_)
+        raise
+    return TrialCreated(trial=trial, rejected=rejected)
+
+
+def trial_image_set_verdict(*, trial_image: TrialImage, verdict: str) -> TrialImage:
+    """Record whether the prediction was right. `incorrect` flips the label the image will get."""
+    if verdict not in Verdict.values:
+        raise Invalid(f"Unknown verdict “{verdict}”: use correct, incorrect or unverified.", code="invalid_verdict")
+    if trial_image.is_anomalous is None:
+        raise Conflict("This image has no prediction to verify.", code="not_predicted")
+    trial_image.verdict = verdict
+    trial_image.save(update_fields=["verdict"])
+    return trial_image
+
+
+@dataclass
+class AddReport:
+    added: int = 0
+    relabeled: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def trial_add_verified_to_dataset(*, trial: TrialDetection, user, split: str = Split.TRAIN) -> AddReport:
+    """Put every verified image of the trial into the dataset with its verified label.
+
+    Uploaded images are added as new images; project images get the verified label. Each
+    image is marked as added, so doing this twice adds nothing twice.
+    """
+    report = AddReport()
+    rows = trial.images.filter(added_to_dataset=False).exclude(verdict=Verdict.UNVERIFIED).select_related("image")
+    for row in rows:
+        label = row.verified_label
+        if row.image is not None:
+            Image.objects.filter(pk=row.image.pk).update(label=label)
+            report.relabeled += 1
+        elif row.file:
+            with row.file.open("rb") as f:
+                data = f.read()
+            try:
+                dataset_add_image(
+                    project=trial.project, data=data, name=row.original_name, label=label, split=split, user=user
+                )
+                report.added += 1
+            except DuplicateImage as exc:
+                Image.objects.filter(pk=exc.existing.pk).update(label=label)
+                report.relabeled += 1
+            except Invalid as exc:
+                report.skipped.append((row.original_name, exc.message))
+                continue
+        else:
+            report.skipped.append((row.original_name, "The image was deleted."))
+            continue
+        TrialImage.objects.filter(pk=row.pk).update(added_to_dataset=True)
+    return report
+
+
+def trial_delete(*, trial: TrialDetection) -> None:
+    names = [n for row in trial.images.all() for n in (row.file.name, row.thumbnail.name, row.heatmap.name)]
+    with transaction.atomic():
+        trial.delete()
+        storage_delete_on_commit(names)

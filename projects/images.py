@@ -1,0 +1,201 @@
+"""A project's images: add (decoded and checked first), label, move between the training and
+test datasets, attach defect masks, delete."""
+
+import hashlib
+import uuid
+from pathlib import PurePosixPath
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+
+from core.errors import Conflict, Invalid
+from core.files import storage_delete_on_commit
+from core.uploads import check_upload_size
+from engine.images import ImageError, decode_mask, probe_image, thumbnail_jpeg
+from projects.models import Dataset, Image, Label, Project, Split, project_files_prefix
+
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp", "GIF": "gif", "MPO": "jpg"}
+
+
+class DuplicateImage(Conflict):
+    code = "duplicate"
+
+    def __init__(self, existing: Image):
+        where = "test" if existing.dataset.split == Split.TEST else "training"
+        super().__init__(
+            f"This image is already in the project (as “{existing}”, in the {where} dataset); it was not added again."
+        )
+        self.existing = existing
+
+
+def dataset_get_or_create(*, project: Project, split: str) -> Dataset:
+    """The project's dataset of `split` ("train" or "test"), created if needed: the test one is optional."""
+    if split not in Split.values:
+        raise Invalid(f"Unknown dataset “{split}”: use “train” or “test”.", code="invalid_dataset")
+    dataset, _ = Dataset.objects.get_or_create(project=project, split=split)
+    return dataset
+
+
+def _label(label: str | None) -> str:
+    label = label or Label.UNLABELED
+    if label not in Label.values:
+        raise Invalid(f"Unknown label “{label}”: use “normal” or “anomaly”.", code="invalid_label")
+    return label
+
+
+def preview_size(width: int, height: int, max_side: int = 320) -> tuple[int, int]:
+    """The size of an image's thumbnail, and of the heatmaps drawn over it."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def dataset_add_image(
+    *,
+    project: Project,
+    data: bytes,
+    name: str = "",
+    label: str | None = None,
+    split: str = Split.TRAIN,
+    user=None,
+    mask: bytes | None = None,
+) -> Image:
+    """Store one uploaded image in the project's `split` dataset.
+
+    The bytes are fully decoded first, so that a corrupt or truncated file is refused here with
+    a message (Invalid, TooLarge) rather than failing a training later. An image already in the
+    project (same SHA-256) raises DuplicateImage and is not stored twice. Nothing is written
+    to storage unless the row is created.
+    """
+    check_upload_size(data)
+    label = _label(label)
+    sha256 = hashlib.sha256(data).hexdigest()
+    existing = Image.objects.filter(project=project, sha256=sha256).select_related("dataset").first()
+    if existing:
+        raise DuplicateImage(existing)
+    try:
+        info = probe_image(data)
+        thumbnail = thumbnail_jpeg(data)
+        if mask is not None:
+            check_upload_size(mask)
+            decode_mask(mask, width=info.width, height=info.height)
+    except ImageError as exc:
+        raise Invalid(exc.message, code=exc.code) from exc
+    if mask is not None and label == Label.NORMAL:
+        raise Invalid(
+            "An image with a defect mask is an anomaly: label it anomaly, or leave the label out.",
+            code="normal_with_mask",
+        )
+    if mask is not None and label == Label.UNLABELED:
+        label = Label.ANOMALY  # a defect mask says what the image is
+
+    dataset = dataset_get_or_create(project=project, split=split)
+    key = uuid.uuid4().hex
+    prefix = project_files_prefix(project.pk)
+    stored = []
+    try:
+        file_name = default_storage.save(
+            f"{prefix}images/{key}.{EXTENSIONS.get(info.format, 'img')}", ContentFile(data)
+        )
+        stored.append(file_name)
+        thumb_name = default_storage.save(f"{prefix}thumbnails/{key}.jpg", ContentFile(thumbnail))
+        stored.append(thumb_name)
+        mask_name = ""
+        if mask is not None:
+            mask_name = default_storage.save(f"{prefix}masks/{key}.png", ContentFile(mask))
+            stored.append(mask_name)
+        with transaction.atomic():
+            image = Image.objects.create(
+                project=project,
+                dataset=dataset,
+                file=file_name,
+                thumbnail=thumb_name,
+                mask=mask_name,
+                original_name=PurePosixPath(name.replace("\\", "/")).name[:255],
+                sha256=sha256,
+                width=info.width,
+                height=info.height,
+                format=info.format,
+                size_bytes=len(data),
+                label=label,
+                uploaded_by=user,
+            )
+    except IntegrityError:
+        # Another request stored the same bytes between our check and our insert.
+        for name_ in stored:
+            default_storage.delete(name_)
+        raise DuplicateImage(Image.objects.select_related("dataset").get(project=project, sha256=sha256)) from None
+    except BaseException:
+        for name_ in stored:
+            default_storage.delete(name_)
+        raise
+    return image
+
+
+def images_set_label(*, project: Project, image_ids: list[int], label: str) -> int:
+    """Label many images at once; returns how many changed. Ids of other projects are ignored."""
+    label = _label(label)
+    return Image.objects.filter(project=project, pk__in=image_ids).exclude(label=label).update(label=label)
+
+
+def images_move(*, project: Project, image_ids: list[int], split: str) -> int:
+    """Move images to the training or test dataset (creating the test dataset if needed).
+
+    Raises Invalid when none of `image_ids` is in the project, rather than create an empty
+    test dataset, which would stop training until it is removed.
+    """
+    if split not in Split.values:
+        raise Invalid(f"Unknown dataset “{split}”: use “train” or “test”.", code="invalid_dataset")
+    images = Image.objects.filter(project=project, pk__in=image_ids)
+    if not images.exists():
+        raise Invalid("None of the selected images is in this project; nothing was moved.", code="no_images")
+    dataset = dataset_get_or_create(project=project, split=split)
+    return images.exclude(dataset=dataset).update(dataset=dataset)
+
+
+def image_update(*, image: Image, label: str | None = None, split: str | None = None) -> Image:
+    """Relabel and/or move one image; None leaves that property as it is."""
+    with transaction.atomic():
+        if label is not None:
+            images_set_label(project=image.project, image_ids=[image.pk], label=label)
+        if split is not None:
+            images_move(project=image.project, image_ids=[image.pk], split=split)
+    return Image.objects.select_related("dataset").get(pk=image.pk)
+
+
+def images_delete(*, project: Project, image_ids: list[int]) -> int:
+    """Delete images and their files. Trained versions keep their record of them."""
+    with transaction.atomic():
+        images = list(Image.objects.filter(project=project, pk__in=image_ids))
+        names = [n for image in images for n in (image.file.name, image.thumbnail.name, image.mask.name)]
+        Image.objects.filter(pk__in=[image.pk for image in images]).delete()
+        storage_delete_on_commit(names)
+    return len(images)
+
+
+def image_set_mask(*, image: Image, mask: bytes) -> Image:
+    """Attach (or replace) the defect mask of an image; the image becomes an anomaly."""
+    check_upload_size(mask)
+    try:
+        decode_mask(mask, width=image.width, height=image.height)
+    except ImageError as exc:
+        raise Invalid(exc.message, code=exc.code) from exc
+    old = image.mask.name
+    image.mask = default_storage.save(
+        f"{project_files_prefix(image.project_id)}masks/{uuid.uuid4().hex}.png", ContentFile(mask)
+    )
+    image.label = Label.ANOMALY
+    image.save(update_fields=["mask", "label"])
+    storage_delete_on_commit([old])
+    return image
+
+
+def dataset_delete_test(*, project: Project) -> None:
+    """Remove the test dataset; its images go back to the training dataset, nothing is lost."""
+    with transaction.atomic():
+        test = project.datasets.filter(split=Split.TEST).first()
+        if test is None:
+            return
+        train = dataset_get_or_create(project=project, split=Split.TRAIN)
+        Image.objects.filter(dataset=test).update(dataset=train)
+        test.delete()

@@ -1,0 +1,96 @@
+"""Projects and their members: create, describe, delete; who may do what in each."""
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from core.errors import Conflict, Invalid
+from projects.models import Dataset, Image, Membership, Project, Role, Split, project_name_validator
+from projects.tasks import project_delete_files
+
+# Words the console's addresses use beside project names (/projects/new/): a project named so
+# could be created but never opened.
+RESERVED_PROJECT_NAMES = {"new"}
+
+
+def _validate_project_name(name: str) -> None:
+    if not name:
+        raise Invalid("Give the project a name.", code="name_required")
+    if name.lower() in RESERVED_PROJECT_NAMES:
+        raise Invalid(
+            f"“{name}” is a word the console uses in its addresses; choose another name.", code="reserved_name"
+        )
+    if len(name) > 255:
+        raise Invalid("A project name has at most 255 characters.", code="name_too_long")
+    try:
+        project_name_validator(name)
+    except ValidationError as exc:
+        raise Invalid(exc.messages[0], code="invalid_name") from exc
+
+
+def project_create(*, user, name: str, description: str = "") -> Project:
+    """Create a project owned by `user`, with its (empty) training dataset."""
+    name = name.strip()
+    _validate_project_name(name)
+    try:
+        with transaction.atomic():
+            project = Project.objects.create(name=name, description=description.strip(), created_by=user)
+            Membership.objects.create(project=project, user=user, role=Role.OWNER)
+            Dataset.objects.create(project=project, split=Split.TRAIN)
+    except IntegrityError:
+        raise Conflict(f"A project named “{name}” already exists. Choose another name.", code="name_taken") from None
+    return project
+
+
+def project_update(*, project: Project, description: str) -> Project:
+    project.description = description.strip()
+    project.save(update_fields=["description"])
+    return project
+
+
+def project_delete(*, project: Project) -> None:
+    """Delete the project's rows (its images, model versions and trials cascade), then, after
+    commit, queue the removal of its stored files: every one lives under project_files_prefix.
+
+    Models that inference workers hold are the hosting layer's concern: inference.hosting's
+    project_delete unloads them around this call.
+    """
+    project_id = project.pk
+    with transaction.atomic():
+        Image.objects.filter(project=project).delete()  # Image.dataset is PROTECTed
+        project.delete()
+        transaction.on_commit(lambda: project_delete_files.delay(project_id))
+
+
+def member_set(*, project: Project, username: str, role: str) -> Membership:
+    """Add `username` to the project with `role`, or change the role of a member."""
+    if role not in Role.values:
+        raise Invalid(f"Unknown role “{role}”.", code="invalid_role")
+    user = get_user_model().objects.filter(username=username.strip()).first()
+    if user is None:
+        raise Invalid(
+            f"There is no user named “{username}”. An admin can create the account first.", code="no_such_user"
+        )
+    with transaction.atomic():
+        membership, _ = Membership.objects.select_for_update().get_or_create(
+            project=project, user=user, defaults={"role": role}
+        )
+        if membership.role != role:
+            _ensure_another_owner(project=project, leaving=membership)
+            membership.role = role
+            membership.save(update_fields=["role"])
+    return membership
+
+
+def member_remove(*, project: Project, user_id: int) -> None:
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().filter(project=project, user_id=user_id).first()
+        if membership is None:
+            raise Invalid("That person is not a member of this project.", code="not_a_member")
+        _ensure_another_owner(project=project, leaving=membership)
+        membership.delete()
+
+
+def _ensure_another_owner(*, project: Project, leaving: Membership) -> None:
+    if leaving.role == Role.OWNER and not project.memberships.filter(role=Role.OWNER).exclude(pk=leaving.pk).exists():
+        raise Conflict("A project needs at least one owner. Make someone else an owner first.", code="last_owner")
