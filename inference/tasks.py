@@ -6,7 +6,7 @@ from celery.worker.control import control_command
 from django.conf import settings
 from django.db import connection
 
-from inference import control, handoff, worker
+from inference import control, handoff, runtime, worker
 
 # Registers the remote-control commands in every worker that imports its tasks.
 __all__ = ["control"]
@@ -75,18 +75,21 @@ def _host_hosted_models(sender, **kwargs):
 # A remote-control command (control.load_everywhere sends it): a task would reach one worker.
 @control_command(args=[("model_version_ids", list)], signature="<model_version_ids>")
 def kenpin_load_models(state, model_version_ids: list[int]) -> dict:
-    """Load newly hosted versions in this worker too (in a thread: a control command must be quick)."""
-    if "inference" in _queues(state.consumer):
-        threading.Thread(target=_host_all, name="kenpin-host-broadcast", daemon=True).start()
-    return {"ok": "loading"}
+    """Load newly hosted versions in this worker too, unless it holds them already (the worker
+    that made them HOSTED does). In a thread: a control command must answer at once."""
+    held = set(runtime.hosted_model_ids())
+    missing = [int(pk) for pk in model_version_ids if int(pk) not in held]
+    if missing and "inference" in _queues(state.consumer):
+        threading.Thread(target=_host_all, args=(missing,), name="kenpin-host-broadcast", daemon=True).start()
+    return {"ok": f"loading {len(missing)} model version(s)"}
 
 
 def _queues(consumer) -> set[str]:
     return {queue.name for queue in consumer.task_consumer.queues} if consumer and consumer.task_consumer else set()
 
 
-def _host_all() -> None:
+def _host_all(ids: list[int] | None = None) -> None:
     try:
-        worker.model_versions_host_all_hosted()
+        worker.model_versions_host_all_hosted(ids=ids)
     finally:
         connection.close()  # this thread's own connection

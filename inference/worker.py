@@ -182,13 +182,17 @@ def model_version_unhost(*, model_version_id: int) -> None:
     )
 
 
-def model_versions_host_all_hosted() -> int:
-    """Pin every HOSTED version in this worker (at its start, so the first detect call is fast).
+def model_versions_host_all_hosted(*, ids: list[int] | None = None) -> int:
+    """Pin every HOSTED version (or those of `ids`) in this worker: at its start, or when another
+    worker made them HOSTED, so that the first detect call here is fast.
 
     A version that no longer loads (its files lost, or trained by an older engine) becomes
     HOSTING_FAILED with the reason, rather than staying HOSTED and failing every call.
     """
-    return sum(_pin(mv, expected=Status.HOSTED) is not None for mv in ModelVersion.objects.filter(status=Status.HOSTED))
+    hosted = ModelVersion.objects.filter(status=Status.HOSTED)
+    if ids is not None:
+        hosted = hosted.filter(pk__in=ids)
+    return sum(_pin(mv, expected=Status.HOSTED) is not None for mv in hosted)
 
 
 def hosting_sweep_stale() -> int:

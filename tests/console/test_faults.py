@@ -228,7 +228,7 @@ def test_eight_clients_with_a_failing_call_every_tenth_lose_no_connection_and_ge
 
     def client(n: int) -> dict:
         session = requests.Session()
-        counts = {"calls": 0, "errors": 0, "wrong": 0, "failing": 0}
+        counts = {"calls": 0, "errors": 0, "wrong": 0, "failing": 0, "seen": []}
         deadline = time.monotonic() + seconds
         i = 0
         while time.monotonic() < deadline:
@@ -243,16 +243,21 @@ def test_eight_clients_with_a_failing_call_every_tenth_lose_no_connection_and_ge
                     p = PHOTOS[(i + n) % len(PHOTOS)]
                     response = session.post(good, data=p.read_bytes(), headers=auth, timeout=60)
                     ok = response.status_code == 200 and response.content == expected[p.name]
-                counts["wrong"] += not ok
-            except requests.RequestException:
+                if not ok:
+                    counts["wrong"] += 1
+                    counts["seen"].append(
+                        f"{response.request.method} {response.url}: {response.status_code} {response.text[:120]}"
+                    )
+            except requests.RequestException as exc:
                 counts["errors"] += 1
+                counts["seen"].append(repr(exc)[:160])
                 session = requests.Session()
             counts["calls"] += 1
         return counts
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(client, range(8)))
-    total = {key: sum(r[key] for r in results) for key in results[0]}
+    total = {key: sum(r[key] for r in results) for key in ("calls", "errors", "wrong", "failing")}
     print(f"\n8 clients for {seconds:.0f} s:", total)
-    assert total["errors"] == 0 and total["wrong"] == 0, total
+    assert total["errors"] == 0 and total["wrong"] == 0, (total, [s for r in results for s in r["seen"]][:10])
     assert total["failing"] >= 8
