@@ -61,7 +61,7 @@ def test_a_training_whose_worker_is_killed_is_reported_failed_and_trains_again(
 
     monkeypatch.undo()  # the next training goes to the session's worker, as usual
     settings.KENPIN_STALE_AFTER = 120
-    again = _wait_until_final(model_version_start_training(project=project, user=user))
+    again = _wait_until_final(model_version_start_training(project=project, user=user), timeout=600)
     assert again.version == mv.version + 1 and again.status == Status.TRAINED, again.status_message
 
 
