@@ -30,6 +30,8 @@ urlpatterns = [
     path("projects/<str:name>/delete", views.project_delete, name="project_delete"),
     path("projects/<str:name>/models/", include("training.urls")),
     path("projects/<str:name>/", include("inference.urls")),
+    # Amazon Lookout for Vision's API, at its own paths (lookout/api.py).
+    path("2020-11-20/", include("lookout.urls")),
     # The API at /api/ and Lookout for Vision's /2020-11-20/ (console/api.py).
     path("", (api.urlpatterns(), "ninja", "api")),
 ]

@@ -1,0 +1,175 @@
+"""Model packaging (StartModelPackagingJob): a self-contained zip of a trained model version that
+scores images on any machine with Python, numpy, Pillow, onnxruntime and safetensors, and
+nothing of Kenpin's server (no Django, no torch).
+
+The zip holds the model's files, the backbone's ONNX graph it was trained with, the threshold in
+use, the engine's inference modules (plain Python, copied as they are) and a small command-line
+runner (lookout/runner/kenpin_detect.py), so that it scores exactly as the hosted model does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import uuid
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, close_old_connections, transaction
+from django.utils import timezone
+
+from lookout.errors import MODEL, MODEL_PACKAGE_JOB, ConflictException
+from lookout.models import PackagingJob, PackagingStatus
+from projects.models import Project
+from training.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+RUNNER = Path(__file__).resolve().parent / "runner" / "kenpin_detect.py"
+ENGINE = Path(__file__).resolve().parent.parent / "engine"
+# The engine modules that scoring needs: none of them imports torch (engine/export.py does,
+# and stays out). The package's engine/__init__.py is empty, so that nothing else is pulled in.
+ENGINE_MODULES = ("backbones.py", "features.py", "images.py", "model.py", "patchcore.py")
+RUNTIME_PACKAGES = ("numpy", "pillow", "onnxruntime", "safetensors")
+
+
+def packaging_job_start(
+    *, project: Project, model_version: ModelVersion, user, name: str = "", description: str = "", configuration: dict
+) -> PackagingJob:
+    """Queue the packaging of a trained version; the job's name is given or made up."""
+    from lookout.tasks import run_packaging_job
+
+    if not model_version.is_usable:
+        raise ConflictException(
+            f"Model version {model_version.version} is {model_version.status}: only a trained model can be packaged.",
+            resource_id=str(model_version.version),
+            resource_type=MODEL,
+        )
+    name = name or f"{project.name[:40]}-{model_version.version}-{uuid.uuid4().hex[:8]}"
+    name = re.sub(r"[^a-zA-Z0-9-]", "-", name)[:64]
+    try:
+        with transaction.atomic():
+            job = PackagingJob.objects.create(
+                project=project,
+                model_version=model_version,
+                name=name,
+                description=description,
+                configuration=configuration,
+                created_by=user,
+                status_message="Waiting for a worker to build the package.",
+            )
+    except IntegrityError:
+        raise ConflictException(
+            f"The project {project.name} already has a model packaging job named {name}.",
+            resource_id=name,
+            resource_type=MODEL_PACKAGE_JOB,
+        ) from None
+    transaction.on_commit(lambda: run_packaging_job.delay(job.pk))
+    return job
+
+
+def build_package(model_version: ModelVersion) -> bytes:
+    """The zip of a trained version (see the module's docstring)."""
+    from engine.backbones import BACKBONES
+    from engine.features import GRAPH_VERSION, ensure_graph
+
+    backbone = BACKBONES[model_version.backbone]
+    graph = ensure_graph(backbone)
+    folder = f"kenpin-{model_version.project.name}-v{model_version.version}"
+    package = {
+        "project": model_version.project.name,
+        "model_version": model_version.version,
+        "backbone": backbone.name,
+        "threshold": model_version.threshold,
+        "trained_threshold": model_version.trained_threshold,
+        "packaged_at": timezone.now().isoformat(),
+        "mask_colors": {"background": "#FFFFFF", "anomaly": "#FF0000"},
+    }
+    requirements = "".join(f"{name}=={metadata.version(name)}\n" for name in RUNTIME_PACKAGES)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, field in (
+            ("model.safetensors", model_version.weights_file),
+            ("model.json", model_version.config_file),
+        ):
+            with field.open("rb") as f:
+                archive.writestr(f"{folder}/model/{name}", f.read())
+        # Named as the engine's cache names it, so that the runner's engine finds it there.
+        archive.write(graph, f"{folder}/model/{backbone.name}-v{GRAPH_VERSION}.onnx")
+        archive.writestr(f"{folder}/engine/__init__.py", '"""Kenpin\'s engine: the modules that score images."""\n')
+        for module in ENGINE_MODULES:
+            archive.write(ENGINE / module, f"{folder}/engine/{module}")
+        archive.write(RUNNER, f"{folder}/kenpin_detect.py")
+        archive.writestr(f"{folder}/package.json", json.dumps(package, indent=2) + "\n")
+        archive.writestr(f"{folder}/requirements.txt", requirements)
+        archive.writestr(f"{folder}/README.txt", _readme(package, folder))
+    return out.getvalue()
+
+
+def _readme(package: dict, folder: str) -> str:
+    return (
+        f"Kenpin model {package['project']} version {package['model_version']}, packaged {package['packaged_at']}.\n\n"
+        "Score images on any machine with Python 3.10 or later, without a Kenpin server:\n\n"
+        f"    cd {folder}\n"
+        "    python -m venv .venv && .venv/bin/pip install -r requirements.txt\n"
+        "    .venv/bin/python kenpin_detect.py photo.jpg [more.jpg ...] [--threshold T] [--masks DIR]\n\n"
+        "Each image gets one JSON line: IsAnomalous, Confidence and Anomalies as Lookout for Vision's\n"
+        "DetectAnomalies answered, and Score (0..1; anomalous when Score >= the threshold,\n"
+        f"{package['threshold']:.4f} as packaged). The scores equal the hosted model's.\n"
+    )
+
+
+def packaging_job_run(*, job_id: int) -> None:
+    """Build a claimed job's package and store it; every outcome is written to the job's row."""
+    claimed = PackagingJob.objects.filter(pk=job_id, status=PackagingStatus.CREATED).update(
+        status=PackagingStatus.RUNNING, status_message="Building the package."
+    )
+    if not claimed:
+        return
+    job = PackagingJob.objects.select_related("model_version__project").get(pk=job_id)
+    stored = ""
+    try:
+        data = build_package(job.model_version)
+        stored = default_storage.save(
+            f"projects/{job.project_id}/packages/{job.name}-{uuid.uuid4().hex[:8]}.zip", ContentFile(data)
+        )
+        message = f"The package is ready ({len(data) / 1e6:.1f} MB): download it from the model's page in Kenpin."
+        output_key = ""
+        greengrass = job.configuration.get("Greengrass") or {}
+        location = greengrass.get("S3OutputLocation") or {}
+        if location.get("Bucket"):
+            output_key, copy_message = _copy_to_s3(data, location, greengrass.get("ComponentName") or job.name)
+            message += " " + copy_message
+        PackagingJob.objects.filter(pk=job.pk).update(
+            status=PackagingStatus.SUCCEEDED, status_message=message, package=stored, output_key=output_key
+        )
+    except Exception as exc:
+        if stored:
+            default_storage.delete(stored)
+        logger.exception("packaging job %s failed", job_id)
+        PackagingJob.objects.filter(pk=job.pk).update(
+            status=PackagingStatus.FAILED,
+            status_message=f"The package could not be built ({type(exc).__name__}: {exc}). Start the job again; "
+            "if it fails again, report it with the worker's log.",
+        )
+    finally:
+        close_old_connections()
+
+
+def _copy_to_s3(data: bytes, location: dict, component: str) -> tuple[str, str]:
+    """Put the package at the job's S3OutputLocation too, with the server's AWS credentials."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    prefix = location.get("Prefix") or ""
+    key = f"{prefix.rstrip('/') + '/' if prefix else ''}{component}.zip"
+    try:
+        boto3.client("s3").put_object(Bucket=location["Bucket"], Key=key, Body=data)
+    except (BotoCoreError, ClientError) as exc:
+        return "", f"It could not be copied to s3://{location['Bucket']}/{key} ({exc})."
+    return key, f"A copy is at s3://{location['Bucket']}/{key}."
