@@ -6,133 +6,252 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('projects', '0001_initial'),
-        ('training', '0001_initial'),
+        ("projects", "0001_initial"),
+        ("training", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AccessKey',
+            name="AccessKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('access_key_id', models.CharField(max_length=20, unique=True)),
-                ('secret_ciphertext', models.TextField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('token', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='access_key', to='projects.apitoken')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("access_key_id", models.CharField(max_length=20, unique=True)),
+                ("secret_ciphertext", models.TextField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "token",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="access_key", to="projects.apitoken"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='DatasetJob',
+            name="DatasetJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('split', models.CharField(choices=[('train', 'Training dataset'), ('test', 'Test dataset')], max_length=5)),
-                ('kind', models.CharField(choices=[('create', 'Create'), ('update', 'Update')], max_length=6)),
-                ('status', models.CharField(choices=[('CREATE_IN_PROGRESS', 'Create In Progress'), ('CREATE_COMPLETE', 'Create Complete'), ('CREATE_FAILED', 'Create Failed'), ('UPDATE_IN_PROGRESS', 'Update In Progress'), ('UPDATE_COMPLETE', 'Update Complete'), ('UPDATE_FAILED_ROLLBACK_IN_PROGRESS', 'Update Failed Rollback In Progress'), ('UPDATE_FAILED_ROLLBACK_COMPLETE', 'Update Failed Rollback Complete'), ('DELETE_IN_PROGRESS', 'Delete In Progress'), ('DELETE_COMPLETE', 'Delete Complete'), ('DELETE_FAILED', 'Delete Failed')], max_length=40)),
-                ('status_message', models.TextField(blank=True)),
-                ('source', models.CharField(blank=True, max_length=1100)),
-                ('manifest', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('images_zip', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('total_lines', models.PositiveIntegerField(default=0)),
-                ('done_lines', models.PositiveIntegerField(default=0)),
-                ('added', models.PositiveIntegerField(default=0)),
-                ('updated', models.PositiveIntegerField(default=0)),
-                ('problems', models.JSONField(blank=True, default=list)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='dataset_jobs', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "split",
+                    models.CharField(choices=[("train", "Training dataset"), ("test", "Test dataset")], max_length=5),
+                ),
+                ("kind", models.CharField(choices=[("create", "Create"), ("update", "Update")], max_length=6)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("CREATE_IN_PROGRESS", "Create In Progress"),
+                            ("CREATE_COMPLETE", "Create Complete"),
+                            ("CREATE_FAILED", "Create Failed"),
+                            ("UPDATE_IN_PROGRESS", "Update In Progress"),
+                            ("UPDATE_COMPLETE", "Update Complete"),
+                            ("UPDATE_FAILED_ROLLBACK_IN_PROGRESS", "Update Failed Rollback In Progress"),
+                            ("UPDATE_FAILED_ROLLBACK_COMPLETE", "Update Failed Rollback Complete"),
+                            ("DELETE_IN_PROGRESS", "Delete In Progress"),
+                            ("DELETE_COMPLETE", "Delete Complete"),
+                            ("DELETE_FAILED", "Delete Failed"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                ("status_message", models.TextField(blank=True)),
+                ("source", models.CharField(blank=True, max_length=1100)),
+                ("manifest", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("images_zip", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("total_lines", models.PositiveIntegerField(default=0)),
+                ("done_lines", models.PositiveIntegerField(default=0)),
+                ("added", models.PositiveIntegerField(default=0)),
+                ("updated", models.PositiveIntegerField(default=0)),
+                ("problems", models.JSONField(blank=True, default=list)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="dataset_jobs", to="projects.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ModelOptions',
+            name="ModelOptions",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('output_bucket', models.CharField(blank=True, max_length=63)),
-                ('output_prefix', models.CharField(blank=True, max_length=1024)),
-                ('kms_key_id', models.CharField(blank=True, max_length=2048)),
-                ('min_inference_units', models.PositiveIntegerField(null=True)),
-                ('max_inference_units', models.PositiveIntegerField(null=True)),
-                ('evaluation', models.CharField(blank=True, choices=[('', 'Not asked'), ('pending', 'Waiting for the training to end'), ('writing', 'Writing'), ('written', 'Written'), ('failed', 'Failed')], max_length=8)),
-                ('evaluation_message', models.TextField(blank=True)),
-                ('evaluation_manifest_key', models.CharField(blank=True, max_length=1100)),
-                ('evaluation_result_key', models.CharField(blank=True, max_length=1100)),
-                ('evaluation_written_at', models.DateTimeField(blank=True, null=True)),
-                ('model_version', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='lookout_options', to='training.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("output_bucket", models.CharField(blank=True, max_length=63)),
+                ("output_prefix", models.CharField(blank=True, max_length=1024)),
+                ("kms_key_id", models.CharField(blank=True, max_length=2048)),
+                ("min_inference_units", models.PositiveIntegerField(null=True)),
+                ("max_inference_units", models.PositiveIntegerField(null=True)),
+                (
+                    "evaluation",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "Not asked"),
+                            ("pending", "Waiting for the training to end"),
+                            ("writing", "Writing"),
+                            ("written", "Written"),
+                            ("failed", "Failed"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("evaluation_message", models.TextField(blank=True)),
+                ("evaluation_manifest_key", models.CharField(blank=True, max_length=1100)),
+                ("evaluation_result_key", models.CharField(blank=True, max_length=1100)),
+                ("evaluation_written_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "model_version",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="lookout_options",
+                        to="training.modelversion",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='IdempotentRequest',
+            name="IdempotentRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('operation', models.CharField(max_length=40)),
-                ('client_token', models.CharField(max_length=64)),
-                ('request_hash', models.CharField(max_length=64)),
-                ('status', models.PositiveSmallIntegerField(null=True)),
-                ('response', models.JSONField(null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("operation", models.CharField(max_length=40)),
+                ("client_token", models.CharField(max_length=64)),
+                ("request_hash", models.CharField(max_length=64)),
+                ("status", models.PositiveSmallIntegerField(null=True)),
+                ("response", models.JSONField(null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('user', 'operation', 'client_token'), name='one_call_per_client_token')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("user", "operation", "client_token"), name="one_call_per_client_token"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ImageSource',
+            name="ImageSource",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source_ref', models.CharField(max_length=1024)),
-                ('mask_ref', models.CharField(blank=True, max_length=1024)),
-                ('label_attribute', models.CharField(default='anomaly-label', max_length=128)),
-                ('image', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='lookout_source', to='projects.image')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("source_ref", models.CharField(max_length=1024)),
+                ("mask_ref", models.CharField(blank=True, max_length=1024)),
+                ("label_attribute", models.CharField(default="anomaly-label", max_length=128)),
+                (
+                    "image",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="lookout_source", to="projects.image"
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="projects.project"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['project', 'source_ref'], name='lookout_ima_project_02578d_idx')],
+                "indexes": [models.Index(fields=["project", "source_ref"], name="lookout_ima_project_02578d_idx")],
             },
         ),
         migrations.CreateModel(
-            name='ModelTag',
+            name="ModelTag",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=128)),
-                ('value', models.CharField(blank=True, max_length=256)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='lookout_tags', to='training.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.CharField(max_length=128)),
+                ("value", models.CharField(blank=True, max_length=256)),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="lookout_tags",
+                        to="training.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['key'],
-                'constraints': [models.UniqueConstraint(fields=('model_version', 'key'), name='one_value_per_tag_key')],
+                "ordering": ["key"],
+                "constraints": [models.UniqueConstraint(fields=("model_version", "key"), name="one_value_per_tag_key")],
             },
         ),
         migrations.CreateModel(
-            name='PackagingJob',
+            name="PackagingJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64)),
-                ('description', models.CharField(blank=True, max_length=256)),
-                ('configuration', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('CREATED', 'Created'), ('RUNNING', 'Running'), ('SUCCEEDED', 'Succeeded'), ('FAILED', 'Failed')], default='CREATED', max_length=10)),
-                ('status_message', models.TextField(blank=True)),
-                ('package', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('output_key', models.CharField(blank=True, max_length=1100)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='packaging_jobs', to='training.modelversion')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='packaging_jobs', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=64)),
+                ("description", models.CharField(blank=True, max_length=256)),
+                ("configuration", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("CREATED", "Created"),
+                            ("RUNNING", "Running"),
+                            ("SUCCEEDED", "Succeeded"),
+                            ("FAILED", "Failed"),
+                        ],
+                        default="CREATED",
+                        max_length=10,
+                    ),
+                ),
+                ("status_message", models.TextField(blank=True)),
+                ("package", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("output_key", models.CharField(blank=True, max_length=1100)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="packaging_jobs",
+                        to="training.modelversion",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="packaging_jobs",
+                        to="projects.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'constraints': [models.UniqueConstraint(fields=('project', 'name'), name='one_packaging_job_name_per_project')],
+                "ordering": ["-created_at", "-id"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("project", "name"), name="one_packaging_job_name_per_project")
+                ],
             },
         ),
     ]
