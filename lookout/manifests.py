@@ -15,7 +15,6 @@ colours.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +22,9 @@ from pathlib import PurePosixPath
 from urllib.parse import quote
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+from engine.images import ImageError
+from projects.masks import MaskClass, decode_upload, parse_color
 
 MASK_ATTRIBUTE = "anomaly-mask-ref"
 BACKGROUND = "#ffffff"
@@ -56,12 +57,10 @@ class Entry:
     background: str = BACKGROUND
 
 
-def _color(value, *, line_hint: str) -> str:
-    if not isinstance(value, str) or len(value) != 7 or not value.startswith("#"):
-        raise ManifestError(f"The internal-color-map has a colour that is not #RRGGBB: {value!r}{line_hint}.")
+def _color(value) -> str:
     try:
-        int(value[1:], 16)
-    except ValueError:
+        parse_color(value)
+    except (TypeError, ValueError):
         raise ManifestError(f"The internal-color-map has a colour that is not #RRGGBB: {value!r}.") from None
     return value.lower()
 
@@ -117,7 +116,7 @@ def parse_line(text: str, line: int) -> Entry:
         for item in color_map.values():
             if not isinstance(item, dict) or not item.get("class-name"):
                 raise ManifestError("An internal-color-map entry has no class-name.")
-            color = _color(item.get("hex-color"), line_hint="")
+            color = _color(item.get("hex-color"))
             if str(item["class-name"]).strip().lower() == "background":
                 entry.background = color
             else:
@@ -166,59 +165,26 @@ def file_name(ref: str) -> str:
 # --- Masks ----------------------------------------------------------------------------------------
 
 
-def _hex_rgb(color: str) -> tuple[int, int, int]:
-    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+def mask_classes(entry: Entry) -> list[MaskClass]:
+    """The line's colour map as the classes of projects.masks: index k for its k-th anomaly class."""
+    return [MaskClass(index=k, name=c.name, color=c.color) for k, c in enumerate(entry.classes, start=1)]
 
 
-def class_mask(data: bytes, entry: Entry) -> np.ndarray:
-    """A colour mask -> (H, W) uint8 class ids: 0 background, k for entry.classes[k-1].
-
-    Every pixel must be the background colour or one of the classes' colours: a colour the
-    map does not name is an error, not a guess.
-    """
+def read_mask(data: bytes, entry: Entry, *, width: int, height: int) -> np.ndarray | None:
+    """A line's colour mask -> (H, W) uint8 class indices (k for entry.classes[k-1]), read by the
+    same rules as masks people upload (projects.masks); None for a normal image whose mask marks
+    nothing. ManifestError says what is wrong: a wrong size, a colour the map does not name."""
+    classes = mask_classes(entry)
+    if entry.background not in (BACKGROUND, "#000000"):
+        raise ManifestError(f"The mask's background colour is {entry.background}; Kenpin reads white or black.")
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ManifestError(f"The mask is not an image Kenpin can read ({exc}).") from None
-    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
-    ids = np.full(packed.shape, 255, dtype=np.uint8)
-    r, g, b = _hex_rgb(entry.background)
-    ids[packed == (r << 16 | g << 8 | b)] = 0
-    for k, anomaly_class in enumerate(entry.classes, start=1):
-        r, g, b = _hex_rgb(anomaly_class.color)
-        ids[packed == (r << 16 | g << 8 | b)] = k
-    unknown = ids == 255
-    if unknown.any():
-        colors = sorted({f"#{int(v):06x}" for v in np.unique(packed[unknown])[:5]})
-        raise ManifestError(
-            f"The mask has {int(unknown.sum())} pixels of colours its internal-color-map does not name "
-            f"({', '.join(colors)}); every pixel must be the background or a class's colour."
+        return decode_upload(
+            data, width=width, height=height, classes=classes, binary_class=classes[0] if classes else None
         )
-    return ids
-
-
-def binary_mask_png(ids: np.ndarray) -> bytes | None:
-    """Kenpin's one-class mask (0/255 greyscale PNG) of class ids; None when there is no defect."""
-    if not ids.any():
-        return None
-    out = io.BytesIO()
-    Image.fromarray(np.where(ids > 0, 255, 0).astype(np.uint8), mode="L").save(out, format="PNG")
-    return out.getvalue()
-
-
-def color_mask_png(mask: np.ndarray, classes: list[AnomalyClass], background: str = BACKGROUND) -> bytes:
-    """(H, W) class ids (or bool for one class) -> Lookout for Vision's colour mask PNG."""
-    ids = np.asarray(mask, dtype=np.uint8)
-    palette = [*_hex_rgb(background)]
-    for anomaly_class in classes:
-        palette += _hex_rgb(anomaly_class.color)
-    image = Image.fromarray(ids, mode="P")
-    image.putpalette(palette)
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+    except ImageError as exc:
+        if exc.code == "empty_mask" and entry.label == "normal":
+            return None
+        raise ManifestError(f"The mask {file_name(entry.mask_ref or '')}: {exc.message}") from None
 
 
 # --- Writing lines --------------------------------------------------------------------------------

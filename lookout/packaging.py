@@ -79,7 +79,6 @@ def build_package(model_version: ModelVersion) -> bytes:
     from engine.features import GRAPH_VERSION, ensure_graph
 
     backbone = BACKBONES[model_version.backbone]
-    graph = ensure_graph(backbone)
     folder = f"kenpin-{model_version.project.name}-v{model_version.version}"
     package = {
         "project": model_version.project.name,
@@ -93,14 +92,14 @@ def build_package(model_version: ModelVersion) -> bytes:
     requirements = "".join(f"{name}=={metadata.version(name)}\n" for name in RUNTIME_PACKAGES)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, field in (
-            ("model.safetensors", model_version.weights_file),
-            ("model.json", model_version.config_file),
-        ):
+        files = model_version.artifact_files
+        for name, field in files.items():
             with field.open("rb") as f:
                 archive.writestr(f"{folder}/model/{name}", f.read())
-        # Named as the engine's cache names it, so that the runner's engine finds it there.
-        archive.write(graph, f"{folder}/model/{backbone.name}-v{GRAPH_VERSION}.onnx")
+        if "backbone.onnx" not in files:
+            # A model saved before models carried their graph runs the engine's export of its
+            # backbone, found in the cache folder under this name (the runner points it there).
+            archive.write(ensure_graph(backbone), f"{folder}/model/{backbone.name}-v{GRAPH_VERSION}.onnx")
         archive.writestr(f"{folder}/engine/__init__.py", '"""Kenpin\'s engine: the modules that score images."""\n')
         for module in ENGINE_MODULES:
             archive.write(ENGINE / module, f"{folder}/engine/{module}")

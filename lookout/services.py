@@ -25,16 +25,16 @@ from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
 from console.errors import Conflict, KenpinError, TooLarge
+from engine.images import ImageError, probe_image
 from lookout import keys
 from lookout.errors import ConflictException, ServiceQuotaExceededException
 from lookout.manifests import (
     Entry,
     ManifestError,
-    binary_mask_png,
-    class_mask,
     file_name,
     parse_manifest,
     parse_synthesized_ref,
+    read_mask,
     split_s3_uri,
 )
 from lookout.models import (
@@ -47,6 +47,7 @@ from lookout.models import (
     ModelOptions,
     ModelTag,
 )
+from projects.masks import binary_png
 from projects.models import ApiToken, Image, Project, Split
 from projects.services import (
     DuplicateImage,
@@ -343,20 +344,23 @@ def _find_existing(project: Project, entry: Entry) -> Image | None:
     return Image.objects.filter(project=project, pk=image_id).first() if image_id else None
 
 
-def _mask_bytes(fetcher: _Fetcher, entry: Entry) -> bytes | None:
+def _mask_bytes(fetcher: _Fetcher, entry: Entry, *, width: int, height: int) -> bytes | None:
     if not entry.mask_ref:
         return None
-    ids = class_mask(fetcher.read(entry.mask_ref), entry)
-    # Anomaly classes: with the segmentation app's classes on main, entry.classes (name and
-    # colour of each id) become the project's classes here and `ids` is stored as class ids.
-    return binary_mask_png(ids)
+    indices = read_mask(fetcher.read(entry.mask_ref), entry, width=width, height=height)
+    if indices is None:
+        return None
+    # Anomaly classes: once the segmentation services store class-index masks, entry.classes
+    # (the name and colour of each index) become the project's classes here; until then the
+    # mask is stored as Kenpin's one-class (black and white) mask.
+    return binary_png(indices)
 
 
 def _apply(job: DatasetJob, fetcher: _Fetcher, entry: Entry) -> str:
     """Import or update one line's image; "added" or "updated". ManifestError/KenpinError say why not."""
     existing = _find_existing(job.project, entry)
-    mask = _mask_bytes(fetcher, entry)
     if existing is not None:
+        mask = _mask_bytes(fetcher, entry, width=existing.width, height=existing.height)
         with transaction.atomic():
             if entry.label is not None:
                 images_set_label(project=job.project, image_ids=[existing.pk], label=entry.label)
@@ -365,6 +369,13 @@ def _apply(job: DatasetJob, fetcher: _Fetcher, entry: Entry) -> str:
                 image_set_mask(image=Image.objects.get(pk=existing.pk), mask=mask)
         return "updated"
     data = fetcher.read(entry.source_ref)
+    mask = None
+    if entry.mask_ref:
+        try:
+            info = probe_image(data)
+        except ImageError as exc:
+            raise ManifestError(exc.message) from None
+        mask = _mask_bytes(fetcher, entry, width=info.width, height=info.height)
     try:
         image = dataset_add_image(
             project=job.project,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MODEL_DIR = HERE / "model"
-# The engine finds the backbone graph in its cache folder: this package's own copy, so that
-# nothing is exported or downloaded.
+# The model carries its backbone graph (backbone.onnx); a model saved before that finds the
+# graph in the engine's cache folder, which is this package's own copy: nothing is exported.
 os.environ["KENPIN_CACHE_DIR"] = str(MODEL_DIR)
 sys.path.insert(0, str(HERE))
 
@@ -35,7 +35,8 @@ COLORS = PACKAGE["mask_colors"]  # {"background": "#FFFFFF", "anomaly": "#FF0000
 
 
 def load_model() -> AnomalyModel:
-    files = {name: (MODEL_DIR / name).read_bytes() for name in ("model.safetensors", "model.json")}
+    names = ("model.safetensors", "model.json", "backbone.onnx")
+    files = {name: (MODEL_DIR / name).read_bytes() for name in names if (MODEL_DIR / name).exists()}
     return AnomalyModel.from_files(files)
 
 
