@@ -87,3 +87,20 @@ def error_response(exc: LookoutError) -> JsonResponse:
     for name, value in exc.headers.items():
         response[name] = value
     return response
+
+
+_CODES_BY_STATUS = {
+    400: ValidationException,
+    403: AccessDeniedException,
+    404: UnknownOperation,
+    429: ThrottlingException,
+}
+
+
+def status_error_response(status: int, described: tuple[str, str] | None) -> JsonResponse:
+    """An error Django itself answered (before any view) in AWS's format, by its status."""
+    message = described[1] if described else "The request failed."
+    error = _CODES_BY_STATUS.get(status, InternalServerException if status >= 500 else ValidationException)(message)
+    response = error_response(error)
+    response.status_code = status
+    return response

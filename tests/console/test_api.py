@@ -89,7 +89,6 @@ def test_a_token_sees_only_its_owners_projects(user, api_client):
         "/api/v2/projects",
         "/api/",
         "/api/v1/projects/x/y/z",
-        "/2020-11-20/projects/x/models/1/describe",
     ],
 )
 def test_an_unknown_route_under_the_api_answers_404_in_the_error_shape(user, api_client, path):
@@ -168,7 +167,6 @@ def _request_kwargs(operation_id: str) -> dict:
         "training_api_start_training": lambda: json_body({}),
         "training_api_update_model": lambda: json_body({"threshold": 0.4}),
         "inference_api_detect": lambda: {"data": image_bytes(fmt="PNG"), "content_type": "image/png"},
-        "inference_api_detect_lfv": lambda: {"data": image_bytes(fmt="PNG"), "content_type": "image/png"},
         "inference_api_create_trial": lambda: {"data": {"model_version": 1, "files": _png("trial.png")}},
         "inference_api_set_verdict": lambda: json_body({"verdict": "correct"}),
         "inference_api_add_to_dataset": lambda: json_body({"dataset": "train"}),
@@ -269,7 +267,6 @@ def test_the_openapi_description_lists_every_endpoint_and_the_bearer_scheme(clie
         "/api/v1/projects/{name}/models/{version}/stop",
         "/api/v1/projects/{name}/models/{version}/detect",
         "/api/v1/projects/{name}/trials",
-        "/2020-11-20/projects/{project}/models/{version}/detect",
     ):
         assert path in paths, path
     assert schema["components"]["securitySchemes"]["BearerToken"] == {"type": "http", "scheme": "bearer"}

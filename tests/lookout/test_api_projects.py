@@ -132,3 +132,12 @@ def test_bearer_tokens_keep_working(live_server, user):
     assert requests.get(f"{live_server.url}/2020-11-20/projects").headers["x-amzn-ErrorType"] == (
         "MissingAuthenticationTokenException"
     )
+
+
+def test_an_unknown_path_answers_in_aws_format(live_server):
+    import requests
+
+    response = requests.get(f"{live_server.url}/2020-11-20/projects/x/models/1/describe")
+    assert response.status_code == 404
+    assert response.headers["x-amzn-ErrorType"] == "UnknownOperationException"
+    assert response.json()["message"]
