@@ -227,6 +227,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-trials": {"task": "inference.tasks.sweep_stale_trials", "schedule": 30.0},
     "sweep-stale-hosting": {"task": "inference.tasks.sweep_stale_hosting", "schedule": 30.0},
     "sweep-stale-dataset-jobs": {"task": "lookout.tasks.sweep_stale_dataset_jobs", "schedule": 30.0},
+    # CreateModel's OutputConfig: evaluation results go to S3 once the training has ended.
+    "write-evaluation-outputs": {"task": "lookout.tasks.write_evaluation_outputs", "schedule": 30.0},
 }
 
 # A training whose heartbeat is older than this is declared dead by the sweep (seconds).

@@ -39,6 +39,7 @@ from lookout.errors import (
     ValidationException,
     error_response,
 )
+from lookout.models import ModelOptions
 from lookout.pagination import paginate
 from projects.models import Project
 from projects.selectors import dataset_counts, project_get_for_user, project_list_for_user
@@ -411,6 +412,7 @@ def create_model(call: Call) -> dict:
         output_bucket=location["Bucket"],
         output_prefix=location.get("Prefix", ""),
         kms_key_id=call.input.get("KmsKeyId", ""),
+        evaluation=ModelOptions.Evaluation.PENDING,
     )
     if call.input.get("Tags"):
         services.model_tags_set(model_version=mv, tags={t["Key"]: t["Value"] for t in call.input["Tags"]})
@@ -438,6 +440,8 @@ def describe_model(call: Call) -> dict:
             else None,
         }
     description["EvaluationEndTimestamp"] = mv.ended_at if mv.is_usable else None
+    if options and options.evaluation == ModelOptions.Evaluation.FAILED:
+        description["StatusMessage"] = f"{mv.status_message} {options.evaluation_message}".strip()
     return {"ModelDescription": description}
 
 
@@ -671,3 +675,12 @@ ROUTES: list[tuple[str, dict[str, tuple[str, Callable]]]] = [
         },
     ),
 ]
+
+
+def urlpatterns() -> list:
+    """The API's URL patterns, included at /2020-11-20/ by console/urls.py."""
+    from django.urls import path, re_path
+
+    patterns = [path(route, endpoint(routes)) for route, routes in ROUTES]
+    # Anything else under the prefix answers in AWS's error format too.
+    return [*patterns, re_path(r"^.*$", unknown)]

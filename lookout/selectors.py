@@ -3,6 +3,7 @@ manifest lines, models with their options, tags and packaging jobs."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -182,3 +183,60 @@ def job_problems_text(job: DatasetJob, limit: int = 20) -> str:
         f"line {p['line']}" + (f" ({p['source_ref']})" if p.get("source_ref") else "") + f": {p['message']}"
         for p in job.problems[:limit]
     ) + (f"; and {len(job.problems) - limit} more" if len(job.problems) > limit else "")
+
+
+def evaluation_manifest_lines(*, model_version: ModelVersion) -> list[str]:
+    """The evaluated images of a version as manifest lines with the model's prediction beside
+    the label (`anomaly-label-detected`), as CreateModel's OutputConfig receives them."""
+    from engine.model import confidence
+
+    threshold = model_version.threshold if model_version.threshold is not None else 0.5
+    lines = []
+    rows = model_version.images.filter(score__isnull=False).select_related("image__lookout_source", "image__project")
+    for row in rows.order_by("id"):
+        ref = (
+            image_source_ref(image=row.image)
+            if row.image
+            else f"kenpin://{model_version.project.name}/deleted/{row.sha256}"
+        )
+        line = json.loads(entry_line(source_ref=ref, label=row.label, created_at=model_version.ended_at))
+        predicted = "anomaly" if row.score >= threshold else "normal"
+        line["anomaly-label-detected"] = 1 if predicted == "anomaly" else 0
+        line["anomaly-label-detected-metadata"] = {
+            "class-name": predicted,
+            "confidence": confidence(row.score, threshold),
+            "score": row.score,
+            "human-annotated": "no",
+            "job-name": f"training-job/{model_version.project.name}-{model_version.version}",
+            "type": "groundtruth/image-classification",
+            "dataset": row.split,
+        }
+        lines.append(json.dumps(line))
+    return lines
+
+
+def evaluation_result(*, model_version: ModelVersion) -> dict:
+    from training.selectors import model_version_performance
+
+    performance = model_version_performance(model_version=model_version) or {}
+    return {
+        "Version": 1,
+        "ProjectName": model_version.project.name,
+        "ModelVersion": str(model_version.version),
+        "EvaluationDetails": {
+            "EvaluationEndTimestamp": model_version.ended_at.isoformat() if model_version.ended_at else None,
+            "Evaluation": model_version.evaluation,
+            "NumberOfTestingImages": performance.get("evaluated_images"),
+            "Threshold": model_version.threshold,
+        },
+        "AggregatedEvaluationResults": {
+            "Metrics": {
+                "F1Score": performance.get("f1"),
+                "Precision": performance.get("precision"),
+                "Recall": performance.get("recall"),
+                "ROCAUC": performance.get("roc_auc"),
+                "AveragePrecision": performance.get("average_precision"),
+            },
+            "ConfusionMatrix": performance.get("confusion_matrix"),
+        },
+    }

@@ -24,7 +24,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
-from console.errors import Conflict, KenpinError, TooLarge
+from console.errors import Conflict, Invalid, KenpinError, TooLarge
 from engine.images import ImageError, probe_image
 from lookout import keys
 from lookout.errors import ConflictException, ServiceQuotaExceededException
@@ -59,7 +59,7 @@ from projects.services import (
     images_move,
     images_set_label,
 )
-from training.models import ModelVersion
+from training.models import USABLE_STATUSES, ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +223,53 @@ def dataset_create(
         raise
     if has_source:
         _enqueue_import(job)
+    return job
+
+
+def dataset_import(
+    *, project: Project, split: str, user, manifest: bytes | None = None, manifest_s3_uri: str = "", images_zip=None
+) -> DatasetJob:
+    """The console's import: a manifest (with a zip of the images it names) or an s3:// manifest,
+    into a dataset that may already hold images (then its lines update those they name)."""
+    if manifest is None and not manifest_s3_uri:
+        raise Invalid("Give a manifest file, or the s3:// URI of one.", code="no_manifest")
+    if manifest_s3_uri and split_s3_uri(manifest_s3_uri) is None:
+        raise Invalid(f"{manifest_s3_uri} is not an s3://bucket/key URI.", code="invalid_uri")
+    from lookout.selectors import dataset_views
+
+    if split not in dataset_views(project=project):
+        return dataset_create(
+            project=project,
+            split=split,
+            user=user,
+            manifest=manifest,
+            manifest_s3_uri=manifest_s3_uri,
+            images_zip=images_zip,
+        )
+    _refuse_while_importing(project)
+    stored = []
+    try:
+        job = DatasetJob(
+            project=project,
+            split=split,
+            kind=DatasetJob.Kind.UPDATE,
+            status=DatasetStatus.UPDATE_IN_PROGRESS,
+            status_message="Waiting for a worker to import the manifest.",
+            source=manifest_s3_uri,
+            created_by=user,
+        )
+        if manifest is not None:
+            job.manifest = _store_lines(project, manifest)
+            stored.append(job.manifest.name)
+        if images_zip is not None:
+            job.images_zip = default_storage.save(f"projects/{project.pk}/imports/{uuid.uuid4().hex}.zip", images_zip)
+            stored.append(job.images_zip.name)
+        job.save()
+    except BaseException:
+        for name in stored:
+            default_storage.delete(name)
+        raise
+    _enqueue_import(job)
     return job
 
 
@@ -545,3 +592,62 @@ def model_tags_set(*, model_version: ModelVersion, tags: dict[str, str]) -> None
 
 def model_tags_remove(*, model_version: ModelVersion, keys_: list[str]) -> None:
     ModelTag.objects.filter(model_version=model_version, key__in=keys_).delete()
+
+
+# --- CreateModel's OutputConfig: evaluation results written to S3 ----------------------------------
+
+
+def evaluation_outputs_write() -> int:
+    """Write the evaluation results of every newly trained model whose CreateModel named an
+    OutputConfig (run every 30 s by the scheduler); returns how many were written.
+
+    Each version is claimed with a conditional update, so two schedulers never write it twice.
+    A version whose training failed has nothing to write and is left alone.
+    """
+    written = 0
+    pending = ModelOptions.objects.filter(
+        evaluation=ModelOptions.Evaluation.PENDING, model_version__status__in=USABLE_STATUSES
+    ).values_list("pk", flat=True)
+    for pk in list(pending):
+        if not ModelOptions.objects.filter(pk=pk, evaluation=ModelOptions.Evaluation.PENDING).update(
+            evaluation=ModelOptions.Evaluation.WRITING
+        ):
+            continue
+        options = ModelOptions.objects.select_related("model_version__project").get(pk=pk)
+        try:
+            manifest_key, result_key = _write_evaluation(options)
+        except Exception as exc:  # S3 unreachable, no credentials, no such bucket: said on the model
+            logger.warning("evaluation results of model version %s not written: %s", options.model_version_id, exc)
+            ModelOptions.objects.filter(pk=pk).update(
+                evaluation=ModelOptions.Evaluation.FAILED,
+                evaluation_message=f"The evaluation results could not be written to s3://{options.output_bucket}/"
+                f"{options.output_prefix} ({type(exc).__name__}: {exc}).",
+            )
+            continue
+        ModelOptions.objects.filter(pk=pk).update(
+            evaluation=ModelOptions.Evaluation.WRITTEN,
+            evaluation_manifest_key=manifest_key,
+            evaluation_result_key=result_key,
+            evaluation_written_at=timezone.now(),
+        )
+        written += 1
+    return written
+
+
+def _write_evaluation(options: ModelOptions) -> tuple[str, str]:
+    import boto3
+
+    from lookout.selectors import evaluation_manifest_lines, evaluation_result
+
+    mv = options.model_version
+    prefix = options.output_prefix
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    base = f"{prefix}{mv.project.name}/model-{mv.version}"
+    manifest_key, result_key = f"{base}/evaluation-manifest.jsonl", f"{base}/evaluation-result.json"
+    s3 = boto3.client("s3")
+    lines = evaluation_manifest_lines(model_version=mv)
+    s3.put_object(Bucket=options.output_bucket, Key=manifest_key, Body=("\n".join(lines) + "\n").encode())
+    result = json.dumps(evaluation_result(model_version=mv), indent=2).encode()
+    s3.put_object(Bucket=options.output_bucket, Key=result_key, Body=result)
+    return manifest_key, result_key

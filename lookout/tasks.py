@@ -18,3 +18,8 @@ def run_packaging_job(job_id: int) -> None:
     from lookout.packaging import packaging_job_run
 
     packaging_job_run(job_id=job_id)
+
+
+@shared_task
+def write_evaluation_outputs() -> int:
+    return services.evaluation_outputs_write()

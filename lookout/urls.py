@@ -1,9 +1,15 @@
-"""Lookout for Vision's REST paths, mounted at /2020-11-20/ by console/urls.py."""
+"""The console's Lookout for Vision pages of a project, under /projects/NAME/lookout/.
+(The API at /2020-11-20/ is lookout.api.urlpatterns.)"""
 
-from django.urls import path, re_path
+from django.urls import path
 
-from lookout import api
+from lookout import views
 
-urlpatterns = [path(route, api.endpoint(routes)) for route, routes in api.ROUTES]
-# Anything else under the prefix answers in AWS's error format too.
-urlpatterns.append(re_path(r"^.*$", api.unknown))
+app_name = "lookout"
+urlpatterns = [
+    path("", views.page, name="page"),
+    path("imports/<int:job_id>", views.job, name="job"),
+    path("export", views.export, name="export"),
+    path("packages", views.package, name="package"),
+    path("packages/<str:job_name>.zip", views.package_download, name="package_download"),
+]

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image as PILImage
 
 from lookout.models import PackagingJob
+from lookout.services import evaluation_outputs_write
 from tests.conftest import cookie_photos
 from tests.datasets import DATASETS
 from tests.lookout.conftest import wait_for
@@ -125,6 +126,19 @@ def test_the_lookout_for_vision_flow_runs_unchanged_against_kenpin(lookoutvision
     assert performance["F1Score"] > 0.8
     assert model["OutputConfig"] == {"S3Location": {"Bucket": s3.bucket, "Prefix": "output/"}}
     assert model["ModelArn"] == created["ModelArn"] == "arn:aws:lookoutvision:eu-west-1:000000000000:model/cookies/1"
+
+    # The scheduler's task writes the evaluation results to the OutputConfig location.
+    assert evaluation_outputs_write() == 1
+    model = model_status(client)
+    assert model["EvaluationResult"] == {"Bucket": s3.bucket, "Key": "output/cookies/model-1/evaluation-result.json"}
+    result = json.loads(s3.get_object(Bucket=s3.bucket, Key=model["EvaluationResult"]["Key"])["Body"].read())
+    assert result["AggregatedEvaluationResults"]["Metrics"]["F1Score"] == pytest.approx(performance["F1Score"])
+    evaluated = s3.get_object(Bucket=s3.bucket, Key=model["EvaluationManifest"]["Key"])["Body"].read().splitlines()
+    assert len(evaluated) == result["EvaluationDetails"]["NumberOfTestingImages"] == 30
+    assert {json.loads(line)["anomaly-label-detected-metadata"]["class-name"] for line in evaluated} == {
+        "normal",
+        "anomaly",
+    }
 
     with pytest.raises(client.exceptions.ConflictException):
         client.detect_anomalies(ProjectName="cookies", ModelVersion="1", Body=b"x", ContentType="image/jpeg")
