@@ -20,10 +20,13 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
+from django.urls import path, re_path
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from console.errors import Conflict, Invalid, KenpinError, TooLarge, Unavailable
+from inference.api import detect_out
+from inference.services import model_version_detect, model_version_start_hosting, model_version_stop_hosting
 from lookout import arns, selectors, services, shapes, sigv4
 from lookout.errors import (
     DATASET,
@@ -40,10 +43,11 @@ from lookout.errors import (
     error_response,
 )
 from lookout.models import ModelOptions
+from lookout.packaging import packaging_job_start
 from lookout.pagination import paginate
 from projects.models import Project
 from projects.selectors import dataset_counts, project_get_for_user, project_list_for_user
-from projects.services import api_token_authenticate, project_create, project_delete
+from projects.services import api_token_authenticate, check_upload_length, project_create, project_delete
 from training.models import ModelVersion, Status
 from training.selectors import model_version_performance
 from training.services import model_version_delete, model_version_start_training
@@ -127,8 +131,6 @@ def authenticate(request: HttpRequest, headers: dict[str, str], body: bytes):
 
 
 def _read_body(request: HttpRequest, operation: str) -> bytes:
-    from projects.services import check_upload_length
-
     length = int(request.META.get("CONTENT_LENGTH") or 0)
     if operation == "DetectAnomalies":
         check_upload_length(length)
@@ -468,8 +470,6 @@ def delete_model(call: Call) -> dict:
 
 
 def start_model(call: Call) -> dict:
-    from inference.services import model_version_start_hosting
-
     project = _project(call, write=True)
     mv = _model(call, project)
     try:
@@ -485,8 +485,6 @@ def start_model(call: Call) -> dict:
 
 
 def stop_model(call: Call) -> dict:
-    from inference.services import model_version_stop_hosting
-
     project = _project(call, write=True)
     mv = _model(call, project)
     try:
@@ -500,9 +498,6 @@ IMAGE_TYPES = ("image/jpeg", "image/png")
 
 
 def detect_anomalies(call: Call) -> dict:
-    from inference.api import detect_out
-    from inference.services import model_version_detect
-
     project = _project(call)
     mv = _model(call, project)
     content_type = call.input["ContentType"].split(";")[0].strip().lower()
@@ -557,8 +552,6 @@ def list_tags_for_resource(call: Call) -> dict:
 
 
 def start_model_packaging_job(call: Call) -> dict:
-    from lookout.packaging import packaging_job_start
-
     project = _project(call, write=True)
     mv = _model(call, project)
     job = packaging_job_start(
@@ -679,8 +672,6 @@ ROUTES: list[tuple[str, dict[str, tuple[str, Callable]]]] = [
 
 def urlpatterns() -> list:
     """The API's URL patterns, included at /2020-11-20/ by console/urls.py."""
-    from django.urls import path, re_path
-
     patterns = [path(route, endpoint(routes)) for route, routes in ROUTES]
     # Anything else under the prefix answers in AWS's error format too.
     return [*patterns, re_path(r"^.*$", unknown)]

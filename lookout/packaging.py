@@ -32,9 +32,9 @@ logger = logging.getLogger(__name__)
 
 RUNNER = Path(__file__).resolve().parent / "runner" / "kenpin_detect.py"
 ENGINE = Path(__file__).resolve().parent.parent / "engine"
-# The engine modules that scoring needs: none of them imports torch (engine/export.py does,
-# and stays out). The package's engine/__init__.py is empty, so that nothing else is pulled in.
-ENGINE_MODULES = ("backbones.py", "features.py", "images.py", "model.py", "patchcore.py")
+# The engine is plain Python and imports lazily; only engine/export.py needs torch and timm (to
+# export a backbone, which a packaged model never does), so it stays out.
+ENGINE_LEFT_OUT = ("export.py",)
 RUNTIME_PACKAGES = ("numpy", "pillow", "onnxruntime", "safetensors")
 
 
@@ -100,9 +100,9 @@ def build_package(model_version: ModelVersion) -> bytes:
             # A model saved before models carried their graph runs the engine's export of its
             # backbone, found in the cache folder under this name (the runner points it there).
             archive.write(ensure_graph(backbone), f"{folder}/model/{backbone.name}-v{GRAPH_VERSION}.onnx")
-        archive.writestr(f"{folder}/engine/__init__.py", '"""Kenpin\'s engine: the modules that score images."""\n')
-        for module in ENGINE_MODULES:
-            archive.write(ENGINE / module, f"{folder}/engine/{module}")
+        for module in sorted(ENGINE.glob("*.py")):
+            if module.name not in ENGINE_LEFT_OUT:
+                archive.write(module, f"{folder}/engine/{module.name}")
         archive.write(RUNNER, f"{folder}/kenpin_detect.py")
         archive.writestr(f"{folder}/package.json", json.dumps(package, indent=2) + "\n")
         archive.writestr(f"{folder}/requirements.txt", requirements)

@@ -16,6 +16,7 @@ from lookout.models import DatasetJob, DatasetStatus, ModelOptions, ModelTag, Pa
 from projects.models import Image, Label, Project, Split
 from projects.selectors import dataset_counts
 from training.models import ModelVersion
+from training.selectors import model_version_performance
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ def job_problems_text(job: DatasetJob, limit: int = 20) -> str:
 def evaluation_manifest_lines(*, model_version: ModelVersion) -> list[str]:
     """The evaluated images of a version as manifest lines with the model's prediction beside
     the label (`anomaly-label-detected`), as CreateModel's OutputConfig receives them."""
+    # Imported here: engine.model loads onnxruntime, which the web process does not need otherwise.
     from engine.model import confidence
 
     threshold = model_version.threshold if model_version.threshold is not None else 0.5
@@ -216,8 +218,6 @@ def evaluation_manifest_lines(*, model_version: ModelVersion) -> list[str]:
 
 
 def evaluation_result(*, model_version: ModelVersion) -> dict:
-    from training.selectors import model_version_performance
-
     performance = model_version_performance(model_version=model_version) or {}
     return {
         "Version": 1,

@@ -47,6 +47,7 @@ from lookout.models import (
     ModelOptions,
     ModelTag,
 )
+from lookout.selectors import dataset_views, evaluation_manifest_lines, evaluation_result, job_problems_text
 from projects.masks import binary_png
 from projects.models import ApiToken, Image, Project, Split
 from projects.services import (
@@ -235,8 +236,6 @@ def dataset_import(
         raise Invalid("Give a manifest file, or the s3:// URI of one.", code="no_manifest")
     if manifest_s3_uri and split_s3_uri(manifest_s3_uri) is None:
         raise Invalid(f"{manifest_s3_uri} is not an s3://bucket/key URI.", code="invalid_uri")
-    from lookout.selectors import dataset_views
-
     if split not in dataset_views(project=project):
         return dataset_create(
             project=project,
@@ -507,8 +506,6 @@ def dataset_job_run(*, job_id: int) -> None:
         job.done_lines = job.total_lines
         used = added + updated
         if problems:
-            from lookout.selectors import job_problems_text
-
             summary = (
                 f"{used} of {job.total_lines} lines imported; {len(problems)} could not be: {job_problems_text(job)}"
             )
@@ -636,8 +633,6 @@ def evaluation_outputs_write() -> int:
 
 def _write_evaluation(options: ModelOptions) -> tuple[str, str]:
     import boto3
-
-    from lookout.selectors import evaluation_manifest_lines, evaluation_result
 
     mv = options.model_version
     prefix = options.output_prefix
