@@ -18,8 +18,8 @@ from ninja.security import HttpBearer
 
 from core.errors import INTERNAL_MESSAGE, KenpinError
 from inference import hosting
-from inference.api import trials_router
 from inference.api import router as hosting_router
+from inference.api import trials_router
 from projects.api import router as projects_router
 from projects.selectors import project_get_for_user
 from projects.tokens import api_token_authenticate

@@ -24,9 +24,12 @@ from django.urls import path, re_path
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from console.errors import Conflict, Invalid, KenpinError, TooLarge, Unavailable
-from inference.api import detect_out
-from inference.services import model_version_detect, model_version_start_hosting, model_version_stop_hosting
+from core.errors import Conflict, Invalid, KenpinError, TooLarge, Unavailable
+from core.uploads import check_upload_length
+from inference.detection import model_version_detect
+from inference.hosting import model_version_start_hosting, model_version_stop_hosting
+from inference.hosting import project_delete as project_delete_with_hosting
+from inference.lfv import detect_anomalies_response
 from lookout import arns, selectors, services, shapes, sigv4
 from lookout.errors import (
     DATASET,
@@ -43,11 +46,11 @@ from lookout.errors import (
     error_response,
 )
 from lookout.models import ModelOptions
-from lookout.packaging import packaging_job_start
 from lookout.pagination import paginate
 from projects.models import Project
+from projects.projects import project_create
 from projects.selectors import dataset_counts, project_get_for_user, project_list_for_user
-from projects.services import api_token_authenticate, check_upload_length, project_create, project_delete
+from projects.tokens import api_token_authenticate
 from training.models import ModelVersion, Status
 from training.selectors import model_version_performance
 from training.services import model_version_delete, model_version_start_training
@@ -303,7 +306,7 @@ def list_projects(call: Call) -> dict:
 def delete_project(call: Call) -> dict:
     project = _project(call, owner=True)
     arn = arns.project_arn(region=call.region, project=project.name)
-    project_delete(project=project)
+    project_delete_with_hosting(project=project)
     return {"ProjectArn": arn}
 
 
@@ -509,7 +512,7 @@ def detect_anomalies(call: Call) -> dict:
         detection = model_version_detect(model_version=mv, data=call.input.get("Body", b""))
     except Conflict as exc:
         raise ConflictException(exc.message, resource_id=str(mv.version), resource_type=MODEL) from None
-    return detect_out(detection)
+    return detect_anomalies_response(detection)
 
 
 # --- Tags ---------------------------------------------------------------------------------------
@@ -554,7 +557,7 @@ def list_tags_for_resource(call: Call) -> dict:
 def start_model_packaging_job(call: Call) -> dict:
     project = _project(call, write=True)
     mv = _model(call, project)
-    job = packaging_job_start(
+    job = services.packaging_job_start(
         project=project,
         model_version=mv,
         user=call.user,

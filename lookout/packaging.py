@@ -1,4 +1,4 @@
-"""Model packaging (StartModelPackagingJob): a self-contained zip of a trained model version that
+"""Model packaging, the worker's side (lookout.tasks.run_packaging_job): a self-contained zip of a trained model version that
 scores images on any machine with Python, numpy, Pillow, onnxruntime and safetensors, and
 nothing of Kenpin's server (no Django, no torch).
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 import uuid
 import zipfile
 from importlib import metadata
@@ -20,12 +19,10 @@ from pathlib import Path
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import close_old_connections
 from django.utils import timezone
 
-from lookout.errors import MODEL, MODEL_PACKAGE_JOB, ConflictException
 from lookout.models import PackagingJob, PackagingStatus
-from projects.models import Project
 from training.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -36,41 +33,6 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 # export a backbone, which a packaged model never does), so it stays out.
 ENGINE_LEFT_OUT = ("export.py",)
 RUNTIME_PACKAGES = ("numpy", "pillow", "onnxruntime", "safetensors")
-
-
-def packaging_job_start(
-    *, project: Project, model_version: ModelVersion, user, name: str = "", description: str = "", configuration: dict
-) -> PackagingJob:
-    """Queue the packaging of a trained version; the job's name is given or made up."""
-    from lookout.tasks import run_packaging_job
-
-    if not model_version.is_usable:
-        raise ConflictException(
-            f"Model version {model_version.version} is {model_version.status}: only a trained model can be packaged.",
-            resource_id=str(model_version.version),
-            resource_type=MODEL,
-        )
-    name = name or f"{project.name[:40]}-{model_version.version}-{uuid.uuid4().hex[:8]}"
-    name = re.sub(r"[^a-zA-Z0-9-]", "-", name)[:64]
-    try:
-        with transaction.atomic():
-            job = PackagingJob.objects.create(
-                project=project,
-                model_version=model_version,
-                name=name,
-                description=description,
-                configuration=configuration,
-                created_by=user,
-                status_message="Waiting for a worker to build the package.",
-            )
-    except IntegrityError:
-        raise ConflictException(
-            f"The project {project.name} already has a model packaging job named {name}.",
-            resource_id=name,
-            resource_type=MODEL_PACKAGE_JOB,
-        ) from None
-    transaction.on_commit(lambda: run_packaging_job.delay(job.pk))
-    return job
 
 
 def build_package(model_version: ModelVersion) -> bytes:

@@ -6,16 +6,15 @@ from django.http import FileResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from console.errors import KenpinError
-from console.files import storage_file_response
-from console.http import form_error
+from core.errors import KenpinError
+from core.files import storage_file_response
+from core.http import form_error
+from core.uploads import upload_read
 from lookout import selectors, services
 from lookout.errors import LookoutError
 from lookout.export import project_export_zip
 from lookout.forms import ImportForm, PackageForm
-from lookout.packaging import packaging_job_start
 from projects.selectors import project_get_for_user
-from projects.services import upload_read
 from training.selectors import model_version_get, model_version_list_usable
 
 
@@ -87,7 +86,7 @@ def package(request, name):
         return redirect("lookout:page", name=project.name)
     mv = model_version_get(project=project, version=form.cleaned_data["version"])
     try:
-        job = packaging_job_start(project=project, model_version=mv, user=request.user, configuration={})
+        job = services.packaging_job_start(project=project, model_version=mv, user=request.user, configuration={})
     except LookoutError as exc:
         messages.error(request, exc.message)
     else:

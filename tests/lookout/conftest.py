@@ -3,7 +3,7 @@ import pytest
 from botocore.config import Config
 
 from lookout.services import access_key_create
-from projects.services import api_token_create
+from projects.tokens import api_token_create
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ def test_a_revoked_token_raises_unrecognized_client(live_server, aws_keys, user)
     import boto3
 
     from lookout.models import AccessKey
-    from projects.services import api_token_revoke
+    from projects.tokens import api_token_revoke
 
     key_id, secret = aws_keys(user)
     client = boto3.client(
@@ -119,7 +119,7 @@ def test_a_revoked_token_raises_unrecognized_client(live_server, aws_keys, user)
 def test_bearer_tokens_keep_working(live_server, user):
     import requests
 
-    from projects.services import api_token_create
+    from projects.tokens import api_token_create
 
     factories.make_project(owner=user, name="cookies")
     _, token = api_token_create(user=user, name="bearer")

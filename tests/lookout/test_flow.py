@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from lookout.evaluation import evaluation_outputs_write
 from lookout.models import PackagingJob
-from lookout.services import evaluation_outputs_write
 from tests.conftest import cookie_photos
 from tests.datasets import DATASETS
 from tests.lookout.conftest import wait_for
