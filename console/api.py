@@ -20,6 +20,7 @@ from core.errors import INTERNAL_MESSAGE, KenpinError
 from inference import hosting
 from inference.api import router as hosting_router
 from inference.api import trials_router
+from lookout.v1 import router as lookout_router
 from projects.api import router as projects_router
 from projects.selectors import project_get_for_user
 from projects.tokens import api_token_authenticate
@@ -166,7 +167,7 @@ def delete_project(request, name: str):
     return Status(204, None)
 
 
-for _router in (projects_router, training_router, hosting_router, trials_router):
+for _router in (projects_router, training_router, hosting_router, trials_router, lookout_router):
     api.add_router("/api/v1/projects", _router)
 
 
@@ -174,7 +175,7 @@ def urlpatterns() -> list[URLPattern]:
     """The API's URL patterns, to be included at the root of the site.
 
     Mounted at the root so that one API (one description, one set of error handlers) serves
-    /api/ beside the console and Lookout for Vision's /2020-11-20/ (lookout/urls.py); ninja's root page is dropped, because at
+    /api/ beside the console and Lookout for Vision's /2020-11-20/ (lookout/api.py); ninja's root page is dropped, because at
     the root it would take the console's "/". The API authenticates its own callers with
     bearer tokens, so its views are exempt from the console's LoginRequiredMiddleware.
     """

@@ -6,11 +6,14 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.test import Client
 from django.utils import timezone
 
 from console.api import api
 from inference.models import TrialDetection, TrialImage
+from lookout.models import PackagingJob
 from projects.models import ApiToken
 from projects.tokens import api_token_create, api_token_revoke
 from tests.factories import UserFactory, add_image, image_bytes, make_project
@@ -146,6 +149,10 @@ def world(user):
     mv = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINED, threshold=0.5)
     trial = TrialDetection.objects.create(project=project, model_version=mv, name="t", threshold=0.5)
     trial_image = TrialImage.objects.create(trial=trial, sha256="0" * 64, width=64, height=48, is_anomalous=True)
+    zipped = default_storage.save(f"projects/{project.pk}/packages/pkg.zip", ContentFile(b"PK\x05\x06" + bytes(18)))
+    package = PackagingJob.objects.create(
+        project=project, model_version=mv, name="pkg", status="SUCCEEDED", package=zipped
+    )
     values = {
         "name": project.name,
         "project": project.name,
@@ -153,6 +160,7 @@ def world(user):
         "version": mv.version,
         "trial_id": trial.pk,
         "trial_image_id": trial_image.pk,
+        "job_name": package.name,
     }
     return {"project": project, "viewer": viewer, "editor": editor, "stranger": stranger, "values": values}
 
