@@ -1,5 +1,5 @@
-"""Kenpin's REST API: one NinjaAPI holding v1 (/api/v1/...) and Lookout for Vision's own detect
-path (/2020-11-20/...), its bearer-token authentication and its one error shape.
+"""Kenpin's REST API: one NinjaAPI holding v1 (/api/v1/...), its bearer-token authentication and
+its one error shape. Amazon Lookout for Vision's own API (/2020-11-20/...) is lookout/api.py.
 
 Every error the API returns is `{"error": CODE, "message": TEXT}` with the matching status:
 the handlers below cover what API functions raise (services' KenpinError, Http404,
@@ -19,8 +19,9 @@ from ninja.security import HttpBearer
 from console.middleware import client_error_message
 from core.errors import INTERNAL_MESSAGE, KenpinError
 from inference import hosting
-from inference.api import lfv_router, trials_router
 from inference.api import router as hosting_router
+from inference.api import trials_router
+from lookout.v1 import router as lookout_router
 from projects.api import router as projects_router
 from projects.selectors import project_get_for_user
 from projects.tokens import api_token_authenticate
@@ -48,8 +49,9 @@ and owners change. A project you are not a member of answers 404, like one that 
 
 Errors are always `{{"error": CODE, "message": TEXT}}`.
 
-`POST /2020-11-20/projects/{{project}}/models/{{version}}/detect` is Amazon Lookout for Vision's
-own DetectAnomalies path: client code moves to Kenpin by changing its endpoint and credentials.
+Amazon Lookout for Vision's API (all 22 operations, for the AWS SDKs and CLI) answers at its own
+paths under `/2020-11-20/`: client code moves to Kenpin by changing its endpoint and credentials
+(docs/migrating-from-lookout-for-vision.md).
 """
 
 
@@ -171,16 +173,15 @@ def delete_project(request, name: str):
     return Status(204, None)
 
 
-for _router in (projects_router, training_router, hosting_router, trials_router):
+for _router in (projects_router, training_router, hosting_router, trials_router, lookout_router):
     api.add_router("/api/v1/projects", _router)
-api.add_router("/2020-11-20/projects", lfv_router)
 
 
 def urlpatterns() -> list[URLPattern]:
     """The API's URL patterns, to be included at the root of the site.
 
     Mounted at the root so that one API (one description, one set of error handlers) serves
-    both /api/ and Lookout for Vision's /2020-11-20/; ninja's root page is dropped, because at
+    /api/ beside the console and Lookout for Vision's /2020-11-20/ (lookout/api.py); ninja's root page is dropped, because at
     the root it would take the console's "/". The API authenticates its own callers with
     bearer tokens, so its views are exempt from the console's LoginRequiredMiddleware.
     """

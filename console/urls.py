@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from console import api, views
+from lookout import api as lookout_api
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -26,7 +27,10 @@ urlpatterns = [
     path("projects/<str:name>/delete", views.project_delete, name="project_delete"),
     path("projects/<str:name>/models/", include("training.urls")),
     path("projects/<str:name>/", include("inference.urls")),
-    # The API at /api/ and Lookout for Vision's /2020-11-20/ (console/api.py).
+    path("projects/<str:name>/lookout/", include("lookout.urls")),
+    # Amazon Lookout for Vision's API, at its own paths (lookout/api.py).
+    path("2020-11-20/", include(lookout_api.urlpatterns())),
+    # Kenpin's own API at /api/ (console/api.py).
     path("", (api.urlpatterns(), "ninja", "api")),
 ]
 

@@ -35,6 +35,7 @@ from console.selectors import dashboard_projects
 from core.errors import KenpinError
 from inference import hosting
 from inference.selectors import trial_list
+from lookout.services import access_key_create
 from projects.forms import ProjectDeleteForm
 from projects.invitations import invitation_accept as accept_invitation
 from projects.invitations import invitation_create
@@ -79,19 +80,26 @@ def dashboard(request):
 
 @require_http_methods(["GET", "POST"])
 def api_tokens(request):
-    """The signed-in person's API tokens: create one (shown once, here) and revoke them."""
+    """The signed-in person's API tokens: create one (shown once, here) and revoke them.
+
+    Each new token comes with its AWS-style access key (id and secret, also shown once) for
+    the AWS SDKs and CLI, which sign requests instead of sending a bearer token.
+    """
     form = ApiTokenForm(request.POST or None)
     created = None
     if request.method == "POST" and form.is_valid():
-        created = api_token_create(user=request.user, name=form.cleaned_data["name"])
+        with transaction.atomic():
+            row, token = api_token_create(user=request.user, name=form.cleaned_data["name"])
+            key, secret = access_key_create(token=row)
+        created = {"row": row, "token": token, "access_key_id": key.access_key_id, "secret": secret}
         form = ApiTokenForm()
     response = render(
         request,
         "console/api_tokens.html",
         {
             "form": form,
-            "tokens": api_token_list(user=request.user),
-            "created": created and {"row": created[0], "token": created[1]},
+            "tokens": api_token_list(user=request.user).select_related("access_key"),
+            "created": created,
         },
     )
     # The page may hold a token that exists nowhere else: keep it out of every cache.

@@ -1,4 +1,4 @@
-"""API v1: hosting, detection (also at Lookout for Vision's own path) and trial detections."""
+"""API v1: hosting, detection and trial detections. Lookout for Vision's own API: lookout/api.py."""
 
 from datetime import datetime
 from typing import Literal
@@ -20,7 +20,6 @@ from training.selectors import model_version_get
 
 router = Router(tags=["hosting and detection"])
 trials_router = Router(tags=["trial detections"])
-lfv_router = Router(tags=["Lookout for Vision compatibility"])
 
 
 # --- Hosting ------------------------------------------------------------------------------------
@@ -104,18 +103,6 @@ def detect(request, response: HttpResponse, name: str, version: int):
     must be HOSTED (409 `not_hosted` otherwise); an unreadable image answers 400. The
     `Server-Timing` header says how long the inference worker took (`inference;dur=` ms)."""
     return _detect(request, response, name, version)
-
-
-@lfv_router.post(
-    "/{project}/models/{version}/detect",
-    response=DetectOut,
-    openapi_extra=DETECT_DOC,
-    summary="DetectAnomalies at Lookout for Vision's path",
-)
-def detect_lfv(request, response: HttpResponse, project: str, version: int):
-    """Amazon Lookout for Vision's `POST /2020-11-20/projects/{ProjectName}/models/{ModelVersion}/detect`,
-    answering exactly as …/api/v1/projects/{name}/models/{version}/detect does."""
-    return _detect(request, response, project, version)
 
 
 # --- Trial detections ---------------------------------------------------------------------------

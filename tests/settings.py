@@ -28,6 +28,15 @@ if not os.environ.get("REDIS_URL"):
     )
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:{os.environ['KENPIN_TEST_EMBEDDED_REDIS_PORT']}/0"
 os.environ.setdefault("DJANGO_SECRET_KEY", "kenpin-tests-only")
+# Tests never reach AWS: clients made with the standard credential chain (the manifest importer's
+# S3 reads, tests/lookout) talk to the moto S3 server that tests/lookout/conftest.py starts on this
+# port; worker processes inherit these variables.
+os.environ["KENPIN_TEST_S3_PORT"] = os.environ.get("KENPIN_TEST_S3_PORT") or str(_free_port())
+os.environ["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{os.environ['KENPIN_TEST_S3_PORT']}"
+os.environ["AWS_ACCESS_KEY_ID"] = "kenpin-tests"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "kenpin-tests-secret"
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+os.environ.pop("AWS_PROFILE", None)
 # Backbones exported to ONNX are the same for every run: keep them between runs (the first run
 # on a machine exports them, which takes a few seconds per backbone).
 os.environ.setdefault("KENPIN_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "kenpin"))

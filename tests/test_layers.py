@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first: each app may import the ones before it, never one after it.
-LAYERS = ["core", "accounts", "projects", "training", "inference", "console"]
+LAYERS = ["core", "accounts", "projects", "training", "inference", "lookout", "console"]
 # Plain Python packages beside the layers, and what each may import of ours (nothing of Django).
 APART = {"engine": {"engine"}, "bench": {"bench", "engine"}}
 

@@ -6,11 +6,14 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.test import Client
 from django.utils import timezone
 
 from console.api import api
 from inference.models import TrialDetection, TrialImage
+from lookout.models import PackagingJob
 from projects.models import ApiToken
 from projects.tokens import api_token_create, api_token_revoke
 from tests.factories import UserFactory, add_image, image_bytes, make_project
@@ -89,7 +92,6 @@ def test_a_token_sees_only_its_owners_projects(user, api_client):
         "/api/v2/projects",
         "/api/",
         "/api/v1/projects/x/y/z",
-        "/2020-11-20/projects/x/models/1/describe",
     ],
 )
 def test_an_unknown_route_under_the_api_answers_404_in_the_error_shape(user, api_client, path):
@@ -147,6 +149,10 @@ def world(user):
     mv = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINED, threshold=0.5)
     trial = TrialDetection.objects.create(project=project, model_version=mv, name="t", threshold=0.5)
     trial_image = TrialImage.objects.create(trial=trial, sha256="0" * 64, width=64, height=48, is_anomalous=True)
+    zipped = default_storage.save(f"projects/{project.pk}/packages/pkg.zip", ContentFile(b"PK\x05\x06" + bytes(18)))
+    package = PackagingJob.objects.create(
+        project=project, model_version=mv, name="pkg", status="SUCCEEDED", package=zipped
+    )
     values = {
         "name": project.name,
         "project": project.name,
@@ -154,6 +160,7 @@ def world(user):
         "version": mv.version,
         "trial_id": trial.pk,
         "trial_image_id": trial_image.pk,
+        "job_name": package.name,
     }
     return {"project": project, "viewer": viewer, "editor": editor, "stranger": stranger, "values": values}
 
@@ -168,7 +175,6 @@ def _request_kwargs(operation_id: str) -> dict:
         "training_api_start_training": lambda: json_body({}),
         "training_api_update_model": lambda: json_body({"threshold": 0.4}),
         "inference_api_detect": lambda: {"data": image_bytes(fmt="PNG"), "content_type": "image/png"},
-        "inference_api_detect_lfv": lambda: {"data": image_bytes(fmt="PNG"), "content_type": "image/png"},
         "inference_api_create_trial": lambda: {"data": {"model_version": 1, "files": _png("trial.png")}},
         "inference_api_set_verdict": lambda: json_body({"verdict": "correct"}),
         "inference_api_add_to_dataset": lambda: json_body({"dataset": "train"}),
@@ -269,7 +275,6 @@ def test_the_openapi_description_lists_every_endpoint_and_the_bearer_scheme(clie
         "/api/v1/projects/{name}/models/{version}/stop",
         "/api/v1/projects/{name}/models/{version}/detect",
         "/api/v1/projects/{name}/trials",
-        "/2020-11-20/projects/{project}/models/{version}/detect",
     ):
         assert path in paths, path
     assert schema["components"]["securitySchemes"]["BearerToken"] == {"type": "http", "scheme": "bearer"}

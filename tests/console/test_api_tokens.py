@@ -62,3 +62,28 @@ def test_create_token_prints_only_the_token(user):
 def test_create_token_refuses_an_unknown_user(db):
     with pytest.raises(CommandError, match="no user named"):
         call_command("create_token", "nobody", stdout=io.StringIO())
+
+
+def test_a_new_token_comes_with_an_aws_access_key_shown_once(signed_in, user):
+    from lookout.services import access_key_authenticate
+
+    page = signed_in.post("/account/tokens/", {"name": "sdk"}).content.decode()
+    key_id = re.search(r'id="new-access-key-id"[^>]*value="([^"]+)"', page)[1]
+    secret = re.search(r'id="new-secret-access-key"[^>]*value="([^"]+)"', page)[1]
+    assert key_id.startswith("AKKP") and len(key_id) == 20 and len(secret) == 40
+    assert access_key_authenticate(access_key_id=key_id) == (user, secret)
+    again = signed_in.get("/account/tokens/").content.decode()
+    assert key_id in again and secret not in again
+
+
+def test_create_token_with_aws_prints_the_key_and_secret_on_its_last_line(user):
+    from lookout.models import AccessKey
+    from lookout.services import access_key_authenticate
+
+    out = io.StringIO()
+    call_command("create_token", user.username, "--aws", stdout=out)
+    token, last = out.getvalue().splitlines()
+    key_id, secret = last.split(" ")
+    assert api_token_authenticate(token=token) == user
+    assert access_key_authenticate(access_key_id=key_id) == (user, secret)
+    assert secret not in AccessKey.objects.get(access_key_id=key_id).secret_ciphertext

@@ -7,6 +7,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from inference.models import TrialDetection, TrialImage
+from lookout.models import DatasetJob, PackagingJob
 from tests.factories import PASSWORD, UserFactory, add_image, image_bytes, make_project
 from training.models import ModelVersion, Status
 
@@ -32,6 +33,8 @@ def world(user):
     mv = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINED, threshold=0.5)
     trial = TrialDetection.objects.create(project=project, model_version=mv, name="t", threshold=0.5)
     trial_image = TrialImage.objects.create(trial=trial, sha256="0" * 64, width=64, height=48, is_anomalous=True)
+    dataset_job = DatasetJob.objects.create(project=project, split="train", kind="create", status="CREATE_COMPLETE")
+    package = PackagingJob.objects.create(project=project, model_version=mv, name="pkg", status="SUCCEEDED")
     values = {
         "name": project.name,
         "image_id": image.pk,
@@ -40,6 +43,8 @@ def world(user):
         "trial_image_id": trial_image.pk,
         "user_id": viewer.pk,
         "row_id": 1,
+        "job_id": dataset_job.pk,
+        "job_name": package.name,
     }
     return {"project": project, "viewer": viewer, "editor": editor, "owner": user, "values": values}
 
