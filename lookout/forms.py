@@ -3,6 +3,23 @@ from django import forms
 from projects.models import Split
 
 
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files from one input (a folder chosen in the browser): a list of them."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"multiple": True, "webkitdirectory": True}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        if isinstance(data, (list, tuple)):
+            return [super(MultipleFileField, self).clean(item, initial) for item in data]
+        return [super().clean(data, initial)] if data else []
+
+
 class ImportForm(forms.Form):
     split = forms.ChoiceField(
         label="Into", choices=[(Split.TRAIN, "Training dataset"), (Split.TEST, "Test dataset")], initial=Split.TRAIN
@@ -14,6 +31,11 @@ class ImportForm(forms.Form):
         label="Images (zip)",
         required=False,
         help_text="A zip of the images (and masks) the manifest names, matched by the end of their paths.",
+    )
+    folder = MultipleFileField(
+        label="…or the folder of images",
+        required=False,
+        help_text="Instead of a zip: choose the folder holding the images (and masks) the manifest names.",
     )
     s3_uri = forms.CharField(
         label="…or a manifest on S3",
@@ -28,8 +50,8 @@ class ImportForm(forms.Form):
             raise forms.ValidationError("Choose a manifest file, or give the s3:// URI of one.")
         if data.get("manifest") and data.get("s3_uri"):
             raise forms.ValidationError("Give a manifest file or an s3:// URI, not both.")
-        if data.get("manifest") and not data.get("images"):
-            raise forms.ValidationError("Add the zip of the images the manifest names.")
+        if data.get("manifest") and not data.get("images") and not data.get("folder"):
+            raise forms.ValidationError("Add the zip, or the folder, of the images the manifest names.")
         return data
 
 

@@ -1,7 +1,11 @@
 """The console's Lookout for Vision page of a project: import a dataset from a Ground Truth
 manifest, export the datasets in that format, package model versions and download them."""
 
+import tempfile
+import zipfile
+
 from django.contrib import messages
+from django.core.files import File
 from django.http import FileResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -16,6 +20,22 @@ from lookout.export import project_export_zip
 from lookout.forms import ImportForm, PackageForm
 from projects.selectors import project_get_for_user
 from training.selectors import model_version_get, model_version_list_usable
+
+
+def _zip_of(files):
+    """The files of a folder chosen in the browser, as one zip for the import job (None if none).
+
+    Browsers send each file's path inside the folder, which Django reduces to its name: the
+    importer then matches manifest lines to files by name.
+    """
+    if not files:
+        return None
+    out = tempfile.TemporaryFile()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+        for upload in files:
+            archive.writestr(upload.name, upload_read(file=upload))
+    out.seek(0)
+    return File(out, name="folder.zip")
 
 
 def _context(project, **extra):
@@ -44,7 +64,7 @@ def page(request, name):
                     user=request.user,
                     manifest=upload_read(file=manifest) if manifest else None,
                     manifest_s3_uri=form.cleaned_data["s3_uri"].strip(),
-                    images_zip=form.cleaned_data["images"],
+                    images_zip=form.cleaned_data["images"] or _zip_of(form.cleaned_data["folder"]),
                 )
             except (KenpinError, LookoutError) as exc:
                 messages.error(request, exc.message)

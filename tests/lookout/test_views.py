@@ -150,3 +150,40 @@ def test_viewers_may_export_but_not_import(client, user):
     stranger = factories.UserFactory()
     client.login(username=stranger.username, password=factories.PASSWORD)
     assert client.get("/projects/cookies/lookout/export").status_code == 404
+
+
+def test_a_manifest_with_a_folder_of_its_images_is_imported(signed_in, user):
+    factories.make_project(owner=user, name="cookies")
+    lines = [
+        json.dumps(
+            {
+                "source-ref": f"s3://b/line/{kind}-{i}.png",
+                "anomaly-label": int(kind == "anomaly"),
+                "anomaly-label-metadata": {"class-name": kind},
+            }
+        )
+        for kind in ("normal", "anomaly")
+        for i in range(2)
+    ]
+    folder = [
+        SimpleUploadedFile(f"{kind}-{i}.png", factories.image_bytes(), "image/png")
+        for kind in ("normal", "anomaly")
+        for i in range(2)
+    ]
+    response = signed_in.post(
+        "/projects/cookies/lookout/",
+        {"split": "train", "manifest": SimpleUploadedFile("m.manifest", "\n".join(lines).encode()), "folder": folder},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    page = wait_for(
+        lambda: signed_in.get(response["Location"]).content.decode(),
+        lambda page: 'data-status="CREATE_IN_PROGRESS"' not in page,
+        what="the import",
+    )
+    assert "4 images added" in page
+    assert sorted(Image.objects.filter(project__name="cookies").values_list("label", flat=True)) == [
+        "anomaly",
+        "anomaly",
+        "normal",
+        "normal",
+    ]
