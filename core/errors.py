@@ -37,6 +37,17 @@ class Unavailable(KenpinError):
     retry_after = 5  # seconds, sent as Retry-After: a restarting worker or Redis is back by then
 
 
+# Row ids are the database's 64-bit integers. A larger number matches no row on PostgreSQL but
+# overflows SQLite, so services refuse it themselves and answer the same on both.
+MAX_ID = 2**63 - 1
+
+
+def ids_check(ids) -> None:
+    """Raise Invalid when an id from a request is not a positive number below 2⁶³."""
+    if any(not 0 < i <= MAX_ID for i in ids):
+        raise Invalid("A number in the request is too large (ids and numbers are below 2⁶³).", code="too_large")
+
+
 INTERNAL_MESSAGE = (
     "Kenpin failed to answer because of an internal error, which it logged. Try again; if it fails "
     "again, report it with the web server's log."

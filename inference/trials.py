@@ -9,7 +9,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from core.errors import Conflict, Invalid
+from core.errors import Conflict, Invalid, ids_check
 from core.files import storage_delete_on_commit
 from core.uploads import check_upload_size, upload_read
 from engine.images import ImageError, probe_image, thumbnail_jpeg
@@ -61,6 +61,7 @@ def trial_create(
         )
     if len(uploads) + len(image_ids) > MAX_TRIAL_IMAGES:
         raise Invalid(f"A trial detection takes at most {MAX_TRIAL_IMAGES} images.", code="too_many_images")
+    ids_check(image_ids)
     project_images = list(Image.objects.filter(project=project, pk__in=image_ids))
 
     rejected = []

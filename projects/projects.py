@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from core.errors import Conflict, Invalid
+from core.errors import Conflict, Invalid, ids_check
 from projects.models import Dataset, Image, Membership, Project, Role, Split, project_name_validator
 from projects.tasks import project_delete_files
 
@@ -83,6 +83,7 @@ def member_set(*, project: Project, username: str, role: str) -> Membership:
 
 
 def member_remove(*, project: Project, user_id: int) -> None:
+    ids_check([user_id])
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(project=project, user_id=user_id).first()
         if membership is None:
