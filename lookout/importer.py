@@ -31,7 +31,8 @@ from lookout.manifests import (
 )
 from lookout.models import IN_PROGRESS, DatasetJob, DatasetStatus, ImageSource
 from lookout.selectors import job_problems_text
-from projects.images import DuplicateImage, dataset_add_image, image_set_mask, images_move, images_set_label
+from projects.classes import image_set_mask
+from projects.images import DuplicateImage, dataset_add_image, images_move, images_set_label
 from projects.masks import binary_png
 from projects.models import Image, Project
 

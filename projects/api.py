@@ -7,19 +7,23 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Literal
 
-from ninja import File, Form, Router, Schema, Status
+from django.http import HttpResponse
+from ninja import File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 from ninja.pagination import PageNumberPagination, paginate
 from pydantic import Field
 
 from core.files import storage_file_response
-from core.uploads import upload_read
-from projects import images, projects
-from projects.models import Image, Project, Role
+from core.uploads import check_upload_length, upload_read
+from projects import classes, images, projects
+from projects.models import AnomalyClass, Image, Project, Role
 from projects.selectors import (
+    anomaly_class_get,
+    anomaly_class_list,
     dataset_counts,
     image_get,
     image_list,
+    image_mask_png,
     project_get_for_user,
     project_has_test_dataset,
     project_list_for_user,
@@ -122,11 +126,14 @@ def upload_image(
     label: Form[LabelName | None] = None,
     dataset: Form[DatasetName] = "train",
     mask: File[UploadedFile | None] = None,
+    mask_class: Form[str] = "",
 ):
     """`file`: the image. `label`: normal or anomaly (unlabeled when left out; an image with a
     mask is an anomaly). `dataset`: train (default) or test. `mask`: optional defect mask, a PNG
-    of the image's size whose non-black pixels mark the defect. An image already in the project
-    answers 409 `duplicate`."""
+    of the image's size: white (any grey) on black for one class, or each anomaly class in its
+    colour on white (Lookout for Vision's colour maps). `mask_class`: the class a black-and-white
+    mask marks, needed when the project has several. An image already in the project answers
+    409 `duplicate`."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     image = images.dataset_add_image(
         project=project,
@@ -136,6 +143,7 @@ def upload_image(
         split=dataset,
         user=request.auth,
         mask=upload_read(file=mask) if mask is not None else None,
+        mask_class=mask_class,
     )
     return Status(201, image)
 
@@ -183,3 +191,116 @@ def delete_image(request, name: str, image_id: int):
     image = image_get(project=project, image_id=image_id)
     images.images_delete(project=project, image_ids=[image.pk])
     return Status(204, None)
+
+
+# --- Anomaly classes and masks --------------------------------------------------------------------
+
+
+class AnomalyClassOut(Schema):
+    id: int
+    index: int = Field(description="The pixel value of this class in stored masks (1..255); it never changes.")
+    name: str
+    color: str = Field(description="#rrggbb: the class's colour in colour masks and in DetectAnomalies.")
+
+
+class AnomalyClassIn(Schema):
+    name: str = Field(max_length=64)
+    color: str = Field("", max_length=7, description="#rrggbb, not white or black; left out: a free colour.")
+
+
+class AnomalyClassPatch(Schema):
+    name: str | None = Field(None, max_length=64)
+    color: str | None = Field(None, max_length=7)
+
+
+class ClassDeletedOut(Schema):
+    masks_changed: int = Field(description="Masks whose pixels of this class became background.")
+
+
+def _class_out(c: AnomalyClass) -> dict:
+    return {"id": c.pk, "index": c.index, "name": c.name, "color": c.color}
+
+
+@router.get("/{name}/classes", response=list[AnomalyClassOut], summary="List the anomaly classes")
+def list_classes(request, name: str):
+    project = project_get_for_user(user=request.auth, name=name)
+    return [_class_out(c) for c in anomaly_class_list(project=project)]
+
+
+@router.post("/{name}/classes", response={201: AnomalyClassOut}, summary="Create an anomaly class")
+def create_class(request, name: str, payload: AnomalyClassIn):
+    """Names are unique in a project whatever their case (409 `name_taken`), so are colours (409
+    `color_taken`). The first class takes over the masks stored before the project had classes."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    return Status(
+        201, _class_out(classes.anomaly_class_create(project=project, name=payload.name, color=payload.color))
+    )
+
+
+@router.patch("/{name}/classes/{class_id}", response=AnomalyClassOut, summary="Rename or recolour a class")
+def update_class(request, name: str, class_id: int, payload: AnomalyClassPatch):
+    """No mask file changes: masks hold the class's index, not its name or colour."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    anomaly_class = anomaly_class_get(project=project, class_id=class_id)
+    return _class_out(classes.anomaly_class_update(anomaly_class=anomaly_class, name=payload.name, color=payload.color))
+
+
+@router.delete("/{name}/classes/{class_id}", response=ClassDeletedOut, summary="Delete a class")
+def delete_class(request, name: str, class_id: int, masks: int = Query(0, ge=0, le=2**31)):
+    """Its pixels become background in every mask that uses it. When masks use it, the call
+    answers 409 `class_in_use` with their number; send it again with `?masks=N` (that number)
+    to confirm."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    anomaly_class = anomaly_class_get(project=project, class_id=class_id)
+    return {"masks_changed": classes.anomaly_class_delete(anomaly_class=anomaly_class, masks_expected=masks)}
+
+
+MASK_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "The mask PNG as the whole body: white on black (one class), or each class in its colour "
+        "on white.",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.put("/{name}/images/{image_id}/mask", response=ImageOut, openapi_extra=MASK_DOC, summary="Set an image's mask")
+def put_mask(request, name: str, image_id: int, mask_class: str = Query("", alias="class", max_length=64)):
+    """The mask must have the image's size (400 `wrong_size`); each colour must be a class's
+    colour, white or black (400 `unknown_color`, naming the colours). A black-and-white mask marks
+    `?class=NAME`, or the project's only class. The image becomes an anomaly. A refused mask
+    keeps the one stored before."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    image = image_get(project=project, image_id=image_id)
+    check_upload_length(int(request.META.get("CONTENT_LENGTH") or 0))
+    return classes.image_set_mask(image=image, mask=request.read(), class_name=mask_class, user=request.auth)
+
+
+@router.get(
+    "/{name}/images/{image_id}/mask",
+    summary="Download an image's mask",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The mask PNG, the image's size.",
+                "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+)
+def get_mask(request, name: str, image_id: int, style: Literal["color", "binary"] = "color"):
+    """`style=color` (default): each class in its colour on white, as Lookout for Vision's
+    masks; `binary`: white on black. 404 when the image has no mask."""
+    project = project_get_for_user(user=request.auth, name=name)
+    image = image_get(project=project, image_id=image_id)
+    response = HttpResponse(image_mask_png(image=image, style=style), content_type="image/png")
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@router.delete("/{name}/images/{image_id}/mask", response=ImageOut, summary="Remove an image's mask")
+def delete_mask(request, name: str, image_id: int):
+    """The label stays as it is; 400 `no_mask` when the image has none."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    return classes.image_remove_mask(image=image_get(project=project, image_id=image_id))

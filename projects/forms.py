@@ -84,13 +84,27 @@ class ImagesDeleteForm(forms.Form):
     ids = IdListField()
 
 
+class MaskClassField(forms.CharField):
+    """The class a black-and-white mask marks, by name (colour masks say it with their colours)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            required=False,
+            max_length=64,
+            label="Class of a black-and-white mask",
+            help_text="Only for a black-and-white mask in a project with several classes.",
+            **kwargs,
+        )
+
+
 class ImageUploadForm(forms.Form):
     """One image per request: the upload page's script sends each file on its own."""
 
     file = forms.FileField(allow_empty_file=True)  # the service explains an empty file in words
     label = forms.ChoiceField(choices=Label.choices, required=False)
     split = forms.ChoiceField(choices=Split.choices, required=False)
-    mask = forms.FileField(required=False)
+    mask = forms.FileField(required=False, allow_empty_file=True)
+    mask_class = MaskClassField()
 
 
 class ZipImportForm(forms.Form):
@@ -99,4 +113,19 @@ class ZipImportForm(forms.Form):
 
 
 class MaskForm(forms.Form):
-    mask = forms.FileField(label="Defect mask (PNG, same size as the image, white where the defect is)")
+    mask = forms.FileField(
+        label="Defect mask (PNG of the image's size: white on black, or each class in its colour on white)",
+        allow_empty_file=True,  # the service explains an empty file in words
+    )
+    mask_class = MaskClassField()
+
+
+class AnomalyClassForm(forms.Form):
+    name = forms.CharField(max_length=64, widget=forms.TextInput(attrs={"placeholder": "crack", "autocomplete": "off"}))
+    color = forms.CharField(
+        max_length=7, required=False, label="Colour", widget=forms.TextInput(attrs={"type": "color"})
+    )
+
+
+class AnomalyClassDeleteForm(forms.Form):
+    masks_expected = forms.IntegerField(min_value=0, max_value=2**31, widget=forms.HiddenInput)

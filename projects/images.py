@@ -12,8 +12,9 @@ from django.db import IntegrityError, transaction
 from core.errors import Conflict, Invalid
 from core.files import storage_delete_on_commit
 from core.uploads import check_upload_size
-from engine.images import ImageError, decode_mask, probe_image, thumbnail_jpeg
-from projects.models import Dataset, Image, Label, Project, Split, project_files_prefix
+from engine.images import ImageError, probe_image, thumbnail_jpeg
+from projects.classes import mask_decode, mask_store_new
+from projects.models import Dataset, Image, Label, MaskKind, Project, Split, project_files_prefix
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp", "GIF": "gif", "MPO": "jpg"}
 
@@ -59,13 +60,15 @@ def dataset_add_image(
     split: str = Split.TRAIN,
     user=None,
     mask: bytes | None = None,
+    mask_class: str = "",
 ) -> Image:
     """Store one uploaded image in the project's `split` dataset.
 
     The bytes are fully decoded first, so that a corrupt or truncated file is refused here with
     a message (Invalid, TooLarge) rather than failing a training later. An image already in the
     project (same SHA-256) raises DuplicateImage and is not stored twice. Nothing is written
-    to storage unless the row is created.
+    to storage unless the row is created. `mask` is read as projects.classes.mask_decode reads
+    it (`mask_class`: the class a black-and-white mask marks) and stored as class indices.
     """
     check_upload_size(data)
     label = _label(label)
@@ -76,9 +79,6 @@ def dataset_add_image(
     try:
         info = probe_image(data)
         thumbnail = thumbnail_jpeg(data)
-        if mask is not None:
-            check_upload_size(mask)
-            decode_mask(mask, width=info.width, height=info.height)
     except ImageError as exc:
         raise Invalid(exc.message, code=exc.code) from exc
     if mask is not None and label == Label.NORMAL:
@@ -86,6 +86,9 @@ def dataset_add_image(
             "An image with a defect mask is an anomaly: label it anomaly, or leave the label out.",
             code="normal_with_mask",
         )
+    indices = None
+    if mask is not None:
+        indices = mask_decode(project=project, data=mask, width=info.width, height=info.height, class_name=mask_class)
     if mask is not None and label == Label.UNLABELED:
         label = Label.ANOMALY  # a defect mask says what the image is
 
@@ -101,8 +104,8 @@ def dataset_add_image(
         thumb_name = default_storage.save(f"{prefix}thumbnails/{key}.jpg", ContentFile(thumbnail))
         stored.append(thumb_name)
         mask_name = ""
-        if mask is not None:
-            mask_name = default_storage.save(f"{prefix}masks/{key}.png", ContentFile(mask))
+        if indices is not None:
+            mask_name = mask_store_new(image_key=key, project=project, indices=indices)
             stored.append(mask_name)
         with transaction.atomic():
             image = Image.objects.create(
@@ -111,6 +114,7 @@ def dataset_add_image(
                 file=file_name,
                 thumbnail=thumb_name,
                 mask=mask_name,
+                mask_kind=MaskKind.CLASS_INDEX,
                 original_name=PurePosixPath(name.replace("\\", "/")).name[:255],
                 sha256=sha256,
                 width=info.width,
@@ -171,23 +175,6 @@ def images_delete(*, project: Project, image_ids: list[int]) -> int:
         Image.objects.filter(pk__in=[image.pk for image in images]).delete()
         storage_delete_on_commit(names)
     return len(images)
-
-
-def image_set_mask(*, image: Image, mask: bytes) -> Image:
-    """Attach (or replace) the defect mask of an image; the image becomes an anomaly."""
-    check_upload_size(mask)
-    try:
-        decode_mask(mask, width=image.width, height=image.height)
-    except ImageError as exc:
-        raise Invalid(exc.message, code=exc.code) from exc
-    old = image.mask.name
-    image.mask = default_storage.save(
-        f"{project_files_prefix(image.project_id)}masks/{uuid.uuid4().hex}.png", ContentFile(mask)
-    )
-    image.label = Label.ANOMALY
-    image.save(update_fields=["mask", "label"])
-    storage_delete_on_commit([old])
-    return image
 
 
 def dataset_delete_test(*, project: Project) -> None:

@@ -1,10 +1,27 @@
 from dataclasses import dataclass
 
+import numpy as np
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 
-from projects.models import ApiToken, Image, InvitationGrant, Label, Membership, Project, Role, Split
+from core.errors import MAX_ID
+from projects import masks
+from projects.models import (
+    IMPLICIT_CLASS_COLOR,
+    IMPLICIT_CLASS_INDEX,
+    IMPLICIT_CLASS_NAME,
+    AnomalyClass,
+    ApiToken,
+    Image,
+    InvitationGrant,
+    Label,
+    MaskKind,
+    Membership,
+    Project,
+    Role,
+    Split,
+)
 
 
 def project_list_for_user(*, user) -> QuerySet[Project]:
@@ -190,3 +207,100 @@ def invitation_grants(*, link_ids) -> dict[int, list]:
     for grant in InvitationGrant.objects.filter(link_id__in=list(link_ids)).select_related("project"):
         found.setdefault(grant.link_id, []).append(grant)
     return found
+
+
+# --- Anomaly classes and masks -----------------------------------------------------------------
+
+
+# Colours offered to a new class in turn: far apart from each other, none white or black.
+CLASS_PALETTE = (
+    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#9a6324",
+    "#800000", "#469990", "#000075", "#808000", "#ffe119", "#dcbeff", "#aaffc3",
+)  # fmt: skip
+
+
+def anomaly_class_free_color(*, project: Project) -> str:
+    """The first colour of CLASS_PALETTE no class of `project` has ("" when all are taken)."""
+    used = set(AnomalyClass.objects.filter(project=project).values_list("color", flat=True))
+    return next((c for c in CLASS_PALETTE if c not in used), "")
+
+
+def anomaly_class_list(*, project: Project) -> list[AnomalyClass]:
+    return list(AnomalyClass.objects.filter(project=project).order_by("index"))
+
+
+def anomaly_class_get(*, project: Project, class_id: int) -> AnomalyClass:
+    """A class of `project`; Http404 for any other id."""
+    found = AnomalyClass.objects.filter(project=project, pk=class_id).first() if 0 < class_id <= MAX_ID else None
+    if found is None:
+        raise Http404
+    return found
+
+
+def mask_classes(*, project: Project) -> list[masks.MaskClass]:
+    """The classes masks of `project` are read and drawn with: its own, or its one implicit class."""
+    classes = [masks.MaskClass(index=c.index, name=c.name, color=c.color) for c in anomaly_class_list(project=project)]
+    return classes or [
+        masks.MaskClass(index=IMPLICIT_CLASS_INDEX, name=IMPLICIT_CLASS_NAME, color=IMPLICIT_CLASS_COLOR)
+    ]
+
+
+def image_mask_indices(*, image: Image) -> np.ndarray | None:
+    """(H, W) uint8 class indices of an image's stored mask, or None when it has none."""
+    if not image.mask:
+        return None
+    try:
+        with image.mask.open("rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    return masks.read_stored(
+        data,
+        binary=image.mask_kind == MaskKind.BINARY,
+        width=image.width,
+        height=image.height,
+        implicit_index=IMPLICIT_CLASS_INDEX,
+    )
+
+
+def image_mask_classes(*, image: Image) -> list[masks.MaskClass]:
+    """The classes an image's mask shows, for the legend beside it."""
+    indices = image_mask_indices(image=image)
+    if indices is None:
+        return []
+    present = {int(i) for i in np.unique(indices)}
+    return [c for c in mask_classes(project=image.project) if c.index in present]
+
+
+def masks_using_class(*, anomaly_class: AnomalyClass) -> list[Image]:
+    """The project's images whose mask has pixels of this class (every mask is read: no index of
+    classes is kept beside the files, which stay the one truth)."""
+    return [
+        image
+        for image in Image.objects.filter(project_id=anomaly_class.project_id).exclude(mask="")
+        if (indices := image_mask_indices(image=image)) is not None and (indices == anomaly_class.index).any()
+    ]
+
+
+def image_mask_png(*, image: Image, style: str = "color") -> bytes:
+    """An image's mask for people and tools: "color" (Lookout for Vision's colours on white),
+    "binary" (white on black) or "overlay" (colours on transparent). Http404 without a mask."""
+    indices = image_mask_indices(image=image)
+    if indices is None:
+        raise Http404
+    if style == "binary":
+        return masks.binary_png(indices)
+    classes = mask_classes(project=image.project)
+    return masks.overlay_png(indices, classes) if style == "overlay" else masks.color_png(indices, classes)
+
+
+def anomaly_class_usage(*, project: Project) -> dict[int, int]:
+    """{class index: how many masks use it}, for the classes page."""
+    counts: dict[int, int] = {}
+    for image in Image.objects.filter(project=project).exclude(mask=""):
+        indices = image_mask_indices(image=image)
+        if indices is not None:
+            for index in np.unique(indices):
+                if index:
+                    counts[int(index)] = counts.get(int(index), 0) + 1
+    return counts

@@ -23,5 +23,9 @@ urlpatterns = [
     path("<str:name>/images/<int:image_id>/set-mask", views.image_mask_set, name="image_set_mask"),
     path("<str:name>/images/<int:image_id>/file", views.image_file, {"kind": "file"}, name="image_file"),
     path("<str:name>/images/<int:image_id>/thumbnail", views.image_file, {"kind": "thumbnail"}, name="image_thumbnail"),
-    path("<str:name>/images/<int:image_id>/mask", views.image_file, {"kind": "mask"}, name="image_mask"),
+    path("<str:name>/images/<int:image_id>/mask", views.image_mask, name="image_mask"),
+    path("<str:name>/images/<int:image_id>/remove-mask", views.image_mask_remove, name="image_remove_mask"),
+    path("<str:name>/classes/", views.anomaly_class_create, name="class_create"),
+    path("<str:name>/classes/<int:class_id>/", views.anomaly_class_update, name="class_update"),
+    path("<str:name>/classes/<int:class_id>/delete", views.anomaly_class_delete, name="class_delete"),
 ]

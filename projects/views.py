@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -12,8 +12,10 @@ from core.files import storage_file_response
 from core.http import form_error, json_error, redirect_back, wants_json
 from core.uploads import upload_read
 from engine.images import ACCEPTED_FORMATS
-from projects import images, imports, projects
+from projects import classes, images, imports, projects
 from projects.forms import (
+    AnomalyClassDeleteForm,
+    AnomalyClassForm,
     ImageFilterForm,
     ImagesDeleteForm,
     ImagesLabelForm,
@@ -28,12 +30,20 @@ from projects.forms import (
 )
 from projects.models import Label, Split
 from projects.selectors import (
+    anomaly_class_free_color,
+    anomaly_class_get,
+    anomaly_class_list,
+    anomaly_class_usage,
     dataset_counts,
     image_get,
     image_list,
+    image_mask_classes,
+    image_mask_png,
     image_neighbours,
     image_sha256s_present,
     image_states,
+    mask_classes,
+    masks_using_class,
     project_get_for_user,
     project_has_test_dataset,
     project_members,
@@ -91,12 +101,17 @@ def dataset_context(project, filters: dict | None = None) -> dict:
 # --- Settings, members, deletion --------------------------------------------------------------
 
 
-def settings_page(request, project, *, update_form=None, member_form=None, delete_form=None, status=200):
+def settings_page(
+    request, project, *, update_form=None, member_form=None, delete_form=None, class_form=None, status=200
+):
+    usage = anomaly_class_usage(project=project)
     return render(
         request,
         "projects/settings.html",
         {
             "project": project,
+            "anomaly_classes": [(c, usage.get(c.index, 0)) for c in anomaly_class_list(project=project)],
+            "class_form": class_form or AnomalyClassForm(initial={"color": anomaly_class_free_color(project=project)}),
             "members": project_members(project=project),
             "update_form": update_form or ProjectUpdateForm(initial={"description": project.description}),
             "member_form": member_form or MemberForm(),
@@ -149,6 +164,76 @@ def member_remove(request, name, user_id):
     return redirect("projects:settings", name=project.name)
 
 
+# --- Anomaly classes --------------------------------------------------------------------------
+
+
+@require_POST
+def anomaly_class_create(request, name):
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    form = AnomalyClassForm(request.POST)
+    if form.is_valid():
+        try:
+            created = classes.anomaly_class_create(project=project, **form.cleaned_data)
+        except KenpinError as exc:
+            form.add_error("name" if "name" in exc.code else "color", exc.message)
+        else:
+            messages.success(request, f"Anomaly class “{created.name}” added; paint it with key {_key(created)}.")
+            return redirect(reverse("projects:settings", kwargs={"name": project.name}) + "#classes")
+    return settings_page(request, project, class_form=form, status=400)
+
+
+def _key(anomaly_class) -> str:
+    position = [c.pk for c in anomaly_class_list(project=anomaly_class.project)].index(anomaly_class.pk) + 1
+    return str(position) if position <= 9 else "(none: pick it in the palette)"
+
+
+@require_POST
+def anomaly_class_update(request, name, class_id):
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    anomaly_class = anomaly_class_get(project=project, class_id=class_id)
+    form = AnomalyClassForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise Invalid(form_error(form))
+        classes.anomaly_class_update(
+            anomaly_class=anomaly_class, name=form.cleaned_data["name"], color=form.cleaned_data["color"] or None
+        )
+    except KenpinError as exc:
+        messages.error(request, f"The class was not changed: {exc.message}")
+    else:
+        messages.success(request, f"Class saved as “{anomaly_class.name}” ({anomaly_class.color}).")
+    return redirect(reverse("projects:settings", kwargs={"name": project.name}) + "#classes")
+
+
+@require_http_methods(["GET", "POST"])
+def anomaly_class_delete(request, name, class_id):
+    """GET asks (saying how many masks change), POST deletes."""
+    project = project_get_for_user(user=request.user, name=name, write=request.method == "POST")
+    anomaly_class = anomaly_class_get(project=project, class_id=class_id)
+    if request.method == "POST":
+        form = AnomalyClassDeleteForm(request.POST)
+        try:
+            if not form.is_valid():
+                raise Invalid(form_error(form))
+            changed = classes.anomaly_class_delete(
+                anomaly_class=anomaly_class, masks_expected=form.cleaned_data["masks_expected"]
+            )
+        except KenpinError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(
+                request,
+                f"Class “{anomaly_class.name}” deleted; {_plural(changed, 'mask')} changed (its pixels are background now).",
+            )
+            return redirect(reverse("projects:settings", kwargs={"name": project.name}) + "#classes")
+    using = masks_using_class(anomaly_class=anomaly_class)
+    return render(
+        request,
+        "projects/class_delete.html",
+        {"project": project, "anomaly_class": anomaly_class, "using": using[:24], "count": len(using)},
+    )
+
+
 # --- Upload -----------------------------------------------------------------------------------
 
 
@@ -191,7 +276,8 @@ def image_add(request, name):
             name=form.cleaned_data["file"].name,
             label=form.cleaned_data["label"] or None,
             split=form.cleaned_data["split"] or Split.TRAIN,
-            mask=upload_read(file=mask) if mask else None,
+            mask=upload_read(file=mask) if mask is not None else None,
+            mask_class=form.cleaned_data["mask_class"],
             user=request.user,
         )
     except KenpinError as exc:
@@ -364,24 +450,75 @@ def image_detail(request, name, image_id):
             "following": following,
             "next_url": request.get_full_path(),
             "mask_form": MaskForm(),
+            "painter_classes": mask_classes(project=project),
+            "mask_classes_present": image_mask_classes(image=image),
         },
     )
 
 
 @require_POST
 def image_mask_set(request, name, image_id):
+    """An uploaded or painted mask (the painter sends one colour PNG, and wants JSON back)."""
     project = project_get_for_user(user=request.user, name=name, write=True)
     image = image_get(project=project, image_id=image_id)
     form = MaskForm(request.POST, request.FILES)
+    back = reverse("projects:image", kwargs={"name": project.name, "image_id": image.pk})
     try:
         if not form.is_valid():
             raise Invalid(form_error(form))
-        images.image_set_mask(image=image, mask=upload_read(file=form.cleaned_data["mask"]))
+        image = classes.image_set_mask(
+            image=image,
+            mask=upload_read(file=form.cleaned_data["mask"]),
+            class_name=form.cleaned_data["mask_class"],
+            user=request.user,
+        )
     except KenpinError as exc:
+        if wants_json(request):
+            return json_error(exc)
         messages.error(request, f"The mask was not saved: {exc.message}")
+        return redirect_back(request, back)
+    message = "Defect mask saved; the image is labeled anomaly."
+    if wants_json(request):
+        return JsonResponse({"message": message, "id": image.pk, "label": image.label})
+    messages.success(request, message)
+    return redirect_back(request, back)
+
+
+@require_POST
+def image_mask_remove(request, name, image_id):
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    image = image_get(project=project, image_id=image_id)
+    try:
+        classes.image_remove_mask(image=image)
+    except KenpinError as exc:
+        if wants_json(request):
+            return json_error(exc)
+        messages.error(request, exc.message)
     else:
-        messages.success(request, "Defect mask saved; the image is labeled anomaly.")
+        if wants_json(request):
+            return JsonResponse({"message": "Mask removed; the label is unchanged.", "id": image.pk})
+        messages.success(request, "Mask removed; the label is unchanged.")
     return redirect_back(request, reverse("projects:image", kwargs={"name": project.name, "image_id": image.pk}))
+
+
+MASK_STYLES = {"color", "binary", "overlay"}
+
+
+@require_GET
+def image_mask(request, name, image_id):
+    """An image's mask drawn from its class indices: ?style=color (default, Lookout for
+    Vision's colours on white), binary or overlay (colours on transparent, for the page)."""
+    project = project_get_for_user(user=request.user, name=name)
+    image = image_get(project=project, image_id=image_id)
+    style = request.GET.get("style", "color")
+    if style not in MASK_STYLES:
+        style = "color"
+    response = HttpResponse(image_mask_png(image=image, style=style), content_type="image/png")
+    # Painting changes the mask behind the same address: never show a stale one.
+    response["Cache-Control"] = "private, no-cache"
+    if request.GET.get("download"):
+        response["Content-Disposition"] = f'attachment; filename="mask-{image.pk}.png"'
+    return response
 
 
 @require_GET
@@ -389,5 +526,5 @@ def image_file(request, name, image_id, kind):
     """The image itself, its thumbnail or its mask, for members of its project only."""
     project = project_get_for_user(user=request.user, name=name)
     image = image_get(project=project, image_id=image_id)
-    field = {"file": image.file, "thumbnail": image.thumbnail, "mask": image.mask}[kind]
+    field = {"file": image.file, "thumbnail": image.thumbnail}[kind]
     return storage_file_response(field)

@@ -10,6 +10,8 @@ function showMask() {
 if (maskToggle) maskToggle.addEventListener("change", showMask);
 
 document.addEventListener("keydown", (event) => {
+  // The painter (a modal dialog) has keys of its own.
+  if (event.defaultPrevented || event.target.closest("dialog[open]")) return;
   if (event.target.closest("input[type=file], input[type=text], textarea, select") || event.ctrlKey || event.metaKey || event.altKey) return;
   const key = event.key.toLowerCase();
   const link = { arrowleft: "previous-image", arrowright: "next-image" }[key];

@@ -8,6 +8,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from inference.models import TrialDetection, TrialImage
 from lookout.models import DatasetJob, PackagingJob
+from projects.classes import anomaly_class_create
 from tests.factories import PASSWORD, UserFactory, add_image, image_bytes, make_project
 from training.models import ModelVersion, Status
 
@@ -30,6 +31,7 @@ def world(user):
     viewer, editor = UserFactory(), UserFactory()
     project = make_project(owner=user, viewer=viewer, editor=editor)
     image = add_image(project, label="anomaly", mask=image_bytes(mode="L", seed=5))
+    anomaly_class = anomaly_class_create(project=project, name="crack")
     mv = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINED, threshold=0.5)
     trial = TrialDetection.objects.create(project=project, model_version=mv, name="t", threshold=0.5)
     trial_image = TrialImage.objects.create(trial=trial, sha256="0" * 64, width=64, height=48, is_anomalous=True)
@@ -45,6 +47,7 @@ def world(user):
         "row_id": 1,
         "job_id": dataset_job.pk,
         "job_name": package.name,
+        "class_id": anomaly_class.pk,
     }
     return {"project": project, "viewer": viewer, "editor": editor, "owner": user, "values": values}
 
