@@ -40,7 +40,7 @@ MB = 1024 * 1024
 DRAIN_SECONDS = 10  # a client that sends its unread body slower than this gets its connection closed
 
 # URL names (namespace:name) of the routes that take more than one image per request.
-LARGE_BODY_ROUTES = {"projects:images_import", "inference:list", "api:create_trial"}
+LARGE_BODY_ROUTES = {"projects:images_import", "api:start_zip_import", "inference:list", "api:create_trial"}
 
 
 def body_limit(path: str) -> int:

@@ -273,11 +273,12 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-trials": {"task": "inference.tasks.sweep_stale_trials", "schedule": 30.0},
     "sweep-stale-hosting": {"task": "inference.tasks.sweep_stale_hosting", "schedule": 30.0},
     "sweep-stale-dataset-jobs": {"task": "lookout.tasks.sweep_stale_dataset_jobs", "schedule": 30.0},
+    "sweep-stale-zip-imports": {"task": "projects.tasks.sweep_stale_zip_imports", "schedule": 30.0},
     # CreateModel's OutputConfig: evaluation results go to S3 once the training has ended.
     "write-evaluation-outputs": {"task": "lookout.tasks.write_evaluation_outputs", "schedule": 30.0},
 }
 
-# A training whose heartbeat is older than this is declared dead by the sweep (seconds).
+# A training or zip import whose heartbeat is older than this is declared dead by the sweep (seconds).
 KENPIN_STALE_AFTER = env.int("KENPIN_STALE_AFTER", default=120)
 # How many trained models one worker process keeps loaded (each costs its memory bank in RAM).
 KENPIN_MODELS_PER_WORKER = env.int("KENPIN_MODELS_PER_WORKER", default=4)

@@ -15,8 +15,8 @@ from pydantic import Field
 
 from core.files import storage_file_response
 from core.uploads import check_upload_length, upload_read
-from projects import classes, images, projects
-from projects.models import AnomalyClass, Image, Project, Role
+from projects import classes, images, imports, projects
+from projects.models import AnomalyClass, Image, Project, Role, ZipImport
 from projects.selectors import (
     anomaly_class_get,
     anomaly_class_list,
@@ -27,6 +27,7 @@ from projects.selectors import (
     project_get_for_user,
     project_has_test_dataset,
     project_list_for_user,
+    zip_import_get,
 )
 
 router = Router(tags=["projects"])
@@ -90,6 +91,49 @@ class ImageOut(Schema):
 class ImagePatch(Schema):
     label: LabelName | None = None
     dataset: DatasetName | None = None
+
+
+class RejectedEntry(Schema):
+    name: str = Field(description="The entry's name inside the zip.")
+    message: str = Field(description="Why it was not added.")
+
+
+class ZipImportOut(Schema):
+    id: int
+    status: Literal["QUEUED", "IMPORTING", "COMPLETE", "FAILED"] = Field(
+        description="QUEUED, IMPORTING, then COMPLETE or FAILED (final: stop polling)."
+    )
+    message: str = Field(description="What happened, for people.")
+    dataset: DatasetName
+    name: str = Field(description="The uploaded zip's file name.")
+    total: int = Field(description="Files of the zip to import as images (masks not counted).")
+    done: int = Field(description="Of them, added or refused so far.")
+    progress: int = Field(ge=0, le=100, description="Percent of the zip's images handled.")
+    added: LabelCounts = Field(description="Images added, by label.")
+    rejected: list[RejectedEntry] = Field(description="Files of the zip not added, by name, with the reason.")
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+    @staticmethod
+    def resolve_message(zip_import: ZipImport) -> str:
+        return zip_import.status_message
+
+    @staticmethod
+    def resolve_dataset(zip_import: ZipImport) -> str:
+        return zip_import.split
+
+    @staticmethod
+    def resolve_name(zip_import: ZipImport) -> str:
+        return zip_import.original_name
+
+    @staticmethod
+    def resolve_added(zip_import: ZipImport) -> dict:
+        return {
+            "normal": zip_import.added_normal,
+            "anomaly": zip_import.added_anomaly,
+            "unlabeled": zip_import.added_unlabeled,
+        }
 
 
 def project_out(project: Project, *, role: str) -> dict:
@@ -304,3 +348,24 @@ def delete_mask(request, name: str, image_id: int):
     """The label stays as it is; 400 `no_mask` when the image has none."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     return classes.image_remove_mask(image=image_get(project=project, image_id=image_id))
+
+
+@router.post("/{name}/imports", response={202: ZipImportOut}, summary="Import a zip of images (in the background)")
+def start_zip_import(request, name: str, file: File[UploadedFile], dataset: Form[DatasetName] = "train"):
+    """Multipart: `file`, a zip whose folders label its images as Lookout for Vision's S3 import
+    did (`normal/` or `good/`, `anomaly/`, anything else unlabeled; `mask/NAME.png` is image
+    NAME's defect mask), and `dataset` (train or test). A file that is not a zip, or a zip over
+    the limits (entries, unpacked size, compression), is refused at once and nothing is stored.
+    Otherwise the import runs in the background: poll GET …/imports/{id} until `status` is
+    COMPLETE or FAILED."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    zip_import = imports.zip_import_start(
+        project=project, file=file, split=dataset, user=request.auth, name=file.name or ""
+    )
+    return Status(202, zip_import)
+
+
+@router.get("/{name}/imports/{import_id}", response=ZipImportOut, summary="A zip import's progress and report")
+def get_zip_import(request, name: str, import_id: int):
+    project = project_get_for_user(user=request.auth, name=name)
+    return zip_import_get(project=project, import_id=import_id)

@@ -1,89 +1,49 @@
-"""Importing a zip of images whose folders name their labels, as Lookout for Vision's S3 import did."""
+"""Importing a zip of images whose folders name their labels, as Lookout for Vision's S3 import did:
+the request's side. The zip is checked from its directory and stored here; a worker imports it
+(projects.importer, through projects.tasks.import_zip) and writes its progress to the row."""
 
-import zipfile
-from dataclasses import dataclass, field
+import uuid
 from pathlib import PurePosixPath
 
-from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
 
-from core.errors import Conflict, Invalid, TooLarge
-from core.uploads import check_upload_length
-from projects.images import dataset_add_image, dataset_get_or_create
-from projects.models import Image, Label, Project, Split
-from projects.zipcheck import zip_check_limits
-
-
-@dataclass
-class ImportReport:
-    added: list[Image] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (file name in the zip, reason)
+from projects.images import dataset_get_or_create
+from projects.models import Project, Split, ZipImport, project_files_prefix
+from projects.tasks import import_zip
+from projects.zipcheck import zip_open, zip_plan
 
 
-ZIP_LABEL_FOLDERS = {"normal": Label.NORMAL, "good": Label.NORMAL, "anomaly": Label.ANOMALY, "anomalous": Label.ANOMALY}
+def zip_import_start(*, project: Project, file, split: str = Split.TRAIN, user=None, name: str = "") -> ZipImport:
+    """Queue the import of the zip `file` (a seekable binary file) into the `split` dataset.
 
-
-def dataset_import_zip(*, project: Project, file, split: str = Split.TRAIN, user=None) -> ImportReport:
-    """Import a zip whose folders name the labels, as LFV's S3 import did.
-
-    An image inside a folder `normal/` (or `good/`) becomes normal, one inside `anomaly/` an
-    anomaly, any other one unlabeled; `mask/NAME.png` is the defect mask of image NAME.*.
-    Names inside the zip only choose labels; nothing is ever written to a path taken from it.
-    Each image is added on its own, so one bad file does not stop the others.
+    Refused at once, with nothing stored, when the file is not a zip or breaks the limits of
+    projects.zipcheck (read from its directory; nothing is decompressed here). Otherwise the zip
+    is kept in default_storage under the project's folder and a worker imports it after commit;
+    the returned row reports its progress, the images added and each entry refused, by name.
     """
-    dataset_get_or_create(project=project, split=split)
-    if getattr(file, "size", 0) > settings.KENPIN_MAX_ZIP_BYTES:
-        raise TooLarge(
-            f"The zip is {file.size / 2**30:.1f} GB; import at most "
-            f"{settings.KENPIN_MAX_ZIP_BYTES / 2**30:.0f} GB at a time."
-        )
+    dataset_get_or_create(project=project, split=split)  # an unknown split is refused here, in words
+    with zip_open(file) as archive:
+        total = len(zip_plan(archive).images)
+    file.seek(0)
+    stored = default_storage.save(
+        f"{project_files_prefix(project.pk)}imports/{uuid.uuid4().hex}.zip",
+        file if isinstance(file, File) else File(file),
+    )
     try:
-        archive = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, OSError):
-        raise Invalid("This file is not a zip archive Kenpin can read.", code="not_a_zip") from None
-    with archive:
-        zip_check_limits(archive)  # before a byte is decompressed
-        report = ImportReport()
-        entries = []
-        for entry in archive.infolist():
-            parts = PurePosixPath(entry.filename.replace("\\", "/")).parts
-            if entry.is_dir():
-                continue
-            if ".." in parts or entry.filename.startswith(("/", "\\")):
-                report.rejected.append(
-                    (entry.filename, "Its name points outside the zip (“..” or a leading “/”); it was not imported.")
-                )
-            elif not any(part.startswith((".", "__MACOSX")) for part in parts):  # hidden and macOS files
-                entries.append(entry)
-        masks = {}
-        images = []
-        for entry in entries:
-            path = PurePosixPath(entry.filename)
-            folders = [p.lower() for p in path.parts[:-1]]
-            if folders and folders[-1] in ("mask", "masks"):
-                masks[path.stem] = entry
-            else:
-                label = next(
-                    (ZIP_LABEL_FOLDERS[f] for f in reversed(folders) if f in ZIP_LABEL_FOLDERS), Label.UNLABELED
-                )
-                images.append((entry, label))
-        for entry, label in images:
-            path = PurePosixPath(entry.filename)
-            try:
-                check_upload_length(entry.file_size)
-                mask_entry = masks.get(path.stem) if label == Label.ANOMALY else None
-                report.added.append(
-                    dataset_add_image(
-                        project=project,
-                        data=archive.read(entry),
-                        name=path.name,
-                        label=label,
-                        split=split,
-                        user=user,
-                        mask=archive.read(mask_entry) if mask_entry else None,
-                    )
-                )
-            except (Invalid, Conflict, TooLarge) as exc:
-                report.rejected.append((entry.filename, exc.message))
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                report.rejected.append((entry.filename, f"The file is damaged inside the zip ({exc})."))
-    return report
+        with transaction.atomic():
+            zip_import = ZipImport.objects.create(
+                project=project,
+                split=split,
+                file=stored,
+                original_name=PurePosixPath((name or getattr(file, "name", "") or "").replace("\\", "/")).name[:255],
+                total=total,
+                created_by=user if getattr(user, "is_authenticated", False) else None,
+                status_message="Waiting for a worker.",
+            )
+            transaction.on_commit(lambda: import_zip.delay(zip_import.pk))
+    except BaseException:
+        default_storage.delete(stored)
+        raise
+    return zip_import

@@ -127,6 +127,64 @@ class Image(models.Model):
         return self.original_name or f"image {self.pk}"
 
 
+class ImportStatus(models.TextChoices):
+    QUEUED = "QUEUED", "Queued"
+    IMPORTING = "IMPORTING", "Importing"
+    COMPLETE = "COMPLETE", "Complete"
+    FAILED = "FAILED", "Failed"
+
+
+IMPORT_FINAL = (ImportStatus.COMPLETE, ImportStatus.FAILED)
+
+
+class ZipImport(models.Model):
+    """A zip of images imported into a dataset in the background (projects.tasks.import_zip).
+
+    The request checks the zip's directory and stores the zip; a worker reads it through
+    default_storage, adds its images one by one and writes its progress here. The stored zip is
+    deleted once the import is final; the row stays as its report.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="zip_imports")
+    split = models.CharField(max_length=5, choices=Split.choices)
+    status = models.CharField(max_length=10, choices=ImportStatus.choices, default=ImportStatus.QUEUED)
+    status_message = models.TextField(blank=True)
+    file = models.FileField(max_length=255, blank=True)  # the zip, in default_storage, until the import ends
+    original_name = models.CharField(max_length=255, blank=True)  # the uploaded zip's name, for people
+    total = models.PositiveIntegerField(default=0)  # files the zip holds to import as images (masks apart)
+    done = models.PositiveIntegerField(default=0)  # of them, added or refused so far
+    added_normal = models.PositiveIntegerField(default=0)
+    added_anomaly = models.PositiveIntegerField(default=0)
+    added_unlabeled = models.PositiveIntegerField(default=0)
+    rejected = models.JSONField(default=list, blank=True)  # [{"name": entry in the zip, "message": why}]
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"zip import {self.pk} ({self.original_name})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in IMPORT_FINAL
+
+    @property
+    def added(self) -> int:
+        return self.added_normal + self.added_anomaly + self.added_unlabeled
+
+    @property
+    def progress(self) -> int:
+        """Percent of the zip's images handled."""
+        if self.status == ImportStatus.COMPLETE:
+            return 100
+        return int(100 * self.done / self.total) if self.total else 0
+
+
 # Masks hold a class's index in their pixels (8 bits, 0 being background).
 MAX_CLASS_INDEX = 255
 # The one class of a project that has none of its own: every mask of such a project is this class.

@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 
-from core.errors import MAX_ID
+from core.errors import MAX_ID, ids_check
 from projects import masks
 from projects.models import (
     IMPLICIT_CLASS_COLOR,
@@ -21,6 +21,7 @@ from projects.models import (
     Project,
     Role,
     Split,
+    ZipImport,
 )
 
 
@@ -304,3 +305,17 @@ def anomaly_class_usage(*, project: Project) -> dict[int, int]:
                 if index:
                     counts[int(index)] = counts.get(int(index), 0) + 1
     return counts
+
+
+def zip_import_get(*, project: Project, import_id: int) -> ZipImport:
+    """A zip import of `project`; Http404 for any other id."""
+    ids_check([import_id])
+    zip_import = ZipImport.objects.filter(project=project, pk=import_id).first()
+    if zip_import is None:
+        raise Http404
+    return zip_import
+
+
+def zip_import_list(*, project: Project, limit: int = 5) -> list[ZipImport]:
+    """The project's latest zip imports, newest first."""
+    return list(ZipImport.objects.filter(project=project)[:limit])

@@ -14,6 +14,7 @@ urlpatterns = [
     path("<str:name>/images/counts", views.image_counts, name="image_counts"),
     path("<str:name>/images/add", views.image_add, name="image_add"),
     path("<str:name>/images/import", views.images_import, name="images_import"),
+    path("<str:name>/imports/<int:import_id>/", views.zip_import_page, name="import"),
     path("<str:name>/images/known", views.images_known, name="images_known"),
     path("<str:name>/images/label", views.images_label, name="images_label"),
     path("<str:name>/images/move", views.images_move, name="images_move"),

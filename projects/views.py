@@ -48,6 +48,8 @@ from projects.selectors import (
     project_has_test_dataset,
     project_members,
     training_readiness,
+    zip_import_get,
+    zip_import_list,
 )
 
 IMAGES_PER_PAGE = 48  # 6 columns x 8 rows at 1280 px
@@ -247,6 +249,7 @@ def image_upload_page(request, name):
             "project": project,
             **dataset_context(project),
             "zip_form": ZipImportForm(),
+            "zip_imports": zip_import_list(project=project),
             "formats": ACCEPTED_FORMATS,
             "upload_config": {
                 "url": reverse("projects:image_add", kwargs={"name": project.name}),
@@ -303,29 +306,30 @@ def images_known(request, name):
 
 @require_POST
 def images_import(request, name):
-    """A zip whose folders normal/ and anomaly/ label its images; the report is shown at once."""
+    """A zip whose folders normal/ and anomaly/ label its images: checked and stored here, imported
+    by a worker; the import's page follows its progress."""
     project = project_get_for_user(user=request.user, name=name, write=True)
     form = ZipImportForm(request.POST, request.FILES)
     if not form.is_valid():
         messages.error(request, form_error(form))
         return redirect("projects:upload", name=project.name)
     try:
-        report = imports.dataset_import_zip(
+        zip_import = imports.zip_import_start(
             project=project, file=form.cleaned_data["file"], split=form.cleaned_data["split"], user=request.user
         )
     except KenpinError as exc:
         messages.error(request, exc.message)
         return redirect("projects:upload", name=project.name)
-    return render(
-        request,
-        "projects/import_report.html",
-        {
-            "project": project,
-            "report": report,
-            "split": form.cleaned_data["split"],
-            "labels": {label: sum(1 for image in report.added if image.label == label) for label in Label.values},
-        },
-    )
+    return redirect("projects:import", name=project.name, import_id=zip_import.pk)
+
+
+@require_GET
+def zip_import_page(request, name, import_id):
+    """A zip import's progress and report; htmx polls the fragment until the import is final."""
+    project = project_get_for_user(user=request.user, name=name)
+    zip_import = zip_import_get(project=project, import_id=import_id)
+    template = "projects/_import.html" if request.htmx else "projects/import.html"
+    return render(request, template, {"project": project, "zip_import": zip_import})
 
 
 # --- Label grid -------------------------------------------------------------------------------

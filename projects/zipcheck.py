@@ -1,4 +1,5 @@
-"""Limits a zip must meet before anything in it is decompressed.
+"""Reading an uploaded zip: the limits it must meet before anything in it is decompressed, and
+which of its entries are images (labelled by their folders), masks, or refused by name.
 
 A zip's central directory says, for every entry, where its data starts, how many bytes it
 takes compressed and how many it unpacks to; Python's zipfile never produces more than the
@@ -9,10 +10,13 @@ entries all point at one deflated 49 MB run of zeros unpacks to 9.8 GB).
 """
 
 import zipfile
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 from django.conf import settings
 
 from core.errors import Invalid, TooLarge
+from projects.models import Label
 
 ZIP_MAX_ENTRIES = 10_000
 # Photos barely compress (JPEG, PNG, WebP are compressed already); an uncompressed BMP or TIFF
@@ -59,3 +63,62 @@ def zip_check_limits(archive: zipfile.ZipFile) -> None:
 def _name_length(entry: zipfile.ZipInfo) -> int:
     """Bytes of the entry's name as stored: UTF-8 when flagged so, else code page 437."""
     return len(entry.orig_filename.encode("utf-8" if entry.flag_bits & 0x800 else "cp437", errors="replace"))
+
+
+def zip_open(file) -> zipfile.ZipFile:
+    """`file` (seekable, binary) as a zip that meets the limits; Invalid or TooLarge otherwise.
+
+    Only the zip's directory is read: nothing is decompressed.
+    """
+    size = getattr(file, "size", None)
+    if size is not None and size > settings.KENPIN_MAX_ZIP_BYTES:
+        raise TooLarge(
+            f"The zip is {_gb(size)}; import at most {_gb(settings.KENPIN_MAX_ZIP_BYTES)} at a time "
+            "(split it into several zips)."
+        )
+    try:
+        archive = zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        raise Invalid("This file is not a zip archive Kenpin can read.", code="not_a_zip") from None
+    try:
+        zip_check_limits(archive)
+    except BaseException:
+        archive.close()
+        raise
+    return archive
+
+
+ZIP_LABEL_FOLDERS = {"normal": Label.NORMAL, "good": Label.NORMAL, "anomaly": Label.ANOMALY, "anomalous": Label.ANOMALY}
+
+
+@dataclass
+class ZipPlan:
+    """What importing a zip will do, decided from its directory alone."""
+
+    images: list[tuple[zipfile.ZipInfo, str]] = field(default_factory=list)  # (entry, label)
+    masks: dict[str, zipfile.ZipInfo] = field(default_factory=dict)  # image name without extension -> mask entry
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (name in the zip, why it is not imported)
+
+
+def zip_plan(archive: zipfile.ZipFile) -> ZipPlan:
+    """Sort a zip's entries as Lookout for Vision's S3 import did: an image inside a folder
+    `normal/` (or `good/`) is normal, inside `anomaly/` an anomaly, elsewhere unlabeled;
+    `mask/NAME.png` is the defect mask of image NAME.*. Names inside the zip only choose labels;
+    nothing is ever written to a path taken from them. Hidden and macOS files are skipped."""
+    plan = ZipPlan()
+    for entry in archive.infolist():
+        parts = PurePosixPath(entry.filename.replace("\\", "/")).parts
+        if entry.is_dir() or any(part.startswith((".", "__MACOSX")) for part in parts if part != ".."):
+            continue
+        if ".." in parts or entry.filename.startswith(("/", "\\")):
+            plan.rejected.append(
+                (entry.filename, "Its name points outside the zip (“..” or a leading “/”); it was not imported.")
+            )
+            continue
+        folders = [p.lower() for p in parts[:-1]]
+        if folders and folders[-1] in ("mask", "masks"):
+            plan.masks[PurePosixPath(parts[-1]).stem] = entry
+        else:
+            label = next((ZIP_LABEL_FOLDERS[f] for f in reversed(folders) if f in ZIP_LABEL_FOLDERS), Label.UNLABELED)
+            plan.images.append((entry, label))
+    return plan

@@ -9,6 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from inference.models import TrialDetection, TrialImage
 from lookout.models import DatasetJob, PackagingJob
 from projects.classes import anomaly_class_create
+from projects.models import ZipImport
 from tests.factories import PASSWORD, UserFactory, add_image, image_bytes, make_project
 from training.models import ModelVersion, Status
 
@@ -37,6 +38,7 @@ def world(user):
     trial_image = TrialImage.objects.create(trial=trial, sha256="0" * 64, width=64, height=48, is_anomalous=True)
     dataset_job = DatasetJob.objects.create(project=project, split="train", kind="create", status="CREATE_COMPLETE")
     package = PackagingJob.objects.create(project=project, model_version=mv, name="pkg", status="SUCCEEDED")
+    zip_import = ZipImport.objects.create(project=project, split="train", status="COMPLETE")
     values = {
         "name": project.name,
         "image_id": image.pk,
@@ -48,6 +50,7 @@ def world(user):
         "job_id": dataset_job.pk,
         "job_name": package.name,
         "class_id": anomaly_class.pk,
+        "import_id": zip_import.pk,
     }
     return {"project": project, "viewer": viewer, "editor": editor, "owner": user, "values": values}
 

@@ -3,12 +3,14 @@
 import hashlib
 import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 
+from projects.importer import zip_import_run
 from projects.models import Image, Project
 from projects.selectors import image_mask_indices
 from tests.factories import UserFactory, add_image, image_bytes, make_project
@@ -197,3 +199,43 @@ def test_an_editor_uploads_and_labels_but_a_viewer_cannot(user, api_client):
     assert response.status_code == 403 and response.json()["error"] == "forbidden"
     assert "Viewers" in response.json()["message"]
     assert project.images.count() == 1
+
+
+def _cookies_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("normal/a.png", image_bytes())
+        archive.writestr("anomaly/b.png", image_bytes())
+        archive.writestr("anomaly/notes.txt", b"not an image")
+    return buffer.getvalue()
+
+
+def test_a_zip_import_is_started_and_polled_until_its_report(owner_api, user):
+    make_project(owner=user, name="cookies")
+    response = owner_api.post(
+        "/api/v1/projects/cookies/imports",
+        {"file": _file(_cookies_zip(), "more.zip", "application/zip"), "dataset": "test"},
+    )
+    assert response.status_code == 202, response.content
+    started = response.json()
+    assert (started["status"], started["name"], started["dataset"]) == ("QUEUED", "more.zip", "test")
+    assert started["total"] == 3 and started["done"] == 0
+
+    zip_import_run(import_id=started["id"])  # what the worker does
+
+    report = owner_api.get(f"/api/v1/projects/cookies/imports/{started['id']}").json()
+    assert (report["status"], report["progress"], report["done"]) == ("COMPLETE", 100, 3)
+    assert report["added"] == {"normal": 1, "anomaly": 1, "unlabeled": 0}
+    assert report["rejected"] == [{"name": "anomaly/notes.txt", "message": report["rejected"][0]["message"]}]
+    assert Image.objects.filter(dataset__split="test").count() == 2
+
+
+def test_a_zip_import_refuses_a_file_that_is_not_a_zip_and_viewers(owner_api, user, api_client):
+    viewer = UserFactory()
+    make_project(owner=user, name="cookies", viewer=viewer)
+    refused = owner_api.post("/api/v1/projects/cookies/imports", {"file": _file(b"nope", "a.zip")})
+    assert refused.status_code == 400 and refused.json()["error"] == "not_a_zip"
+    as_viewer = api_client(viewer).post("/api/v1/projects/cookies/imports", {"file": _file(_cookies_zip(), "a.zip")})
+    assert as_viewer.status_code == 403
+    assert api_client(UserFactory()).get("/api/v1/projects/cookies/imports/1").status_code == 404
+    assert owner_api.get("/api/v1/projects/cookies/imports/99999999999999999999").status_code in (400, 404)

@@ -6,7 +6,8 @@ import zipfile
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from projects.models import Image, Membership, Project, Role
+from projects.importer import zip_import_run
+from projects.models import Image, Membership, Project, Role, ZipImport
 from tests.factories import PASSWORD, UserFactory, add_image, fill_project, image_bytes, make_project
 
 pytestmark = pytest.mark.django_db
@@ -132,7 +133,7 @@ def test_an_upload_without_a_file_is_refused_in_json(signed_in, project):
     assert response.status_code == 400 and response.json()["message"].startswith("File:")
 
 
-def test_a_zip_import_reports_what_went_in_and_what_did_not(signed_in, project):
+def test_a_zip_import_runs_in_the_background_and_its_page_polls_until_the_report(signed_in, project):
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("cookies/normal/a.png", image_bytes())
@@ -140,15 +141,28 @@ def test_a_zip_import_reports_what_went_in_and_what_did_not(signed_in, project):
         zf.writestr("cookies/anomaly/readme.txt", b"not an image")
     response = signed_in.post(
         "/projects/cookies/images/import",
-        {
-            "file": SimpleUploadedFile("cookies.zip", archive.getvalue()),
-            "split": "train",
-        },
+        {"file": SimpleUploadedFile("cookies.zip", archive.getvalue()), "split": "train"},
     )
-    page = response.content.decode()
-    assert response.status_code == 200
-    assert "2 images added" in page and "1 normal, 1 anomaly, 0 unlabeled" in page
-    assert "cookies/anomaly/readme.txt" in page and "not an image" in page
+    job = ZipImport.objects.get()
+    assert response.status_code == 302 and response.url == f"/projects/cookies/imports/{job.pk}/"
+    assert not Image.objects.exists()
+    page = signed_in.get(response.url).content.decode()
+    assert "Queued" in page and "cookies.zip" in page and 'hx-trigger="every 1s"' in page
+    assert "cookies.zip" in signed_in.get("/projects/cookies/upload/").content.decode()  # found again later
+
+    zip_import_run(import_id=job.pk)  # what the worker does
+
+    fragment = signed_in.get(response.url, HTTP_HX_REQUEST="true").content.decode()
+    assert fragment.startswith('<section class="card" id="import-report"') and "hx-trigger" not in fragment
+    assert "2 images added" in fragment and "1 normal, 1 anomaly, 0 unlabeled" in fragment
+    assert "cookies/anomaly/readme.txt" in fragment and "not an image" in fragment
+
+
+def test_a_zip_import_of_another_project_is_not_found(signed_in, project, user):
+    other = make_project(owner=UserFactory())
+    job = ZipImport.objects.create(project=other, split="train")
+    assert signed_in.get(f"/projects/{other.name}/imports/{job.pk}/").status_code == 404
+    assert signed_in.get(f"/projects/cookies/imports/{job.pk}/").status_code == 404
 
 
 def test_a_file_that_is_not_a_zip_is_refused_with_a_message(signed_in, project):

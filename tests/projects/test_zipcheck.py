@@ -8,8 +8,9 @@ import zipfile
 import pytest
 
 from core.errors import Invalid, TooLarge
-from projects.imports import dataset_import_zip
-from projects.models import Image
+from projects.importer import zip_import_run
+from projects.imports import zip_import_start
+from projects.models import Image, ZipImport
 from tests.factories import image_bytes, make_project
 
 pytestmark = pytest.mark.django_db
@@ -41,15 +42,15 @@ def test_the_59_kb_bomb_is_refused_in_under_a_second_and_nothing_is_stored(user)
     assert len(bomb) < 80_000
     started = time.monotonic()
     with pytest.raises(TooLarge, match=r"would unpack to 9\.6 GB; import at most 4\.0 GB"):
-        dataset_import_zip(project=project, file=io.BytesIO(bomb), user=user)
+        zip_import_start(project=project, file=io.BytesIO(bomb), user=user)
     assert time.monotonic() - started < 1
-    assert Image.objects.count() == 0
+    assert Image.objects.count() == 0 and not ZipImport.objects.exists()
 
 
 def test_entries_that_share_their_data_are_refused_even_under_the_size_limit(user):
     bomb = overlapping_bomb(entries=3, payload=image_bytes(width=320, height=240))
     with pytest.raises(Invalid, match="share their data"):
-        dataset_import_zip(project=make_project(owner=user), file=io.BytesIO(bomb), user=user)
+        zip_import_start(project=make_project(owner=user), file=io.BytesIO(bomb), user=user)
 
 
 def test_an_entry_compressed_far_more_than_photos_are_is_refused(user):
@@ -57,7 +58,7 @@ def test_an_entry_compressed_far_more_than_photos_are_is_refused(user):
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("normal/a.bmp", b"\0" * (20 * 1024 * 1024))
     with pytest.raises(Invalid, match="compressed .* times"):
-        dataset_import_zip(project=make_project(owner=user), file=buffer, user=user)
+        zip_import_start(project=make_project(owner=user), file=buffer, user=user)
 
 
 def test_too_many_entries_are_refused(user, monkeypatch):
@@ -69,7 +70,7 @@ def test_too_many_entries_are_refused(user, monkeypatch):
         for i in range(4):
             archive.writestr(f"normal/{i}.png", image_bytes(seed=i))
     with pytest.raises(TooLarge, match="holds 4 entries; import at most 3"):
-        dataset_import_zip(project=make_project(owner=user), file=buffer, user=user)
+        zip_import_start(project=make_project(owner=user), file=buffer, user=user)
 
 
 def test_entries_named_outside_the_zip_are_reported_and_the_others_imported(user):
@@ -78,7 +79,9 @@ def test_entries_named_outside_the_zip_are_reported_and_the_others_imported(user
         archive.writestr("normal/good.png", image_bytes(seed=1))
         archive.writestr("../evil.png", image_bytes(seed=2))
         archive.writestr("normal/../../also.png", image_bytes(seed=3))
-    report = dataset_import_zip(project=make_project(owner=user), file=buffer, user=user)
-    assert [image.original_name for image in report.added] == ["good.png"]
-    assert [name for name, _ in report.rejected] == ["../evil.png", "normal/../../also.png"]
-    assert all("points outside the zip" in reason for _, reason in report.rejected)
+    job = zip_import_start(project=make_project(owner=user), file=buffer, user=user)
+    zip_import_run(import_id=job.pk)
+    job.refresh_from_db()
+    assert [image.original_name for image in Image.objects.all()] == ["good.png"]
+    assert [r["name"] for r in job.rejected] == ["../evil.png", "normal/../../also.png"]
+    assert all("points outside the zip" in r["message"] for r in job.rejected)
