@@ -36,6 +36,7 @@ from core.errors import KenpinError
 from inference import hosting
 from inference.selectors import trial_list
 from lookout.services import access_key_create
+from projects.activity import activity_list
 from projects.forms import ProjectDeleteForm
 from projects.invitations import invitation_accept as accept_invitation
 from projects.invitations import invitation_create
@@ -328,6 +329,7 @@ def project_detail(request, name):
             "model_versions": model_versions,
             "trained_version": next((mv for mv in model_versions if mv.is_usable), None),
             "trials": trial_list(project=project)[:5],
+            "activity": activity_list(project=project)[:8],
         },
     )
 

@@ -31,7 +31,7 @@ def start_hosting(request, name: str, version: int):
     two); poll GET …/models/{version}. Starting a hosted model changes nothing."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     mv = model_version_get(project=project, version=version)
-    return Status(202, hosting.model_version_start_hosting(model_version=mv))
+    return Status(202, hosting.model_version_start_hosting(model_version=mv, user=request.auth))
 
 
 @router.post("/{name}/models/{version}/stop", response={202: ModelStatusOut}, summary="Stop hosting a model")
@@ -39,7 +39,7 @@ def stop_hosting(request, name: str, version: int):
     """STOPPING_HOSTING, then TRAINED once the inference workers have unloaded it."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     mv = model_version_get(project=project, version=version)
-    return Status(202, hosting.model_version_stop_hosting(model_version=mv))
+    return Status(202, hosting.model_version_stop_hosting(model_version=mv, user=request.auth))
 
 
 # --- Detection ----------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def list_trial_images(request, name: str, trial_id: int):
 def set_verdict(request, name: str, trial_id: int, trial_image_id: int, payload: VerdictIn):
     project = project_get_for_user(user=request.auth, name=name, write=True)
     row = trial_image_get(trial=trial_get(project=project, trial_id=trial_id), trial_image_id=trial_image_id)
-    return trials.trial_image_set_verdict(trial_image=row, verdict=payload.verdict)
+    return trials.trial_image_set_verdict(trial_image=row, verdict=payload.verdict, user=request.auth)
 
 
 @trials_router.post(
@@ -252,5 +252,5 @@ def add_to_dataset(request, name: str, trial_id: int, payload: AddToDatasetIn):
 @trials_router.delete("/{name}/trials/{trial_id}", response={204: None}, summary="Delete a trial detection")
 def delete_trial(request, name: str, trial_id: int):
     project = project_get_for_user(user=request.auth, name=name, write=True)
-    trials.trial_delete(trial=trial_get(project=project, trial_id=trial_id))
+    trials.trial_delete(trial=trial_get(project=project, trial_id=trial_id), user=request.auth)
     return Status(204, None)

@@ -10,22 +10,32 @@ from core.errors import Conflict
 from inference import control
 from inference.tasks import host_model_version, unhost_model_version
 from projects import projects
-from projects.models import Project
+from projects.activity import activity_record
+from projects.models import Action, Project
 from training.models import HOSTING_STARTABLE, HOSTING_STATUSES, HOSTING_STOPPABLE, ModelVersion, Status
 
 
-def model_version_start_hosting(*, model_version: ModelVersion) -> ModelVersion:
+def model_version_start_hosting(*, model_version: ModelVersion, user=None) -> ModelVersion:
     """TRAINED or HOSTING_FAILED -> STARTING_HOSTING, and queue the loading; an inference
     worker then makes it HOSTED (or HOSTING_FAILED with the reason).
 
     Starting a version that is already hosted or starting changes nothing (as LFV's StartModel).
     Raises Conflict for a version without a trained model or one that is stopping.
     """
-    started = ModelVersion.objects.filter(pk=model_version.pk, status__in=HOSTING_STARTABLE).update(
-        status=Status.STARTING_HOSTING,
-        status_message="Waiting for an inference worker to load the model.",
-        heartbeat_at=timezone.now(),
-    )
+    with transaction.atomic():
+        started = ModelVersion.objects.filter(pk=model_version.pk, status__in=HOSTING_STARTABLE).update(
+            status=Status.STARTING_HOSTING,
+            status_message="Waiting for an inference worker to load the model.",
+            heartbeat_at=timezone.now(),
+        )
+        if started:
+            activity_record(
+                project=model_version.project,
+                user=user,
+                action=Action.HOSTING_STARTED,
+                summary=f"started hosting version {model_version.version}",
+                detail={"version": model_version.version},
+            )
     model_version.refresh_from_db()
     if started:
         transaction.on_commit(lambda: host_model_version.delay(model_version.pk))
@@ -34,18 +44,27 @@ def model_version_start_hosting(*, model_version: ModelVersion) -> ModelVersion:
     return model_version
 
 
-def model_version_stop_hosting(*, model_version: ModelVersion) -> ModelVersion:
+def model_version_stop_hosting(*, model_version: ModelVersion, user=None) -> ModelVersion:
     """HOSTED or STARTING_HOSTING -> STOPPING_HOSTING, and queue the unloading, after which the
     version is TRAINED again. A version whose hosting failed becomes TRAINED at once.
 
     Stopping a version that is not hosted changes nothing; one in training raises Conflict.
     """
-    stopping = ModelVersion.objects.filter(pk=model_version.pk, status__in=HOSTING_STOPPABLE).update(
-        status=Status.STOPPING_HOSTING, status_message="Unloading the model from the inference workers."
-    )
-    failed = ModelVersion.objects.filter(pk=model_version.pk, status=Status.HOSTING_FAILED).update(
-        status=Status.TRAINED, status_message="Hosting stopped."
-    )
+    with transaction.atomic():
+        stopping = ModelVersion.objects.filter(pk=model_version.pk, status__in=HOSTING_STOPPABLE).update(
+            status=Status.STOPPING_HOSTING, status_message="Unloading the model from the inference workers."
+        )
+        failed = ModelVersion.objects.filter(pk=model_version.pk, status=Status.HOSTING_FAILED).update(
+            status=Status.TRAINED, status_message="Hosting stopped."
+        )
+        if stopping:
+            activity_record(
+                project=model_version.project,
+                user=user,
+                action=Action.HOSTING_STOPPED,
+                summary=f"stopped hosting version {model_version.version}",
+                detail={"version": model_version.version},
+            )
     model_version.refresh_from_db()
     if stopping or failed:
         # A failed hosting may still have left a copy in some worker: unload it there too.

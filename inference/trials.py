@@ -15,8 +15,9 @@ from core.uploads import check_upload_size, upload_read
 from engine.images import ImageError, probe_image, thumbnail_jpeg
 from inference.models import TrialDetection, TrialImage, Verdict
 from inference.tasks import run_trial_detection
+from projects.activity import activity_record, plural
 from projects.images import EXTENSIONS, DuplicateImage, dataset_add_image
-from projects.models import Image, Project, Split, project_files_prefix
+from projects.models import Action, Image, Project, Split, project_files_prefix
 from training.models import ModelVersion
 
 MAX_TRIAL_IMAGES = 2000
@@ -132,6 +133,14 @@ def trial_create(
                 for image in project_images
             ]
             TrialImage.objects.bulk_create(rows)
+            activity_record(
+                project=project,
+                user=user,
+                action=Action.TRIAL_STARTED,
+                summary=f"ran “{trial.name}” with version {model_version.version} on {plural(len(rows), 'photo')}",
+                names=[row.original_name for row in rows],
+                detail={"trial": trial.pk, "version": model_version.version},
+            )
             transaction.on_commit(lambda: run_trial_detection.delay(trial.pk))
     except BaseException:
         for name_ in stored:
@@ -140,14 +149,27 @@ def trial_create(
     return TrialCreated(trial=trial, rejected=rejected)
 
 
-def trial_image_set_verdict(*, trial_image: TrialImage, verdict: str) -> TrialImage:
+def trial_image_set_verdict(*, trial_image: TrialImage, verdict: str, user=None) -> TrialImage:
     """Record whether the prediction was right. `incorrect` flips the label the image will get."""
     if verdict not in Verdict.values:
         raise Invalid(f"Unknown verdict “{verdict}”: use correct, incorrect or unverified.", code="invalid_verdict")
     if trial_image.is_anomalous is None:
         raise Conflict("This image has no prediction to verify.", code="not_predicted")
-    trial_image.verdict = verdict
-    trial_image.save(update_fields=["verdict"])
+    with transaction.atomic():
+        trial_image.verdict = verdict
+        trial_image.save(update_fields=["verdict"])
+        trial = trial_image.trial
+        activity_record(
+            project=trial.project,
+            user=user,
+            action=Action.TRIAL_VERIFIED,
+            prefix="verified ",
+            noun="prediction",
+            suffix=f" of “{trial.name}”",
+            names=[f"{trial_image.original_name}: {verdict}"],
+            detail={"trial": trial.pk},
+            fold_key=f"verify:{trial.pk}",
+        )
     return trial_image
 
 
@@ -176,7 +198,13 @@ def trial_add_verified_to_dataset(*, trial: TrialDetection, user, split: str = S
                 data = f.read()
             try:
                 dataset_add_image(
-                    project=trial.project, data=data, name=row.original_name, label=label, split=split, user=user
+                    project=trial.project,
+                    data=data,
+                    name=row.original_name,
+                    label=label,
+                    split=split,
+                    user=user,
+                    record=False,
                 )
                 report.added += 1
             except DuplicateImage as exc:
@@ -189,11 +217,28 @@ def trial_add_verified_to_dataset(*, trial: TrialDetection, user, split: str = S
             report.skipped.append((row.original_name, "The image was deleted."))
             continue
         TrialImage.objects.filter(pk=row.pk).update(added_to_dataset=True)
+    if report.added or report.relabeled:
+        activity_record(
+            project=trial.project,
+            user=user,
+            action=Action.TRIAL_ADDED,
+            summary=f"added {plural(report.added, 'verified photo')} of “{trial.name}” to the "
+            f"{'test' if split == Split.TEST else 'training'} dataset"
+            + (f" and relabeled {plural(report.relabeled, 'image')}" if report.relabeled else ""),
+            detail={"trial": trial.pk, "added": report.added, "relabeled": report.relabeled, "split": split},
+        )
     return report
 
 
-def trial_delete(*, trial: TrialDetection) -> None:
+def trial_delete(*, trial: TrialDetection, user=None) -> None:
     names = [n for row in trial.images.all() for n in (row.file.name, row.thumbnail.name, row.heatmap.name)]
     with transaction.atomic():
+        activity_record(
+            project=trial.project,
+            user=user,
+            action=Action.TRIAL_DELETED,
+            summary=f"deleted the trial “{trial.name}”",
+            detail={"trial": trial.pk},
+        )
         trial.delete()
         storage_delete_on_commit(names)

@@ -133,7 +133,7 @@ def trial_image_verdict(request, name, trial_id, trial_image_id):
     try:
         if not form.is_valid():
             raise Invalid(form_error(form))
-        row = trials.trial_image_set_verdict(trial_image=row, verdict=form.cleaned_data["verdict"])
+        row = trials.trial_image_set_verdict(trial_image=row, verdict=form.cleaned_data["verdict"], user=request.user)
     except KenpinError as exc:
         error = exc.message
     if not request.htmx:
@@ -182,7 +182,7 @@ def trial_add_to_dataset(request, name, trial_id):
 def trial_delete(request, name, trial_id):
     project = project_get_for_user(user=request.user, name=name, write=True)
     trial = trial_get(project=project, trial_id=trial_id)
-    trials.trial_delete(trial=trial)
+    trials.trial_delete(trial=trial, user=request.user)
     messages.success(
         request, f"Trial detection “{trial.name}” deleted. Images already added to the dataset stay there."
     )
@@ -213,7 +213,7 @@ def model_hosting(request, name, version):
         try:
             if action is None:
                 raise KenpinError("Choose to start or to stop hosting.")
-            getattr(hosting, action)(model_version=mv)
+            getattr(hosting, action)(model_version=mv, user=request.user)
         except KenpinError as exc:
             messages.error(request, exc.message)
         if not request.htmx:

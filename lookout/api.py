@@ -466,7 +466,7 @@ def delete_model(call: Call) -> dict:
     mv = _model(call, project)
     arn = arns.model_arn(region=call.region, project=project.name, version=mv.version)
     try:
-        model_version_delete(model_version=mv)
+        model_version_delete(model_version=mv, user=call.user)
     except Conflict as exc:
         raise ConflictException(exc.message, resource_id=str(mv.version), resource_type=MODEL) from None
     return {"ModelArn": arn}
@@ -476,7 +476,7 @@ def start_model(call: Call) -> dict:
     project = _project(call, write=True)
     mv = _model(call, project)
     try:
-        mv = model_version_start_hosting(model_version=mv)
+        mv = model_version_start_hosting(model_version=mv, user=call.user)
     except Conflict as exc:
         raise ConflictException(exc.message, resource_id=str(mv.version), resource_type=MODEL) from None
     services.model_options_set(
@@ -491,7 +491,7 @@ def stop_model(call: Call) -> dict:
     project = _project(call, write=True)
     mv = _model(call, project)
     try:
-        mv = model_version_stop_hosting(model_version=mv)
+        mv = model_version_stop_hosting(model_version=mv, user=call.user)
     except Conflict as exc:
         raise ConflictException(exc.message, resource_id=str(mv.version), resource_type=MODEL) from None
     return {"Status": mv.status}

@@ -144,10 +144,10 @@ def _apply(job: DatasetJob, fetcher: _Fetcher, entry: Entry) -> str:
         mask = _mask_bytes(fetcher, entry, width=existing.width, height=existing.height)
         with transaction.atomic():
             if entry.label is not None:
-                images_set_label(project=job.project, image_ids=[existing.pk], label=entry.label)
-            images_move(project=job.project, image_ids=[existing.pk], split=job.split)
+                images_set_label(project=job.project, image_ids=[existing.pk], label=entry.label, user=job.created_by)
+            images_move(project=job.project, image_ids=[existing.pk], split=job.split, user=job.created_by)
             if mask is not None:
-                image_set_mask(image=Image.objects.get(pk=existing.pk), mask=mask)
+                image_set_mask(image=Image.objects.get(pk=existing.pk), mask=mask, user=job.created_by)
         return "updated"
     data = fetcher.read(entry.source_ref)
     mask = None

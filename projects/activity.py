@@ -34,15 +34,17 @@ def activity_record(
     detail: dict | None = None,
     count: int = 1,
     noun: str = "",
+    prefix: str = "",
     suffix: str = "",
     names: list[str] = (),
     fold_key: str | None = None,
 ) -> Activity:
     """Record that `user` (None: Kenpin itself) did `action` in `project`.
 
-    Counted actions give `noun` and `suffix` instead of `summary` ("12 images" + " labeled
-    normal"); with a `fold_key`, they add to the same person's latest entry of that kind and key
-    from the last FOLD_WINDOW, which then reads "42 images labeled normal". `names` are the
+    A summary completes the sentence that starts with the person ("ada" + "started hosting
+    version 2"). Counted actions give `prefix`, `noun` and `suffix` instead ("labeled " + "12
+    images" + " normal"); with a `fold_key`, they add to the same person's latest entry of that
+    kind and key from the last FOLD_WINDOW, which then reads "labeled 42 images normal". `names` are the
     things concerned (image names, for example), kept in the detail for the CSV export.
     """
     if action not in Action.values:
@@ -64,7 +66,7 @@ def activity_record(
             entry.at = now
             kept = entry.detail.get("names", [])
             entry.detail = {**entry.detail, **detail, "names": (kept + list(names))[:MAX_NAMES]}
-            entry.summary = plural(entry.count, noun) + suffix
+            entry.summary = (prefix + plural(entry.count, noun) + suffix)[:500]
             entry.save(update_fields=["count", "at", "detail", "summary"])
             return entry
         if names:
@@ -76,7 +78,7 @@ def activity_record(
             at=now,
             action=action,
             count=count,
-            summary=(plural(count, noun) + suffix if noun else summary)[:500],
+            summary=(prefix + plural(count, noun) + suffix if noun else summary)[:500],
             detail=detail,
             fold_key=fold_key or "",
         )

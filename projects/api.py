@@ -226,14 +226,14 @@ def get_image_file(request, name: str, image_id: int):
 def update_image(request, name: str, image_id: int, payload: ImagePatch):
     project = project_get_for_user(user=request.auth, name=name, write=True)
     image = image_get(project=project, image_id=image_id)
-    return images.image_update(image=image, label=payload.label, split=payload.dataset)
+    return images.image_update(image=image, label=payload.label, split=payload.dataset, user=request.auth)
 
 
 @router.delete("/{name}/images/{image_id}", response={204: None}, summary="Delete an image")
 def delete_image(request, name: str, image_id: int):
     project = project_get_for_user(user=request.auth, name=name, write=True)
     image = image_get(project=project, image_id=image_id)
-    images.images_delete(project=project, image_ids=[image.pk])
+    images.images_delete(project=project, image_ids=[image.pk], user=request.auth)
     return Status(204, None)
 
 

@@ -219,8 +219,8 @@ def image_set_mask(*, image: Image, mask: bytes, class_name: str = "", user=None
                 user=user,
                 action=Action.MASK_SET,
                 count=1,
-                noun="mask",
-                suffix=" saved",
+                prefix="drew the defect mask of ",
+                noun="image",
                 names=[str(image)],
                 fold_key="mask",
             )

@@ -2,6 +2,8 @@
 test datasets, attach defect masks, delete."""
 
 import hashlib
+import math
+import random
 import uuid
 from pathlib import PurePosixPath
 
@@ -13,8 +15,10 @@ from core.errors import Conflict, Invalid
 from core.files import storage_delete_on_commit
 from core.uploads import check_upload_size
 from engine.images import ImageError, probe_image, thumbnail_jpeg
+from projects.activity import activity_record, plural
 from projects.classes import mask_decode, mask_store_new
-from projects.models import Dataset, Image, Label, MaskKind, Project, Split, project_files_prefix
+from projects.models import Action, Dataset, Image, Label, MaskKind, Project, Split, project_files_prefix
+from projects.selectors import MIN_TEST_ANOMALY, MIN_TEST_NORMAL, MIN_TRAIN_NORMAL_WITH_TEST
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp", "GIF": "gif", "MPO": "jpg"}
 
@@ -61,8 +65,12 @@ def dataset_add_image(
     user=None,
     mask: bytes | None = None,
     mask_class: str = "",
+    record: bool = True,
 ) -> Image:
     """Store one uploaded image in the project's `split` dataset.
+
+    The activity log counts it among `user`'s uploads of the last minutes, unless `record` is
+    False: a zip import or a trial's photos are logged once, by the service that adds them.
 
     The bytes are fully decoded first, so that a corrupt or truncated file is refused here with
     a message (Invalid, TooLarge) rather than failing a training later. An image already in the
@@ -124,6 +132,17 @@ def dataset_add_image(
                 label=label,
                 uploaded_by=user,
             )
+            if record:
+                activity_record(
+                    project=project,
+                    user=user,
+                    action=Action.IMAGES_UPLOADED,
+                    prefix="uploaded ",
+                    noun="image",
+                    suffix=f" to the {_dataset_words(split)}",
+                    names=[image.original_name],
+                    fold_key=f"upload:{split}",
+                )
     except IntegrityError:
         # Another request stored the same bytes between our check and our insert.
         for name_ in stored:
@@ -136,13 +155,37 @@ def dataset_add_image(
     return image
 
 
-def images_set_label(*, project: Project, image_ids: list[int], label: str) -> int:
+def _dataset_words(split: str) -> str:
+    return "test dataset" if split == Split.TEST else "training dataset"
+
+
+def _names(images) -> list[str]:
+    return [name or "(unnamed)" for name in images.order_by("pk").values_list("original_name", flat=True)[:50]]
+
+
+def images_set_label(*, project: Project, image_ids: list[int], label: str, user=None) -> int:
     """Label many images at once; returns how many changed. Ids of other projects are ignored."""
     label = _label(label)
-    return Image.objects.filter(project=project, pk__in=image_ids).exclude(label=label).update(label=label)
+    with transaction.atomic():
+        changing = Image.objects.filter(project=project, pk__in=image_ids).exclude(label=label)
+        names = _names(changing)
+        changed = changing.update(label=label)
+        if changed:
+            activity_record(
+                project=project,
+                user=user,
+                action=Action.IMAGES_LABELED,
+                prefix="labeled ",
+                noun="image",
+                suffix=f" {Label(label).label.lower()}",
+                count=changed,
+                names=names,
+                fold_key=f"label:{label}",
+            )
+    return changed
 
 
-def images_move(*, project: Project, image_ids: list[int], split: str) -> int:
+def images_move(*, project: Project, image_ids: list[int], split: str, user=None) -> int:
     """Move images to the training or test dataset (creating the test dataset if needed).
 
     Raises Invalid when none of `image_ids` is in the project, rather than create an empty
@@ -153,36 +196,118 @@ def images_move(*, project: Project, image_ids: list[int], split: str) -> int:
     images = Image.objects.filter(project=project, pk__in=image_ids)
     if not images.exists():
         raise Invalid("None of the selected images is in this project; nothing was moved.", code="no_images")
-    dataset = dataset_get_or_create(project=project, split=split)
-    return images.exclude(dataset=dataset).update(dataset=dataset)
+    with transaction.atomic():
+        dataset = dataset_get_or_create(project=project, split=split)
+        moving = images.exclude(dataset=dataset)
+        names = _names(moving)
+        moved = moving.update(dataset=dataset)
+        if moved:
+            activity_record(
+                project=project,
+                user=user,
+                action=Action.IMAGES_MOVED,
+                prefix="moved ",
+                noun="image",
+                suffix=f" to the {_dataset_words(split)}",
+                count=moved,
+                names=names,
+                fold_key=f"move:{split}",
+            )
+    return moved
 
 
-def image_update(*, image: Image, label: str | None = None, split: str | None = None) -> Image:
+def image_update(*, image: Image, label: str | None = None, split: str | None = None, user=None) -> Image:
     """Relabel and/or move one image; None leaves that property as it is."""
     with transaction.atomic():
         if label is not None:
-            images_set_label(project=image.project, image_ids=[image.pk], label=label)
+            images_set_label(project=image.project, image_ids=[image.pk], label=label, user=user)
         if split is not None:
-            images_move(project=image.project, image_ids=[image.pk], split=split)
+            images_move(project=image.project, image_ids=[image.pk], split=split, user=user)
     return Image.objects.select_related("dataset").get(pk=image.pk)
 
 
-def images_delete(*, project: Project, image_ids: list[int]) -> int:
+def images_delete(*, project: Project, image_ids: list[int], user=None) -> int:
     """Delete images and their files. Trained versions keep their record of them."""
     with transaction.atomic():
-        images = list(Image.objects.filter(project=project, pk__in=image_ids))
+        images = list(Image.objects.filter(project=project, pk__in=image_ids).order_by("pk"))
         names = [n for image in images for n in (image.file.name, image.thumbnail.name, image.mask.name)]
         Image.objects.filter(pk__in=[image.pk for image in images]).delete()
         storage_delete_on_commit(names)
+        if images:
+            activity_record(
+                project=project,
+                user=user,
+                action=Action.IMAGES_DELETED,
+                prefix="deleted ",
+                noun="image",
+                count=len(images),
+                names=[image.original_name or "(unnamed)" for image in images],
+                fold_key="delete",
+            )
     return len(images)
 
 
-def dataset_delete_test(*, project: Project) -> None:
+def dataset_delete_test(*, project: Project, user=None) -> None:
     """Remove the test dataset; its images go back to the training dataset, nothing is lost."""
     with transaction.atomic():
         test = project.datasets.filter(split=Split.TEST).first()
         if test is None:
             return
         train = dataset_get_or_create(project=project, split=Split.TRAIN)
-        Image.objects.filter(dataset=test).update(dataset=train)
+        moved = Image.objects.filter(dataset=test).update(dataset=train)
+        activity_record(
+            project=project,
+            user=user,
+            action=Action.TEST_DATASET_REMOVED,
+            summary=f"removed the test dataset ({plural(moved, 'image')} back in training)",
+            detail={"images": moved},
+        )
         test.delete()
+
+
+TEST_SHARE = 0.2  # of each label's training photos kept aside, above the test dataset's minimums
+
+
+def dataset_keep_test_aside(*, project: Project, user=None) -> tuple[int, int]:
+    """Move a random share of the labeled training photos into a new test dataset, so that the
+    next version is measured on photos it never saw; returns (normal, anomalous) moved.
+
+    Takes TEST_SHARE of each label, at least the test dataset's minimums (10 and 10), and leaves
+    training at least its own minimum of normal photos. Raises Conflict when the project already
+    has a test dataset and Invalid, saying how many photos to add, when there are too few to
+    split; nothing moves then.
+    """
+    with transaction.atomic():
+        if project.datasets.filter(split=Split.TEST).exists():
+            raise Conflict("This project already has a test dataset.", code="test_dataset_exists")
+        train = Image.objects.select_for_update().filter(project=project, dataset__split=Split.TRAIN)
+        normal = list(train.filter(label=Label.NORMAL).values_list("pk", flat=True))
+        anomalous = list(train.filter(label=Label.ANOMALY).values_list("pk", flat=True))
+        take_normal = max(MIN_TEST_NORMAL, math.ceil(TEST_SHARE * len(normal)))
+        take_anomalous = max(MIN_TEST_ANOMALY, math.ceil(TEST_SHARE * len(anomalous)))
+        short = [
+            f"{need - have} more {kind} photo{'s' if need - have > 1 else ''}"
+            for kind, have, need in (
+                ("normal", len(normal), take_normal + MIN_TRAIN_NORMAL_WITH_TEST),
+                ("anomalous", len(anomalous), take_anomalous),
+            )
+            if have < need
+        ]
+        if short:
+            raise Invalid(
+                f"Too few labeled photos to keep a test dataset aside: add {' and '.join(short)} first "
+                f"(the test dataset needs at least {MIN_TEST_NORMAL} normal and {MIN_TEST_ANOMALY} anomalous "
+                f"photos, and training keeps at least {MIN_TRAIN_NORMAL_WITH_TEST} normal ones).",
+                code="too_few_images",
+            )
+        chosen = random.sample(normal, take_normal) + random.sample(anomalous, take_anomalous)
+        test = dataset_get_or_create(project=project, split=Split.TEST)
+        Image.objects.filter(pk__in=chosen).update(dataset=test)
+        activity_record(
+            project=project,
+            user=user,
+            action=Action.TEST_DATASET_CREATED,
+            summary=f"kept {take_normal} normal and {take_anomalous} anomalous photos aside as the test dataset",
+            detail={"normal": take_normal, "anomalous": take_anomalous},
+        )
+    return take_normal, take_anomalous

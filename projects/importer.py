@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from core.errors import KenpinError
 from core.uploads import check_upload_length
+from projects.activity import activity_record, plural
 from projects.images import dataset_add_image
-from projects.models import ImportStatus, Label, ZipImport
+from projects.models import Action, ImportStatus, Label, Split, ZipImport
 from projects.zipcheck import zip_open, zip_plan
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def zip_import_run(*, import_id: int) -> None:
                         split=job.split,
                         user=job.created_by,
                         mask=archive.read(mask_entry) if mask_entry else None,
+                        record=False,  # the import is one entry of the activity log
                     )
                     counts[image.label] += 1
                 except KenpinError as exc:
@@ -118,6 +120,7 @@ def zip_import_run(*, import_id: int) -> None:
         message = f"{added} of {len(plan.images)} files of the zip added."
         if rejected:
             message += f" {len(rejected)} files were not: each is listed with the reason."
+        _record(job, added=added, refused=len(rejected))
         _finish(job, status=ImportStatus.COMPLETE, message=message)
     except ImportGone:
         logger.info("zip import %s stopped: its row is no longer importing", import_id)
@@ -125,6 +128,8 @@ def zip_import_run(*, import_id: int) -> None:
         _finish(job, status=ImportStatus.FAILED, message=exc.message)
     except Exception as exc:
         logger.exception("zip import %s failed", import_id)
+        if sum(counts.values()):
+            _record(job, added=sum(counts.values()), refused=len(rejected), failed=True)
         _finish(
             job,
             status=ImportStatus.FAILED,
@@ -132,6 +137,19 @@ def zip_import_run(*, import_id: int) -> None:
             "images handled until then stay; import the zip again (images already added are reported as "
             "such, not added twice), and report it with the worker's log if it fails again.",
         )
+
+
+def _record(job: ZipImport, *, added: int, refused: int, failed: bool = False) -> None:
+    activity_record(
+        project=job.project,
+        user=job.created_by,
+        action=Action.IMAGES_IMPORTED,
+        summary=f"imported {plural(added, 'image')} from {job.original_name or 'a zip'} into the "
+        f"{'test' if job.split == Split.TEST else 'training'} dataset"
+        + (f" ({refused} refused)" if refused else "")
+        + (" before the import failed" if failed else ""),
+        detail={"import": job.pk, "added": added, "refused": refused, "split": job.split},
+    )
 
 
 def _finish(job: ZipImport, *, status: str, message: str) -> None:

@@ -44,7 +44,8 @@ def invitation_accept(*, token: str, username: str, password: str, email: str = 
                 project=grant.project,
                 user=user,
                 action=Action.MEMBER_JOINED,
-                summary=f"{user.username} joined as {Role(grant.role).label.lower()}",
+                summary=f"joined as {Role(grant.role).label.lower()}"
+                + (f", invited by {link.created_by.username}" if link.created_by else ""),
                 detail={"member": user.username, "role": grant.role, "invited_by": str(link.created_by or "")},
             )
     return user

@@ -5,7 +5,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from core.errors import Conflict, Invalid, ids_check
-from projects.models import Dataset, Image, Membership, Project, Role, Split, project_name_validator
+from projects.activity import activity_record
+from projects.models import Action, Dataset, Image, Membership, Project, Role, Split, project_name_validator
 from projects.tasks import project_delete_files
 
 # Words the console's addresses use beside project names (/projects/new/): a project named so
@@ -37,14 +38,26 @@ def project_create(*, user, name: str, description: str = "") -> Project:
             project = Project.objects.create(name=name, description=description.strip(), created_by=user)
             Membership.objects.create(project=project, user=user, role=Role.OWNER)
             Dataset.objects.create(project=project, split=Split.TRAIN)
+            activity_record(project=project, user=user, action=Action.PROJECT_CREATED, summary=f"created {name}")
     except IntegrityError:
         raise Conflict(f"A project named “{name}” already exists. Choose another name.", code="name_taken") from None
     return project
 
 
-def project_update(*, project: Project, description: str) -> Project:
-    project.description = description.strip()
-    project.save(update_fields=["description"])
+def project_update(*, project: Project, description: str, user=None) -> Project:
+    description = description.strip()
+    if description == project.description:
+        return project
+    with transaction.atomic():
+        project.description = description
+        project.save(update_fields=["description"])
+        activity_record(
+            project=project,
+            user=user,
+            action=Action.PROJECT_UPDATED,
+            summary="changed the description",
+            detail={"description": description[:500]},
+        )
     return project
 
 
@@ -62,34 +75,63 @@ def project_delete(*, project: Project) -> None:
         transaction.on_commit(lambda: project_delete_files.delay(project_id))
 
 
-def member_set(*, project: Project, username: str, role: str) -> Membership:
-    """Add `username` to the project with `role`, or change the role of a member."""
+def member_set(*, project: Project, username: str, role: str, user=None) -> Membership:
+    """Add `username` to the project with `role`, or change the role of a member; `user` is who does it."""
     if role not in Role.values:
         raise Invalid(f"Unknown role “{role}”.", code="invalid_role")
-    user = get_user_model().objects.filter(username=username.strip()).first()
-    if user is None:
+    member = get_user_model().objects.filter(username=username.strip()).first()
+    if member is None:
         raise Invalid(
             f"There is no user named “{username}”. An admin can create the account first.", code="no_such_user"
         )
+    label = Role(role).label.lower()
     with transaction.atomic():
-        membership, _ = Membership.objects.select_for_update().get_or_create(
-            project=project, user=user, defaults={"role": role}
+        membership, created = Membership.objects.select_for_update().get_or_create(
+            project=project, user=member, defaults={"role": role}
         )
-        if membership.role != role:
+        if created:
+            activity_record(
+                project=project,
+                user=user,
+                action=Action.MEMBER_ADDED,
+                summary=f"added {member.username} as {label}",
+                detail={"member": member.username, "role": role},
+            )
+        elif membership.role != role:
             _ensure_another_owner(project=project, leaving=membership)
+            before = membership.role
             membership.role = role
             membership.save(update_fields=["role"])
+            activity_record(
+                project=project,
+                user=user,
+                action=Action.MEMBER_ROLE_CHANGED,
+                summary=f"made {member.username} {label} (was {Role(before).label.lower()})",
+                detail={"member": member.username, "role": role, "before": before},
+            )
     return membership
 
 
-def member_remove(*, project: Project, user_id: int) -> None:
+def member_remove(*, project: Project, user_id: int, user=None) -> None:
     ids_check([user_id])
     with transaction.atomic():
-        membership = Membership.objects.select_for_update().filter(project=project, user_id=user_id).first()
+        membership = (
+            Membership.objects.select_for_update()
+            .filter(project=project, user_id=user_id)
+            .select_related("user")
+            .first()
+        )
         if membership is None:
             raise Invalid("That person is not a member of this project.", code="not_a_member")
         _ensure_another_owner(project=project, leaving=membership)
         membership.delete()
+        activity_record(
+            project=project,
+            user=user,
+            action=Action.MEMBER_REMOVED,
+            summary=f"removed {membership.user.username}",
+            detail={"member": membership.user.username, "role": membership.role},
+        )
 
 
 def _ensure_another_owner(*, project: Project, leaving: Membership) -> None:

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -12,7 +12,7 @@ from core.files import storage_file_response
 from core.http import form_error, json_error, redirect_back, wants_json
 from core.uploads import upload_read
 from engine.images import ACCEPTED_FORMATS
-from projects import classes, images, imports, projects
+from projects import activity, classes, images, imports, projects
 from projects.forms import (
     AnomalyClassDeleteForm,
     AnomalyClassForm,
@@ -132,7 +132,7 @@ def project_settings(request, name):
     form = ProjectUpdateForm(request.POST)
     if not form.is_valid():
         return settings_page(request, project, update_form=form, status=400)
-    projects.project_update(project=project, **form.cleaned_data)
+    projects.project_update(project=project, user=request.user, **form.cleaned_data)
     messages.success(request, "Description saved.")
     return redirect("projects:settings", name=project.name)
 
@@ -143,7 +143,7 @@ def member_set(request, name):
     form = MemberForm(request.POST)
     if form.is_valid():
         try:
-            membership = projects.member_set(project=project, **form.cleaned_data)
+            membership = projects.member_set(project=project, user=request.user, **form.cleaned_data)
         except KenpinError as exc:
             form.add_error("username", exc.message)
         else:
@@ -158,7 +158,7 @@ def member_set(request, name):
 def member_remove(request, name, user_id):
     project = project_get_for_user(user=request.user, name=name, owner=True)
     try:
-        projects.member_remove(project=project, user_id=user_id)
+        projects.member_remove(project=project, user_id=user_id, user=request.user)
     except KenpinError as exc:
         messages.error(request, exc.message)
     else:
@@ -396,7 +396,9 @@ def _plural(n: int, word: str) -> str:
 @require_POST
 def images_label(request, name):
     def label(project, data):
-        changed = images.images_set_label(project=project, image_ids=data["ids"], label=data["label"])
+        changed = images.images_set_label(
+            project=project, image_ids=data["ids"], label=data["label"], user=request.user
+        )
         return f"{_plural(changed, 'image')} labeled {Label(data['label']).label.lower()}."
 
     return _images_action(request, name, ImagesLabelForm, label)
@@ -405,7 +407,7 @@ def images_label(request, name):
 @require_POST
 def images_move(request, name):
     def move(project, data):
-        moved = images.images_move(project=project, image_ids=data["ids"], split=data["split"])
+        moved = images.images_move(project=project, image_ids=data["ids"], split=data["split"], user=request.user)
         return f"{_plural(moved, 'image')} moved to the {Split(data['split']).label.lower()}."
 
     return _images_action(request, name, ImagesMoveForm, move)
@@ -414,7 +416,7 @@ def images_move(request, name):
 @require_POST
 def images_delete(request, name):
     def delete(project, data):
-        deleted = images.images_delete(project=project, image_ids=data["ids"])
+        deleted = images.images_delete(project=project, image_ids=data["ids"], user=request.user)
         return f"{_plural(deleted, 'image')} deleted."
 
     return _images_action(request, name, ImagesDeleteForm, delete)
@@ -423,13 +425,53 @@ def images_delete(request, name):
 @require_POST
 def test_dataset_delete(request, name):
     project = project_get_for_user(user=request.user, name=name, write=True)
-    images.dataset_delete_test(project=project)
+    images.dataset_delete_test(project=project, user=request.user)
     messages.success(
         request,
         "The test dataset was removed; its images are back in the training dataset. "
         "Models will be evaluated by cross-validation.",
     )
     return redirect_back(request, reverse("project", kwargs={"name": project.name}))
+
+
+@require_POST
+def test_dataset_keep_aside(request, name):
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    try:
+        normal, anomalous = images.dataset_keep_test_aside(project=project, user=request.user)
+    except KenpinError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            f"{normal} normal and {anomalous} anomalous photos, chosen at random, are now the test dataset. "
+            "The next version you train is measured on them, photos it never saw.",
+        )
+    return redirect_back(request, reverse("project", kwargs={"name": project.name}))
+
+
+# --- Activity log ------------------------------------------------------------------------------
+
+ACTIVITY_PER_PAGE = 100
+
+
+@require_GET
+def activity_page(request, name):
+    """The project's whole activity log, newest first, for every member."""
+    project = project_get_for_user(user=request.user, name=name)
+    page = Paginator(activity.activity_list(project=project), ACTIVITY_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "projects/activity.html", {"project": project, "page": page})
+
+
+@require_GET
+def activity_csv(request, name):
+    """The whole log as CSV, streamed (a busy project's log may be long)."""
+    project = project_get_for_user(user=request.user, name=name)
+    response = StreamingHttpResponse(
+        activity.csv_lines(activity.activity_csv_rows(project=project)), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{project.name}-activity.csv"'
+    return response
 
 
 # --- One image --------------------------------------------------------------------------------

@@ -61,10 +61,18 @@ class PerformanceOut(Schema):
     trained_threshold: float | None = Field(description="The threshold training chose.")
     confusion_matrix: ConfusionMatrix
     evaluated_images: int = Field(description="How many images these numbers come from.")
+    evaluated_normal: int = Field(description="Of those, how many are labeled normal.")
+    evaluated_anomalous: int = Field(description="Of those, how many are labeled anomalous.")
     ci: dict[str, list[float] | None] = Field(
         description="95 % interval [low, high] of precision, recall, f1, roc_auc, average_precision and "
         "mask_iou (null where undefined): Wilson intervals for precision and recall, bootstrap over the "
         "evaluated images for the others. Few images give wide intervals."
+    )
+    small_evaluation: bool = Field(
+        description="True when fewer than 100 images were evaluated: the numbers prove little (see warning)."
+    )
+    warning: str | None = Field(
+        description="For a small evaluation, what the numbers rest on and what to do, in words; null otherwise."
     )
 
 
@@ -117,12 +125,12 @@ def update_model(request, name: str, version: int, payload: ThresholdIn):
     models use it from the next detect call on."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
     mv = model_version_get(project=project, version=version)
-    return services.model_version_set_threshold(model_version=mv, threshold=payload.threshold)
+    return services.model_version_set_threshold(model_version=mv, threshold=payload.threshold, user=request.auth)
 
 
 @router.delete("/{name}/models/{version}", response={204: None}, summary="Delete a model version")
 def delete_model(request, name: str, version: int):
     """A hosted model answers 409 `hosted`: stop it first."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
-    services.model_version_delete(model_version=model_version_get(project=project, version=version))
+    services.model_version_delete(model_version=model_version_get(project=project, version=version), user=request.auth)
     return Status(204, None)

@@ -8,7 +8,8 @@ from django.utils import timezone
 from core.errors import Conflict, Invalid
 from core.files import storage_delete_on_commit
 from engine.backbones import BACKBONES, DEFAULT_BACKBONE
-from projects.models import Image, Label, Project
+from projects.activity import activity_record
+from projects.models import Action, Image, Label, Project
 from projects.selectors import training_readiness
 from training.models import HOSTING_STATUSES, ModelVersion, ModelVersionImage, Status
 from training.tasks import train_model_version
@@ -66,36 +67,69 @@ def model_version_start_training(
             )
             for image in images
         )
+        activity_record(
+            project=project,
+            user=user,
+            action=Action.TRAINING_STARTED,
+            summary=f"started training version {number} ({backbone})",
+            detail={"version": number, "backbone": backbone, "description": mv.description[:200]},
+        )
         transaction.on_commit(lambda: train_model_version.delay(mv.pk))
     return mv
 
 
 def model_version_cancel_training(*, model_version: ModelVersion, user) -> None:
     """Stop a queued or running training. The worker notices at its next progress report."""
-    cancelled = ModelVersion.objects.filter(pk=model_version.pk, status__in=(Status.QUEUED, Status.TRAINING)).update(
-        status=Status.TRAINING_FAILED, status_message=f"Cancelled by {user}.", ended_at=timezone.now()
-    )
-    if not cancelled:
-        raise Conflict("This training has already ended.", code="not_training")
+    with transaction.atomic():
+        cancelled = ModelVersion.objects.filter(
+            pk=model_version.pk, status__in=(Status.QUEUED, Status.TRAINING)
+        ).update(status=Status.TRAINING_FAILED, status_message=f"Cancelled by {user}.", ended_at=timezone.now())
+        if not cancelled:
+            raise Conflict("This training has already ended.", code="not_training")
+        activity_record(
+            project=model_version.project,
+            user=user,
+            action=Action.TRAINING_CANCELLED,
+            summary=f"cancelled the training of version {model_version.version}",
+            detail={"version": model_version.version},
+        )
 
 
-def model_version_set_threshold(*, model_version: ModelVersion, threshold: float) -> ModelVersion:
+def model_version_set_threshold(*, model_version: ModelVersion, threshold: float, user=None) -> ModelVersion:
     """Use another decision threshold (0..1 score units). Scores stay as trained; no retraining."""
     if not model_version.is_usable:
         raise Conflict("Only a trained model's threshold can be changed.", code="not_trained")
     if not (0.0 < threshold < 1.0):
         raise Invalid("The threshold must be between 0 and 1 (exclusive).", code="invalid_threshold")
-    model_version.threshold = threshold
-    model_version.save(update_fields=["threshold"])
+    before = model_version.threshold
+    with transaction.atomic():
+        model_version.threshold = threshold
+        model_version.save(update_fields=["threshold"])
+        if before != threshold:
+            activity_record(
+                project=model_version.project,
+                user=user,
+                action=Action.THRESHOLD_CHANGED,
+                summary=f"changed the threshold of version {model_version.version} "
+                f"from {before if before is None else format(before, '.3f')} to {threshold:.3f}",
+                detail={"version": model_version.version, "before": before, "after": threshold},
+            )
     return model_version
 
 
-def model_version_delete(*, model_version: ModelVersion) -> None:
+def model_version_delete(*, model_version: ModelVersion, user=None) -> None:
     """Delete a version and its files. A hosted or starting model must be stopped first."""
     if model_version.status in HOSTING_STATUSES:
         raise Conflict("Stop hosting this model before deleting it.", code="hosted")
     names = [field.name for field in model_version.artifact_files.values()]
     names += list(model_version.images.values_list("heatmap", flat=True))
     with transaction.atomic():
+        activity_record(
+            project=model_version.project,
+            user=user,
+            action=Action.VERSION_DELETED,
+            summary=f"deleted version {model_version.version}",
+            detail={"version": model_version.version, "status": model_version.status},
+        )
         model_version.delete()
         storage_delete_on_commit(names)

@@ -11,6 +11,7 @@ from training import services
 from training.forms import CompareForm, ThresholdForm, TrainForm
 from training.models import Evaluation
 from training.selectors import (
+    SMALL_EVALUATION_PHOTOS,
     model_version_compare,
     model_version_get,
     model_version_list,
@@ -77,7 +78,9 @@ def model_detail(request, name, version):
                     "results": _result_data(performance.rows),
                     "roc": metrics.get("roc_curve"),
                     "pr": metrics.get("pr_curve"),
+                    "intervals": performance.intervals,
                 },
+                "small_evaluation_photos": SMALL_EVALUATION_PHOTOS,
                 "threshold_form": ThresholdForm(initial={"threshold": mv.threshold}),
                 "cross_validation": mv.evaluation == Evaluation.CROSS_VALIDATION,
             }
@@ -119,7 +122,9 @@ def model_threshold(request, name, version):
     try:
         if not form.is_valid():
             raise KenpinError(form_error(form))
-        services.model_version_set_threshold(model_version=mv, threshold=form.cleaned_data["threshold"])
+        services.model_version_set_threshold(
+            model_version=mv, threshold=form.cleaned_data["threshold"], user=request.user
+        )
     except KenpinError as exc:
         messages.error(request, f"The threshold was not changed: {exc.message}")
     else:
@@ -134,7 +139,7 @@ def model_delete(request, name, version):
     project = project_get_for_user(user=request.user, name=name, write=True)
     mv = model_version_get(project=project, version=version)
     try:
-        services.model_version_delete(model_version=mv)
+        services.model_version_delete(model_version=mv, user=request.user)
     except KenpinError as exc:
         messages.error(request, exc.message)
         return redirect("training:detail", name=name, version=version)

@@ -35,3 +35,12 @@ def model_status(value) -> str:
         return Status(value).label
     except ValueError:
         return value
+
+
+@register.filter
+def interval(value) -> str:
+    """A 95 % interval [low, high] as "0.887–1.000"; empty when there is none (undefined)."""
+    if not value:
+        return ""
+    low, high = value
+    return f"{low:.3f}–{high:.3f}"

@@ -26,6 +26,88 @@ function confusion(threshold) {
   return { ...counts, precision, recall, f1, fpr: negatives ? counts.fp / negatives : 0 };
 }
 
+// --- 95 % intervals -----------------------------------------------------------------------------
+// At the saved threshold the page shows the server's intervals (engine.metrics); while the slider
+// moves, the same methods run here: Wilson intervals for precision and recall (exactly the
+// server's), and a bootstrap of F1 over the evaluated images, resampled within each label (the
+// server's method, with other random draws, so its last digit may differ until saved).
+
+const Z95 = 1.959963984540054;
+const ROUNDS = 1000;
+
+function wilson(successes, total) {
+  if (total <= 0) return null;
+  const p = successes / total;
+  const denominator = 1 + (Z95 * Z95) / total;
+  const centre = (p + (Z95 * Z95) / (2 * total)) / denominator;
+  const half = (Z95 * Math.sqrt((p * (1 - p)) / total + (Z95 * Z95) / (4 * total * total))) / denominator;
+  return [Math.max(0, centre - half), Math.min(1, centre + half)];
+}
+
+function mulberry32(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function quantile(sorted, q) {
+  const position = (sorted.length - 1) * q;
+  const below = Math.floor(position);
+  const above = Math.min(sorted.length - 1, below + 1);
+  return sorted[below] + (sorted[above] - sorted[below]) * (position - below);
+}
+
+function f1Interval(threshold) {
+  const anomalies = data.results.filter((r) => r.anomaly).map((r) => r.score >= threshold);
+  const normals = data.results.filter((r) => !r.anomaly).map((r) => r.score >= threshold);
+  if (!anomalies.length) return null;
+  const random = mulberry32(1);
+  const values = [];
+  for (let round = 0; round < ROUNDS; round += 1) {
+    let tp = 0;
+    let fn = 0;
+    let fp = 0;
+    for (let i = 0; i < anomalies.length; i += 1) {
+      if (anomalies[Math.floor(random() * anomalies.length)]) tp += 1;
+      else fn += 1;
+    }
+    for (let i = 0; i < normals.length; i += 1) if (normals[Math.floor(random() * normals.length)]) fp += 1;
+    if (2 * tp + fp + fn > 0) values.push((2 * tp) / (2 * tp + fp + fn));
+  }
+  if (values.length < ROUNDS / 2) return null;
+  values.sort((a, b) => a - b);
+  return [quantile(values, 0.025), quantile(values, 0.975)];
+}
+
+function intervalText(interval) {
+  return interval ? `${interval[0].toFixed(3)}–${interval[1].toFixed(3)}` : "";
+}
+
+let f1Timer = null;
+
+function showIntervals(threshold, m) {
+  const saved = Math.abs(threshold - savedThreshold) < 1e-9 && data.intervals;
+  setText("precision-ci", intervalText(saved ? data.intervals.precision : wilson(m.tp, m.tp + m.fp)));
+  setText("recall-ci", intervalText(saved ? data.intervals.recall : wilson(m.tp, m.tp + m.fn)));
+  clearTimeout(f1Timer);
+  if (saved) {
+    setText("f1-ci", intervalText(data.intervals.f1));
+  } else {
+    // A thousand resamples take a few milliseconds per hundred photos: wait for the slider to rest.
+    f1Timer = setTimeout(() => setText("f1-ci", intervalText(f1Interval(threshold))), 120);
+  }
+  setText("counts-in-words", `caught ${m.tp} of ${m.tp + m.fn} anomalous, ${m.fp} of ${m.fp + m.tn} normal flagged`);
+  for (const key of ["fp", "fn"]) {
+    const cell = document.getElementById(`cm-${key}`);
+    if (cell) cell.className = m[key] ? "bad" : "none";
+  }
+}
+
 function setText(id, text) {
   const element = document.getElementById(id);
   if (element) element.textContent = text;
@@ -124,6 +206,7 @@ function update() {
   setText("recall", m.recall.toFixed(3));
   setText("f1", m.f1.toFixed(3));
   for (const key of ["tp", "fp", "tn", "fn"]) setText(`cm-${key}`, String(m[key]));
+  showIntervals(threshold, m);
   const counts = { all: data.results.length, errors: m.fp + m.fn, fp: m.fp, fn: m.fn };
   for (const [key, n] of Object.entries(counts)) {
     const badge = document.querySelector(`[data-count=${key}]`);

@@ -79,7 +79,11 @@ def test_a_trained_version_reports_its_performance_and_follows_its_threshold(use
         "trained_threshold",
         "confusion_matrix",
         "evaluated_images",
+        "evaluated_normal",
+        "evaluated_anomalous",
         "ci",
+        "small_evaluation",
+        "warning",
     }
     assert set(performance["confusion_matrix"]) == {"tp", "fp", "tn", "fn"}
     # At the trained threshold, the numbers and their intervals are the training's own.
@@ -91,6 +95,11 @@ def test_a_trained_version_reports_its_performance_and_follows_its_threshold(use
     assert performance["ci"]["mask_iou"] == mv.metrics["ci"]["mask_iou"]
     assert performance["confusion_matrix"] == mv.metrics["confusion_matrix"]
     assert sum(performance["confusion_matrix"].values()) == performance["evaluated_images"] == 30
+    assert performance["evaluated_normal"] + performance["evaluated_anomalous"] == 30
+    # 30 photos prove little, and the answer says so with the F1 and its interval.
+    assert performance["small_evaluation"] is True
+    low, high = performance["ci"]["f1"]
+    assert f"F1 {performance['f1']:.3f} (95 % interval {low:.2f}-{high:.3f}) from 30 photos" in performance["warning"]
 
     rows = list(mv.images.values_list("score", "label"))
     scores = sorted(score for score, _ in rows)

@@ -112,6 +112,69 @@ def test_the_version_page_counts_the_matrix_at_the_threshold_in_use(signed_in, p
     assert re.search(r'id="cm-fp"[^>]*>0<', page) and re.search(r'id="precision">1.000<', page)
 
 
+def test_the_version_page_gives_each_metric_its_interval_and_warns_that_30_photos_prove_little(signed_in, project):
+    from engine.metrics import threshold_intervals, wilson_interval
+
+    images = fill_project(project, normal=20, anomaly=10)
+    scores = _scored(images)
+    make_trained_version(
+        project,
+        scores=scores,
+        metrics={
+            "roc_auc": 1.0,
+            "average_precision": 1.0,
+            "ci": {"roc_auc": [0.91, 1.0], "average_precision": [0.8, 1.0]},
+        },
+    )
+    page = signed_in.get("/projects/cookies/models/1/").content.decode()
+    expected = threshold_intervals(list(scores.values()), [int(i.label == "anomaly") for i in scores], 0.5)
+    low, high = wilson_interval(10, 10)
+    assert re.search(rf'id="recall-ci"[^>]*>{low:.3f}–{high:.3f}<', page)
+    assert re.search(rf'id="f1-ci"[^>]*>{expected["f1"][0]:.3f}–1.000<', page)
+    assert re.search(r'id="roc-auc-ci"[^>]*>0.910–1.000<', page)
+    assert re.search(r'id="average-precision-ci"[^>]*>0.800–1.000<', page)
+    assert "from 30 photos, cross-validated" in page
+    assert "caught 10 of 10 anomalous, 0 of 20 normal flagged" in page
+    warning = re.search(r'<section class="callout[^"]*" id="small-evaluation">(.*?)</section>', page, re.S).group(1)
+    assert "F1 <strong>1.000</strong> (95 % interval" in warning and "Keep a test dataset aside" in warning
+    # A cell counting no error is not painted as one.
+    assert re.search(r'class="none" id="cm-fp"', page) and re.search(r'class="none" id="cm-fn"', page)
+    data = json.loads(re.search(r'<script id="version-data" type="application/json">(.*?)</script>', page).group(1))
+    assert data["intervals"]["f1"] == expected["f1"]
+
+
+def test_a_large_evaluation_gets_intervals_but_no_warning(signed_in, project):
+    fill_project(project, normal=10, anomaly=0)
+    test = fill_project(project, normal=60, anomaly=40, split="test")
+    make_trained_version(project, scores=_scored(test), evaluation="test_dataset")
+    page = signed_in.get("/projects/cookies/models/1/").content.decode()
+    assert 'id="small-evaluation"' not in page and 'id="keep-test-aside"' not in page
+    assert "from 100 photos of the test dataset" in page and re.search(r'id="f1-ci"[^>]*>0.9\d\d–1.000<', page)
+
+
+def test_keeping_a_test_dataset_aside_in_one_click(signed_in, project):
+    from projects.models import Activity, Image
+
+    fill_project(project, normal=30, anomaly=12)
+    response = signed_in.post("/projects/cookies/test-dataset/keep-aside", follow=True)
+    assert "10 normal and 10 anomalous photos, chosen at random, are now the test dataset" in response.content.decode()
+    test = Image.objects.filter(project=project, dataset__split="test")
+    assert test.filter(label="normal").count() == 10 and test.filter(label="anomaly").count() == 10
+    assert Activity.objects.filter(project=project, action="test_dataset_created").count() == 1
+    # A second click moves nothing more.
+    response = signed_in.post("/projects/cookies/test-dataset/keep-aside", follow=True)
+    assert "already has a test dataset" in response.content.decode() and test.count() == 20
+
+
+def test_keeping_a_test_dataset_aside_with_too_few_photos_says_how_many_to_add(signed_in, project):
+    from projects.models import Image
+
+    fill_project(project, normal=15, anomaly=10)
+    response = signed_in.post("/projects/cookies/test-dataset/keep-aside", follow=True)
+    assert "add 5 more normal photos first" in response.content.decode()
+    assert not Image.objects.filter(project=project, dataset__split="test").exists()
+
+
 def test_the_version_page_says_when_a_test_dataset_was_used(signed_in, project):
     fill_project(project, normal=10, anomaly=0)
     test = fill_project(project, normal=10, anomaly=10, split="test")
@@ -206,7 +269,22 @@ def test_compare_with_a_version_still_training_says_what_it_can(signed_in, proje
     ModelVersion.objects.create(project=project, version=2, backbone="lite0", status=Status.TRAINING)
     page = signed_in.get("/projects/cookies/models/compare?v=1&v=2").content.decode()
     assert "At least two of the chosen versions must be trained" in page
-    assert re.search(r'<tr data-metric="f1"><th>F1</th><td>[0-9.]+</td><td>—</td></tr>', page)
+    assert re.search(
+        r'<tr data-metric="f1"><th>F1</th><td>[0-9.]+<span class="ci">[0-9.–]+</span></td><td>—<span class="ci"></span></td></tr>',
+        page,
+    )
+
+
+def test_compare_shows_each_metrics_interval_and_what_it_rests_on(signed_in, project):
+    images = fill_project(project, normal=20, anomaly=10)
+    make_trained_version(project, scores=_scored(images))
+    make_trained_version(project, scores=_scored(images, normal_score=0.6))
+    page = signed_in.get("/projects/cookies/models/compare?v=1&v=2").content.decode()
+    f1 = re.search(r'<tr data-metric="f1">(.*?)</tr>', page, re.S).group(1)
+    assert len(re.findall(r'<span class="ci">\d\.\d{3}–\d\.\d{3}</span>', f1)) == 2
+    evidence = re.search(r'<tr data-metric="evidence">(.*?)</tr>', page, re.S).group(1)
+    assert evidence.count("from 30 photos, cross-validated") == 2 and "too few to rely on" in evidence
+    assert "caught 10 of 10 anomalous, 20 of 20 normal flagged" in evidence
 
 
 def test_versions_evaluated_on_different_images_cannot_be_compared_image_by_image(signed_in, project):
