@@ -55,7 +55,11 @@ class PixelAnomaly(Schema):
 
 
 class Anomaly(Schema):
-    Name: str = Field(description='"background" (always first), then "anomaly" when the mask has defect pixels.')
+    Name: str = Field(
+        description='"background" (always first); then, for a segmentation model, every anomaly class it knows '
+        '(areas summing to 1 with the background), or for a classification model "anomaly" when the mask has '
+        "defect pixels."
+    )
     PixelAnomaly: PixelAnomaly
 
 

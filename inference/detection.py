@@ -2,7 +2,7 @@
 inference worker (inference.worker.detect_in_worker) within KENPIN_DETECT_TIMEOUT."""
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from django.conf import settings
@@ -23,8 +23,11 @@ class Detection:
     confidence: float  # 0.5..1, confidence in the verdict `is_anomalous`
     score: float  # calibrated anomaly score, 0..1; the threshold decides
     anomalous_fraction: float  # 0..1 of the image's pixels
-    mask_png: str  # base64 PNG of the image's size, coloured as inference.lfv.MASK_COLORS
+    mask_png: str  # base64 PNG of the image's size, each class in its colour on white
     inference_ms: float  # the worker's own time: decoding, predicting, encoding the mask
+    # Segmentation models: every class the model knows, [{"name", "color", "area"}], area the
+    # class's share of the image's pixels (0..1). Empty for classification models.
+    classes: list[dict] = field(default_factory=list)
 
 
 def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detection:

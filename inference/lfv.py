@@ -6,25 +6,34 @@ import numpy as np
 from PIL import Image as PILImage
 
 # Lookout for Vision names each class of a mask and gives it a colour, which the response's
-# `Anomalies` list repeats; Kenpin's models find one class. Background white, as in LFV's answers.
+# `Anomalies` list repeats. Background white, as in LFV's answers; a classification model's one
+# class is red.
 MASK_COLORS = {"background": "#FFFFFF", "anomaly": "#FF0000"}
 
 
-def lfv_mask_png(mask: np.ndarray) -> bytes:
-    """(H, W) bool mask -> PNG of the same size, each pixel the colour of its class.
+def lfv_mask_png(class_mask: np.ndarray, colors: list[str] | None = None) -> bytes:
+    """(H, W) class ids (0 background, k the k-th of `colors`; bool: one class) -> PNG of the
+    same size, each pixel the colour of its class on white.
 
-    A two-colour palette image, which PNG stores at one bit per pixel: small to send, quick to
+    A palette image, which PNG stores at one to eight bits per pixel: small to send, quick to
     encode. (engine.mask_png's 0/255 greyscale is the upload format, not LFV's colours.)
     """
-    image = PILImage.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
-    image.putpalette([int(c[i : i + 2], 16) for c in MASK_COLORS.values() for i in (1, 3, 5)])
+    colors = colors or [MASK_COLORS["anomaly"]]
+    palette = [MASK_COLORS["background"], *colors]
+    image = PILImage.fromarray(np.asarray(class_mask, dtype=np.uint8), mode="P")
+    image.putpalette([int(c[i : i + 2], 16) for c in palette for i in (1, 3, 5)])
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
 
 
 def detect_anomalies_response(detection) -> dict:
-    """Lookout for Vision's DetectAnomalies response for an inference.detection.Detection."""
+    """Lookout for Vision's DetectAnomalies response for an inference.detection.Detection.
+
+    A segmentation model lists `background` and then every class it knows, found or not, each
+    with its share of the image (they sum to 1) and its colour in AnomalyMask; a classification
+    model lists `anomaly` only when its mask has defect pixels.
+    """
     anomalies = [
         {
             "Name": "background",
@@ -34,7 +43,12 @@ def detect_anomalies_response(detection) -> dict:
             },
         }
     ]
-    if detection.anomalous_fraction > 0:
+    if detection.classes:
+        anomalies += [
+            {"Name": c["name"], "PixelAnomaly": {"TotalPercentageArea": c["area"], "Color": c["color"].upper()}}
+            for c in detection.classes
+        ]
+    elif detection.anomalous_fraction > 0:
         anomalies.append(
             {
                 "Name": "anomaly",

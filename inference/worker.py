@@ -29,7 +29,7 @@ from inference import control, handoff, runtime
 from inference.lfv import lfv_mask_png
 from inference.models import TrialDetection, TrialImage, TrialStatus
 from projects.images import preview_size
-from projects.models import project_files_prefix
+from projects.models import IMPLICIT_CLASS_COLOR, project_files_prefix
 from training.models import ModelVersion, Status
 
 logger = logging.getLogger(__name__)
@@ -238,12 +238,23 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, c
     except ImageError as exc:
         return handoff.worker_answer(call_id=call_id, answer={"error": exc.code, "message": exc.message})
     prediction = model.predict(array, threshold=threshold)
+    classes = _class_colours(model_version_id, model.classes) if model.kind == "segmentation" else []
+    class_mask = prediction.class_mask if classes else prediction.mask
     answer = {
         "is_anomalous": bool(prediction.is_anomalous),
         "confidence": float(prediction.confidence),
         "score": float(prediction.score),
         "anomalous_fraction": float(prediction.anomalous_fraction),
-        "mask_png": base64.b64encode(lfv_mask_png(prediction.mask)).decode(),
+        "mask_png": base64.b64encode(lfv_mask_png(class_mask, [c["color"] for c in classes] or None)).decode(),
         "inference_ms": round((time.perf_counter() - started) * 1000, 2),
+        "classes": [{**c, "area": float(prediction.class_fractions.get(c["name"], 0.0))} for c in classes],
     }
     handoff.worker_answer(call_id=call_id, answer=answer)
+
+
+def _class_colours(model_version_id: int, names: list[str]) -> list[dict]:
+    """[{"name", "color"}] of a segmentation model's classes, in its order, with the colours the
+    version recorded (one small query: a class recoloured later keeps the version's colour)."""
+    recorded = ModelVersion.objects.filter(pk=model_version_id).values_list("classes", flat=True).first() or []
+    colours = {c["name"]: c["color"] for c in recorded}
+    return [{"name": name, "color": colours.get(name, IMPLICIT_CLASS_COLOR)} for name in names]

@@ -41,6 +41,13 @@ class Evaluation(models.TextChoices):
     CROSS_VALIDATION = "cross_validation", "Cross-validation on the training dataset"
 
 
+class ModelKind(models.TextChoices):
+    """Lookout for Vision's two kinds of model: is it defective, or also where and which defect."""
+
+    CLASSIFICATION = "classification", "Classification"
+    SEGMENTATION = "segmentation", "Segmentation"
+
+
 class ModelVersion(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
     version = models.PositiveIntegerField()
@@ -63,6 +70,11 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)  # engine metrics at the trained threshold
     trained_threshold = models.FloatField(null=True, blank=True)  # as chosen by training
     threshold = models.FloatField(null=True, blank=True)  # in use; people may move it
+    # Set when training ends: segmentation when the engine learned from masks. `classes` are the
+    # anomaly classes the model knows, [{"name", "color"}] in the engine's order (class id k is
+    # classes[k - 1]), with the colours they had in the project when training started.
+    kind = models.CharField(max_length=14, choices=ModelKind.choices, blank=True)
+    classes = models.JSONField(default=list, blank=True)
     # Artifact files, in default_storage: the engine's safetensors weights, JSON description and
     # the ONNX backbone graph it was trained with (empty for versions trained before models
     # carried it), so that a serving machine needs no torch.
@@ -134,6 +146,8 @@ class ModelVersionImage(models.Model):
 
     score = models.FloatField(null=True, blank=True)  # calibrated, 0..1
     heatmap = models.FileField(max_length=255, blank=True)  # RGBA PNG overlay
+    # Segmentation versions: the predicted classes, each in its colour on transparent (preview size).
+    predicted_mask = models.FileField(max_length=255, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -9,6 +9,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 
+import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -17,10 +18,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.errors import Invalid
-from engine.images import ImageError, decode_image, decode_mask
+from engine.images import ImageError, decode_image
 from engine.render import heatmap_png
 from projects.images import preview_size
-from projects.models import Label, project_files_prefix
+from projects.masks import MaskClass, overlay_png
+from projects.models import IMPLICIT_CLASS_COLOR, Label, project_files_prefix
+from projects.selectors import image_mask_indices
 from training.models import ModelVersion, ModelVersionImage, Status
 
 logger = logging.getLogger(__name__)
@@ -157,10 +160,24 @@ def _heartbeat(model_version_id: int):
         thread.join()
 
 
+def _class_ids(model_version: ModelVersion) -> np.ndarray | None:
+    """A lookup table from the project's class indices (mask pixels) to the engine's class ids
+    1..K, in the order of the classes snapshotted at the start; None when the project had no
+    classes (every mask pixel is the one implicit class)."""
+    classes = model_version.options.get("classes") or []
+    if not classes:
+        return None
+    lut = np.zeros(256, dtype=np.uint8)
+    for k, c in enumerate(classes, start=1):
+        lut[c["index"]] = k
+    return lut
+
+
 def _samples(model_version: ModelVersion):
-    """Decode the snapshot's images through default_storage (never a local path)."""
+    """Decode the snapshot's images and masks through default_storage (never a local path)."""
     from engine import Sample  # deferred for cost, as in model_version_train
 
+    lut = _class_ids(model_version)
     samples = {"train": [], "test": []}
     rows = list(model_version.images.select_related("image"))
     for row in rows:
@@ -173,11 +190,12 @@ def _samples(model_version: ModelVersion):
         try:
             with row.image.file.open("rb") as f:
                 array = decode_image(f.read())
-            mask = None
-            if row.image.mask:
-                with row.image.mask.open("rb") as f:
-                    mask = decode_mask(f.read(), width=array.shape[1], height=array.shape[0])
-        except (ImageError, OSError) as exc:
+            # (H, W) uint8: the engine's class ids (a class deleted since the start is background),
+            # or bool for a project without classes.
+            mask = image_mask_indices(image=row.image)
+            if mask is not None:
+                mask = mask > 0 if lut is None else lut[mask]
+        except (ImageError, OSError, ValueError) as exc:
             # Checked at upload, so the stored file changed since (storage fault, manual edit).
             raise Invalid(
                 f"The image “{row.original_name or row.sha256[:12]}” can no longer be read "
@@ -210,9 +228,11 @@ def model_version_train(*, model_version_id: int) -> None:
         with _heartbeat(model_version_id):
             progress("preparing", 0.0)
             samples, rows = _samples(mv)
+            snapshot = mv.options.get("classes") or []
             result = engine.train(
                 train=samples["train"],
                 test=samples["test"] or None,
+                classes=[c["name"] for c in snapshot],
                 backbone=mv.backbone,
                 progress=progress,
                 seed=mv.options.get("seed", 0),
@@ -227,6 +247,9 @@ def model_version_train(*, model_version_id: int) -> None:
             graph = default_storage.save(f"{prefix}/backbone.onnx", ContentFile(files["backbone.onnx"]))
             stored.append(graph)
             by_key = {str(row.pk): row for row in rows}
+            known = _known_classes(snapshot, result.model.classes)
+            drawn = [MaskClass(index=k, name=c["name"], color=c["color"]) for k, c in enumerate(known, start=1)]
+            segmentation = result.model.kind == "segmentation"
             for item in result.per_image:
                 row = by_key[item.key]
                 width, height = preview_size(row.image.width, row.image.height)
@@ -236,8 +259,16 @@ def model_version_train(*, model_version_id: int) -> None:
                     ContentFile(heatmap_png(item.anomaly_map, width=width, height=height)),
                 )
                 stored.append(row.heatmap.name)
+                if segmentation and item.class_map is not None and item.class_map.any():
+                    row.predicted_mask = default_storage.save(
+                        f"{prefix}/masks/{row.pk}.png",
+                        ContentFile(overlay_png(item.class_map, drawn, size=(width, height))),
+                    )
+                    stored.append(row.predicted_mask.name)
             with transaction.atomic():
-                ModelVersionImage.objects.bulk_update([by_key[i.key] for i in result.per_image], ["score", "heatmap"])
+                ModelVersionImage.objects.bulk_update(
+                    [by_key[i.key] for i in result.per_image], ["score", "heatmap", "predicted_mask"]
+                )
                 finished = ModelVersion.objects.filter(pk=mv.pk, status=Status.TRAINING).update(
                     status=Status.TRAINED,
                     status_message="Training completed.",
@@ -248,6 +279,8 @@ def model_version_train(*, model_version_id: int) -> None:
                     metrics=result.metrics,
                     trained_threshold=result.model.threshold,
                     threshold=result.model.threshold,
+                    kind=result.model.kind,
+                    classes=known,
                     weights_file=weights,
                     config_file=config,
                     backbone_file=graph,
@@ -267,6 +300,13 @@ def model_version_train(*, model_version_id: int) -> None:
         )
     finally:
         close_old_connections()
+
+
+def _known_classes(snapshot: list[dict], names: list[str]) -> list[dict]:
+    """The classes the model knows, [{"name", "color"}] in the engine's order: the project's at
+    the start, or the one implicit class of a project that had none."""
+    colours = {c["name"]: c["color"] for c in snapshot}
+    return [{"name": name, "color": colours.get(name, IMPLICIT_CLASS_COLOR)} for name in names]
 
 
 def _discard(names: list[str]) -> None:

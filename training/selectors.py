@@ -344,3 +344,55 @@ def model_version_compare(*, project: Project, versions: list[int]) -> Compariso
         evaluated_by_all=len(shared),
         disagreements=disagreements,
     )
+
+
+# --- Per-class results of segmentation versions ------------------------------------------------
+
+
+@dataclass
+class ClassResult:
+    """How a segmentation version does on one anomaly class (engine.training.per_class_results)."""
+
+    name: str
+    color: str
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    iou: float | None  # mean IoU of the class's pixels over the images that truly have it
+    images: int  # evaluated images that truly have the class
+    ci: dict  # {metric: [low, high] or None}, 95 %
+
+
+def model_version_class_results(*, model_version: ModelVersion) -> list[ClassResult]:
+    """Per-class precision, recall, F1 and mean IoU with their intervals, in the version's class
+    order; empty for classification versions and versions trained before classes."""
+    per_class = (model_version.metrics or {}).get("per_class") or {}
+    colours = {c["name"]: c["color"] for c in model_version.classes or []}
+    order = [c["name"] for c in model_version.classes or []] or list(per_class)
+    return [
+        ClassResult(
+            name=name,
+            color=colours.get(name, ""),
+            precision=per_class[name].get("precision"),
+            recall=per_class[name].get("recall"),
+            f1=per_class[name].get("f1"),
+            iou=per_class[name].get("iou"),
+            images=per_class[name].get("images", 0),
+            ci=per_class[name].get("ci") or {},
+        )
+        for name in order
+        if name in per_class
+    ]
+
+
+def model_versions_class_rows(*, model_versions: list[ModelVersion]) -> list[tuple[str, str, list]]:
+    """Compare-versions' per-class rows: (class name, colour, [ClassResult or None per version])."""
+    results = [{r.name: r for r in model_version_class_results(model_version=mv)} for mv in model_versions]
+    names: list[str] = []
+    colours: dict[str, str] = {}
+    for found in results:
+        for name, result in found.items():
+            if name not in names:
+                names.append(name)
+            colours.setdefault(name, result.color)
+    return [(name, colours[name], [found.get(name) for found in results]) for name in names]

@@ -10,7 +10,7 @@ from core.files import storage_delete_on_commit
 from engine.backbones import BACKBONES, DEFAULT_BACKBONE
 from projects.activity import activity_record
 from projects.models import Action, Image, Label, Project
-from projects.selectors import training_readiness
+from projects.selectors import anomaly_class_list, training_readiness
 from training.models import HOSTING_STATUSES, ModelVersion, ModelVersionImage, Status
 from training.tasks import train_model_version
 
@@ -50,7 +50,15 @@ def model_version_start_training(
             version=number,
             description=description.strip(),
             backbone=backbone,
-            options={"backbone": backbone, "seed": 0},
+            # The classes as they are now: a class renamed or deleted during training changes
+            # nothing in what this version learns or how its results are drawn.
+            options={
+                "backbone": backbone,
+                "seed": 0,
+                "classes": [
+                    {"index": c.index, "name": c.name, "color": c.color} for c in anomaly_class_list(project=project)
+                ],
+            },
             created_by=user,
             status_message="Waiting for a training worker.",
         )
@@ -123,6 +131,7 @@ def model_version_delete(*, model_version: ModelVersion, user=None) -> None:
         raise Conflict("Stop hosting this model before deleting it.", code="hosted")
     names = [field.name for field in model_version.artifact_files.values()]
     names += list(model_version.images.values_list("heatmap", flat=True))
+    names += list(model_version.images.values_list("predicted_mask", flat=True))
     with transaction.atomic():
         activity_record(
             project=model_version.project,

@@ -14,4 +14,5 @@ urlpatterns = [
     path("<int:version>/threshold", views.model_threshold, name="threshold"),
     path("<int:version>/delete", views.model_delete, name="delete"),
     path("<int:version>/results/<int:row_id>/heatmap", views.result_heatmap, name="result_heatmap"),
+    path("<int:version>/results/<int:row_id>/mask", views.result_predicted_mask, name="result_mask"),
 ]

@@ -12,12 +12,14 @@ from training.forms import CompareForm, ThresholdForm, TrainForm
 from training.models import Evaluation
 from training.selectors import (
     SMALL_EVALUATION_PHOTOS,
+    model_version_class_results,
     model_version_compare,
     model_version_get,
     model_version_list,
     model_version_list_with_performance,
     model_version_result_get,
     model_version_results_at_threshold,
+    model_versions_class_rows,
 )
 
 
@@ -82,6 +84,7 @@ def model_detail(request, name, version):
                 },
                 "small_evaluation_photos": SMALL_EVALUATION_PHOTOS,
                 "threshold_form": ThresholdForm(initial={"threshold": mv.threshold}),
+                "class_results": model_version_class_results(model_version=mv),
                 "cross_validation": mv.evaluation == Evaluation.CROSS_VALIDATION,
             }
         )
@@ -163,9 +166,20 @@ def model_compare(request, name):
             "chosen": form.cleaned_data["v"] if comparison else [],
             "error": form_error(form) if form.is_bound and not form.is_valid() else "",
             "comparison": comparison,
+            "class_rows": model_versions_class_rows(model_versions=[c.model_version for c in comparison.columns])
+            if comparison
+            else [],
         },
         status=400 if form.is_bound and not form.is_valid() else 200,
     )
+
+
+@require_GET
+def result_predicted_mask(request, name, version, row_id):
+    """A segmentation version's predicted classes on one evaluated image (colours on transparent)."""
+    project = project_get_for_user(user=request.user, name=name)
+    mv = model_version_get(project=project, version=version)
+    return storage_file_response(model_version_result_get(model_version=mv, row_id=row_id).predicted_mask)
 
 
 @require_GET
