@@ -11,6 +11,7 @@ import zipfile
 from datetime import timedelta
 from pathlib import PurePosixPath
 
+import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -31,10 +32,11 @@ from lookout.manifests import (
 )
 from lookout.models import IN_PROGRESS, DatasetJob, DatasetStatus, ImageSource
 from lookout.selectors import job_problems_text
-from projects.classes import image_set_mask
+from projects.classes import anomaly_classes_ensure, image_set_mask
 from projects.images import DuplicateImage, dataset_add_image, images_move, images_set_label
-from projects.masks import binary_png
-from projects.models import Image, Project
+from projects.masks import binary_png, color_png
+from projects.models import IMPLICIT_CLASS_NAME, AnomalyClass, Image, Project
+from projects.selectors import mask_classes
 
 logger = logging.getLogger(__name__)
 
@@ -125,23 +127,35 @@ def _find_existing(project: Project, entry: Entry) -> Image | None:
     return Image.objects.filter(project=project, pk=image_id).first() if image_id else None
 
 
-def _mask_bytes(fetcher: _Fetcher, entry: Entry, *, width: int, height: int) -> bytes | None:
+def _mask_bytes(fetcher: _Fetcher, entry: Entry, project: Project, *, width: int, height: int) -> bytes | None:
     if not entry.mask_ref:
         return None
     indices = read_mask(fetcher.read(entry.mask_ref), entry, width=width, height=height)
     if indices is None:
         return None
-    # Anomaly classes: once the segmentation services store class-index masks, entry.classes
-    # (the name and colour of each index) become the project's classes here; until then the
-    # mask is stored as Kenpin's one-class (black and white) mask.
-    return binary_png(indices)
+    if _implicit_only(entry, project):
+        return binary_png(indices)
+    # The colour map's classes become the project's (matched by name, created when missing), and
+    # the mask is redrawn in their colours for the services to read like any colour mask.
+    classes = anomaly_classes_ensure(project=project, wanted=[(c.name, c.color) for c in entry.classes])
+    lut = np.zeros(256, dtype=np.uint8)
+    for k, anomaly_class in enumerate(classes, start=1):
+        lut[k] = anomaly_class.index
+    return color_png(lut[indices], mask_classes(project=project))
+
+
+def _implicit_only(entry: Entry, project: Project) -> bool:
+    """A one-class map naming "anomaly" (what classification exports write) in a project without
+    classes: the mask keeps the project's implicit class, and no class is created."""
+    names = [c.name.lower() for c in entry.classes]
+    return names in ([], [IMPLICIT_CLASS_NAME]) and not AnomalyClass.objects.filter(project=project).exists()
 
 
 def _apply(job: DatasetJob, fetcher: _Fetcher, entry: Entry) -> str:
     """Import or update one line's image; "added" or "updated". ManifestError/KenpinError say why not."""
     existing = _find_existing(job.project, entry)
     if existing is not None:
-        mask = _mask_bytes(fetcher, entry, width=existing.width, height=existing.height)
+        mask = _mask_bytes(fetcher, entry, job.project, width=existing.width, height=existing.height)
         with transaction.atomic():
             if entry.label is not None:
                 images_set_label(project=job.project, image_ids=[existing.pk], label=entry.label, user=job.created_by)
@@ -156,7 +170,7 @@ def _apply(job: DatasetJob, fetcher: _Fetcher, entry: Entry) -> str:
             info = probe_image(data)
         except ImageError as exc:
             raise ManifestError(exc.message) from None
-        mask = _mask_bytes(fetcher, entry, width=info.width, height=info.height)
+        mask = _mask_bytes(fetcher, entry, job.project, width=info.width, height=info.height)
     try:
         image = dataset_add_image(
             project=job.project,

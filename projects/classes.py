@@ -105,6 +105,28 @@ def anomaly_class_create(*, project: Project, name: str, color: str = "") -> Ano
         raise Conflict("Another class was created at the same moment; try again.", code="conflict") from None
 
 
+def anomaly_classes_ensure(*, project: Project, wanted: list[tuple[str, str]]) -> list[AnomalyClass]:
+    """The project's class for each (name, colour) of `wanted`, matched by name whatever its
+    case, created when missing (an importer's colour map): with its colour, or a free one when
+    another class has that colour. Returns the classes in `wanted`'s order."""
+    found = []
+    for name, color in wanted:
+        existing = (
+            AnomalyClass.objects.filter(project=project)
+            .annotate(lower=Lower("name"))
+            .filter(lower=name.lower())
+            .first()
+        )
+        if existing is None:
+            taken = AnomalyClass.objects.filter(project=project, color=(color or "").lower()).exists()
+            try:
+                existing = anomaly_class_create(project=project, name=name, color="" if taken else color)
+            except Invalid:
+                existing = anomaly_class_create(project=project, name=name)
+        found.append(existing)
+    return found
+
+
 def anomaly_class_update(*, anomaly_class: AnomalyClass, name: str | None = None, color: str | None = None):
     """Rename and/or recolour a class; no mask file changes (they hold the index)."""
     new_name = _clean_name(name) if name is not None else anomaly_class.name

@@ -9,7 +9,9 @@ import pytest
 from PIL import Image as PILImage
 
 from lookout.models import ImageSource
-from projects.models import Image, Label
+from projects.classes import anomaly_class_create
+from projects.models import AnomalyClass, Image, Label, Project
+from projects.selectors import image_mask_indices
 from tests import factories
 from tests.lookout.conftest import wait_for
 
@@ -117,12 +119,20 @@ def test_a_classification_manifest_on_s3_becomes_the_training_dataset(lookoutvis
     assert [len(p["DatasetEntries"]) for p in pages] == [4, 2]
 
 
-def test_a_segmentation_manifest_brings_its_masks(lookoutvision, s3):
+def test_a_segmentation_manifest_brings_its_masks_and_its_classes(lookoutvision, s3):
     photo = factories.image_bytes(width=80, height=60)
     image_ref = put(s3, "seg/images/a.png", photo)
-    mask_ref = put(s3, "seg/masks/a.png", color_mask(80, 60, (10, 20, 30, 40)))
-    put(s3, "seg.manifest", (segmentation_line(image_ref, mask_ref, [("cracked", "#23a436")]) + "\n").encode())
+    mask = np.full((60, 80, 3), 255, dtype=np.uint8)
+    mask[20:40, 10:30] = (0x23, 0xA4, 0x36)
+    mask[0:10, 50:80] = (0xFF, 0x88, 0x00)
+    out = io.BytesIO()
+    PILImage.fromarray(mask).save(out, format="PNG")
+    mask_ref = put(s3, "seg/masks/a.png", out.getvalue())
+    line = segmentation_line(image_ref, mask_ref, [("cracked", "#23a436"), ("chipped", "#ff8800")])
+    put(s3, "seg.manifest", (line + "\n").encode())
     lookoutvision.create_project(ProjectName="cookies")
+    # A class the project already has is matched by name (its colour is kept); the other is created.
+    existing = anomaly_class_create(project=Project.objects.get(name="cookies"), name="Cracked", color="#e6194b")
     lookoutvision.create_dataset(
         ProjectName="cookies",
         DatasetType="train",
@@ -131,11 +141,12 @@ def test_a_segmentation_manifest_brings_its_masks(lookoutvision, s3):
     assert dataset_done(lookoutvision, "cookies")["Status"] == "CREATE_COMPLETE"
     image = Image.objects.get(project__name="cookies")
     assert image.label == Label.ANOMALY
-    with image.mask.open("rb") as f:
-        stored = np.asarray(PILImage.open(f).convert("L")) > 0
-    expected = np.zeros((60, 80), dtype=bool)
-    expected[20:40, 10:30] = True
-    assert (stored == expected).all()
+    classes = list(AnomalyClass.objects.filter(project__name="cookies").values_list("name", "color", "index"))
+    assert classes == [("Cracked", "#e6194b", existing.index), ("chipped", "#ff8800", existing.index + 1)]
+    expected = np.zeros((60, 80), dtype=np.uint8)
+    expected[20:40, 10:30] = existing.index
+    expected[0:10, 50:80] = existing.index + 1
+    assert (image_mask_indices(image=image) == expected).all()
     (entry,) = lookoutvision.list_dataset_entries(ProjectName="cookies", DatasetType="train")["DatasetEntries"]
     assert json.loads(entry)["anomaly-mask-ref"] == mask_ref
 
