@@ -1,20 +1,25 @@
 """The API as a whole: tokens, the one error shape, per-project access on every endpoint, and
 the docs served offline. Endpoints' behaviour is tested beside their apps (tests/*/test_api.py)."""
 
+import io
 import json
 import re
+import zipfile
 
+import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
+from PIL import Image as PILImage
 
 from console.api import api
 from inference.models import TrialDetection, TrialImage
 from lookout.models import PackagingJob
-from projects.models import ApiToken
+from projects.models import AnomalyClass, ApiToken, ZipImport
 from projects.tokens import api_token_create, api_token_revoke
 from tests.factories import UserFactory, add_image, image_bytes, make_project
 from training.models import ModelVersion, Status
@@ -145,7 +150,7 @@ def test_the_console_keeps_its_html_errors(client, user):
 def world(user):
     viewer, editor, stranger = UserFactory(), UserFactory(), UserFactory()
     project = make_project(owner=user, viewer=viewer, editor=editor)
-    image = add_image(project, label="normal")
+    image = add_image(project, label="anomaly", mask=_mask())
     mv = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINED, threshold=0.5)
     trial = TrialDetection.objects.create(project=project, model_version=mv, name="t", threshold=0.5)
     trial_image = TrialImage.objects.create(trial=trial, sha256="0" * 64, width=64, height=48, is_anomalous=True)
@@ -153,8 +158,12 @@ def world(user):
     package = PackagingJob.objects.create(
         project=project, model_version=mv, name="pkg", status="SUCCEEDED", package=zipped
     )
+    anomaly_class = AnomalyClass.objects.create(project=project, index=1, name="crack", color="#e6194b")
+    zip_import = ZipImport.objects.create(project=project, split="train", original_name="photos.zip")
     values = {
         "name": project.name,
+        "import_id": zip_import.pk,
+        "class_id": anomaly_class.pk,
         "project": project.name,
         "image_id": image.pk,
         "version": mv.version,
@@ -178,13 +187,31 @@ def _request_kwargs(operation_id: str) -> dict:
         "inference_api_create_trial": lambda: {"data": {"model_version": 1, "files": _png("trial.png")}},
         "inference_api_set_verdict": lambda: json_body({"verdict": "correct"}),
         "inference_api_add_to_dataset": lambda: json_body({"dataset": "train"}),
+        "projects_api_create_class": lambda: json_body({"name": "scratch"}),
+        "projects_api_update_class": lambda: json_body({"name": "chip"}),
+        "projects_api_put_mask": lambda: {"data": image_bytes(fmt="PNG"), "content_type": "image/png"},
+        "projects_api_start_zip_import": lambda: {"data": {"file": SimpleUploadedFile("a.zip", _zip())}},
     }
     return bodies[operation_id]() if operation_id in bodies else {}
 
 
-def _png(name):
-    from django.core.files.uploadedfile import SimpleUploadedFile
+def _mask() -> bytes:
+    """A binary defect mask the size of factories' default image (64x48)."""
+    pixels = np.zeros((48, 64), dtype=np.uint8)
+    pixels[10:20, 10:30] = 255
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
+
+def _zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("normal/a.png", image_bytes())
+    return buffer.getvalue()
+
+
+def _png(name):
     return SimpleUploadedFile(name, image_bytes(), "image/png")
 
 
