@@ -254,6 +254,7 @@ CELERY_TASK_ROUTES = {
     "inference.tasks.run_trial_detection": {"queue": "default"},
     "inference.tasks.sweep_stale_trials": {"queue": "default"},
     "inference.tasks.sweep_stale_hosting": {"queue": "default"},
+    "inference.tasks.prune_detection_records": {"queue": "default"},
     "inference.tasks.*": {"queue": "inference"},
 }
 # One long task must not sit on prefetched messages that an idle worker could run.
@@ -276,10 +277,13 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-zip-imports": {"task": "projects.tasks.sweep_stale_zip_imports", "schedule": 30.0},
     # CreateModel's OutputConfig: evaluation results go to S3 once the training has ended.
     "write-evaluation-outputs": {"task": "lookout.tasks.write_evaluation_outputs", "schedule": 30.0},
+    "prune-detection-records": {"task": "inference.tasks.prune_detection_records", "schedule": 3600.0},
 }
 
 # A training or zip import whose heartbeat is older than this is declared dead by the sweep (seconds).
 KENPIN_STALE_AFTER = env.int("KENPIN_STALE_AFTER", default=120)
+# Days the operations view keeps each detect call (one row each); older ones are pruned hourly.
+KENPIN_DETECTION_DAYS = env.int("KENPIN_DETECTION_DAYS", default=30)
 # How many trained models one worker process keeps loaded (each costs its memory bank in RAM).
 KENPIN_MODELS_PER_WORKER = env.int("KENPIN_MODELS_PER_WORKER", default=4)
 # How long a detect call waits for an inference worker's answer before answering 503 (seconds).

@@ -69,6 +69,12 @@ class DetectAnomalyResult(Schema):
     Confidence: float = Field(description="Confidence in IsAnomalous, 0 to 1.")
     AnomalyMask: str = Field(description="Base64 PNG of the image's size, each pixel coloured by its class.")
     Anomalies: list[Anomaly]
+    UnlikeTrainingPhotos: bool | None = Field(
+        description="Kenpin's addition: true when the photo's size, proportions, brightness or content is far "
+        "from the photos the model was trained on, so that the verdict may not apply; null when the model "
+        "cannot tell (trained before Kenpin measured its photos)."
+    )
+    UnlikeTrainingPhotosReason: str = Field(description="Kenpin's addition: what differs, in words; empty if nothing.")
 
 
 class DetectOut(Schema):
@@ -93,7 +99,11 @@ def _detect(request, response: HttpResponse, name: str, version: int) -> dict:
     found = detection.model_version_detect(model_version=mv, data=request.read())
     # The inference worker's share of the call, for whoever measures where the time goes.
     response["Server-Timing"] = f"inference;dur={found.inference_ms}"
-    return lfv.detect_anomalies_response(found)
+    answer = lfv.detect_anomalies_response(found)
+    # Beside Lookout for Vision's fields (its own path, lookout.api, answers exactly as AWS does).
+    answer["DetectAnomalyResult"]["UnlikeTrainingPhotos"] = found.unlike
+    answer["DetectAnomalyResult"]["UnlikeTrainingPhotosReason"] = found.unlike_message
+    return answer
 
 
 @router.post(
@@ -154,6 +164,11 @@ class TrialImageOut(Schema):
     score: float | None
     anomalous_fraction: float | None
     error: str = Field(description="Why this image could not be predicted; empty when it was.")
+    unlike: bool | None = Field(
+        description="Unlike the photos the model was trained on (size, proportions, brightness or content): its "
+        "verdict may not apply. null until predicted, or when the model cannot tell."
+    )
+    unlike_message: str = Field(description="What differs, in words; empty if nothing.")
     verdict: Literal["unverified", "correct", "incorrect"]
     verified_label: Literal["normal", "anomaly"] | None
     added_to_dataset: bool

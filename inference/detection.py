@@ -2,6 +2,7 @@
 inference worker (inference.worker.detect_in_worker) within KENPIN_DETECT_TIMEOUT."""
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import redis
@@ -11,6 +12,7 @@ from kombu.exceptions import OperationalError
 from core.errors import Conflict, Invalid, Unavailable
 from core.uploads import check_upload_size
 from inference import handoff
+from inference.operations import detection_record
 from inference.tasks import detect_anomalies
 from training.models import ModelVersion, Status
 
@@ -28,6 +30,10 @@ class Detection:
     # Segmentation models: every class the model knows, [{"name", "color", "area"}], area the
     # class's share of the image's pixels (0..1). Empty for classification models.
     classes: list[dict] = field(default_factory=list)
+    # Kenpin's addition: the photo is unlike the training photos, so the verdict may not apply
+    # (engine.familiarity). None when the model cannot tell (trained before Kenpin measured it).
+    unlike: bool | None = None
+    unlike_message: str = ""
 
 
 def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detection:
@@ -45,6 +51,7 @@ def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detecti
     check_upload_size(data)
     if not data:
         raise Invalid("The request body is empty: send the image's bytes as the body.", code="empty")
+    started = time.perf_counter()
     timeout = settings.KENPIN_DETECT_TIMEOUT
     args = [model_version.pk, model_version.weights_file.name, model_version.threshold]
 
@@ -69,7 +76,14 @@ def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detecti
     if "error" in answer:
         error = Conflict if answer["error"] == "not_hosted" else Invalid
         raise error(answer["message"], code=answer["error"])
-    return Detection(**answer)
+    found = Detection(**answer)
+    detection_record(
+        model_version=model_version,
+        detection=found,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        data=data,
+    )
+    return found
 
 
 def _not_hosted_advice(model_version: ModelVersion) -> str:

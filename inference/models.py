@@ -63,6 +63,10 @@ class TrialImage(models.Model):
     anomalous_fraction = models.FloatField(null=True, blank=True)
     heatmap = models.FileField(max_length=255, blank=True)
     error = models.TextField(blank=True)  # why this image could not be predicted
+    # Unlike the photos the model was trained on (engine.familiarity): the verdict may not apply.
+    # Null when the model cannot tell (trained before Kenpin measured it).
+    unlike = models.BooleanField(null=True)
+    unlike_message = models.TextField(blank=True)  # what differs, in words
 
     verdict = models.CharField(max_length=10, choices=Verdict.choices, default=Verdict.UNVERIFIED)
     added_to_dataset = models.BooleanField(default=False)
@@ -79,3 +83,27 @@ class TrialImage(models.Model):
         predicted_anomaly = self.is_anomalous
         actual_anomaly = predicted_anomaly if self.verdict == Verdict.CORRECT else not predicted_anomaly
         return Label.ANOMALY if actual_anomaly else Label.NORMAL
+
+
+class DetectionRecord(models.Model):
+    """One detect call a hosted model version answered: what the line sees (the operations view).
+
+    Written by the web process once the answer is back (inference.operations); kept for
+    KENPIN_DETECTION_DAYS, then pruned by the scheduler. Only the latest anomalous calls of a
+    version keep their photo (a small JPEG) and mask, so that storage stays bounded.
+    """
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="detections")
+    at = models.DateTimeField()
+    is_anomalous = models.BooleanField()
+    score = models.FloatField()  # calibrated, 0..1
+    anomalous_fraction = models.FloatField()  # 0..1 of the photo's pixels
+    latency_ms = models.FloatField()  # the whole call, as the web process waited for it
+    inference_ms = models.FloatField()  # the inference worker's share
+    unlike = models.BooleanField(null=True)  # unlike the training photos; null: the model cannot tell
+    photo = models.FileField(max_length=255, blank=True)  # JPEG preview, latest anomalous calls only
+    mask = models.FileField(max_length=255, blank=True)  # Lookout for Vision's mask PNG, with the photo
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["model_version", "at"], name="detection_version_time")]

@@ -6,7 +6,7 @@ from celery.worker.control import control_command
 from django.conf import settings
 from django.db import connection
 
-from inference import control, handoff, runtime, worker
+from inference import control, handoff, operations, runtime, worker
 
 # Registers the remote-control commands in every worker that imports its tasks.
 __all__ = ["control"]
@@ -15,6 +15,11 @@ __all__ = ["control"]
 @shared_task(acks_late=True)
 def run_trial_detection(trial_id: int) -> None:
     worker.trial_run(trial_id=trial_id)
+
+
+@shared_task
+def prune_detection_records() -> int:
+    return operations.detection_records_prune()
 
 
 @shared_task

@@ -31,4 +31,18 @@ urlpatterns = [
         name="image_heatmap",
     ),
     path("models/<int:version>/hosting", views.model_hosting, name="hosting"),
+    path("models/<int:version>/operations", views.model_operations, name="operations"),
+    path("models/<int:version>/operations.csv", views.model_operations_csv, name="operations_csv"),
+    path(
+        "models/<int:version>/operations/<int:record_id>/photo",
+        views.detection_file,
+        {"kind": "photo"},
+        name="detection_photo",
+    ),
+    path(
+        "models/<int:version>/operations/<int:record_id>/mask",
+        views.detection_file,
+        {"kind": "mask"},
+        name="detection_mask",
+    ),
 ]

@@ -1,4 +1,6 @@
+from django.conf import settings
 from django.contrib import messages
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -8,7 +10,11 @@ from core.http import form_error
 from inference import hosting, trials
 from inference.forms import AddToDatasetForm, TrialForm, VerdictForm
 from inference.selectors import (
+    OPERATION_PERIODS,
     TRIAL_FILTERS,
+    detection_csv_rows,
+    detection_record_get,
+    model_version_operations,
     trial_get,
     trial_image_file,
     trial_image_get,
@@ -16,6 +22,7 @@ from inference.selectors import (
     trial_list,
     trial_summary,
 )
+from projects.activity import csv_lines
 from projects.models import Label
 from projects.selectors import image_list, project_get_for_user
 from training.selectors import model_version_get, model_version_list_usable
@@ -223,3 +230,51 @@ def model_hosting(request, name, version):
         # Hosting settled while polling: refresh the whole page (status badge, actions).
         response["HX-Refresh"] = "true"
     return response
+
+
+# --- Operations ---------------------------------------------------------------------------------
+
+
+@require_GET
+def model_operations(request, name, version):
+    """What the line has sent a model: detect calls over time, the share flagged, latency,
+    photos unlike the training photos and the latest anomalous photos (every member)."""
+    project = project_get_for_user(user=request.user, name=name)
+    mv = model_version_get(project=project, version=version)
+    period = request.GET.get("period", "hour")
+    if period not in OPERATION_PERIODS:
+        period = "hour"
+    ops = model_version_operations(model_version=mv, period=period)
+    chart = {
+        "period": period,
+        "labels": [b.start.isoformat() for b in ops.buckets],
+        "calls": [b.calls for b in ops.buckets],
+        "anomalous": [b.anomalous for b in ops.buckets],
+        "share": [None if b.anomalous_share is None else round(b.anomalous_share, 4) for b in ops.buckets],
+        "latency": [None if b.latency_ms is None else round(b.latency_ms, 1) for b in ops.buckets],
+        "unlike": [b.unlike for b in ops.buckets],
+    }
+    return render(
+        request,
+        "inference/operations.html",
+        {"project": project, "mv": mv, "ops": ops, "chart": chart, "days_kept": settings.KENPIN_DETECTION_DAYS},
+    )
+
+
+@require_GET
+def model_operations_csv(request, name, version):
+    project = project_get_for_user(user=request.user, name=name)
+    mv = model_version_get(project=project, version=version)
+    response = StreamingHttpResponse(
+        csv_lines(detection_csv_rows(model_version=mv)), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{project.name}-v{mv.version}-detections.csv"'
+    return response
+
+
+@require_GET
+def detection_file(request, name, version, record_id, kind):
+    project = project_get_for_user(user=request.user, name=name)
+    mv = model_version_get(project=project, version=version)
+    record = detection_record_get(model_version=mv, record_id=record_id)
+    return storage_file_response(record.photo if kind == "photo" else record.mask)

@@ -89,13 +89,27 @@ def _predict_row(row: TrialImage, *, model, threshold: float) -> None:
             row.confidence = prediction.confidence
             row.score = prediction.score
             row.anomalous_fraction = prediction.anomalous_fraction
+            if prediction.familiarity is not None:
+                row.unlike = prediction.familiarity.unlike
+                row.unlike_message = prediction.familiarity.message
             row.heatmap = default_storage.save(
                 f"{project_files_prefix(row.trial.project_id)}trials/{row.trial_id}/{uuid.uuid4().hex}-heat.png",
                 ContentFile(heatmap_png(prediction.anomaly_map, width=width, height=height)),
             )
         except ImageError as exc:
             row.error = exc.message
-    row.save(update_fields=["is_anomalous", "confidence", "score", "anomalous_fraction", "heatmap", "error"])
+    row.save(
+        update_fields=[
+            "is_anomalous",
+            "confidence",
+            "score",
+            "anomalous_fraction",
+            "heatmap",
+            "error",
+            "unlike",
+            "unlike_message",
+        ]
+    )
 
 
 def trials_queued_too_long() -> list[int]:
@@ -248,6 +262,9 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, c
         "mask_png": base64.b64encode(lfv_mask_png(class_mask, [c["color"] for c in classes] or None)).decode(),
         "inference_ms": round((time.perf_counter() - started) * 1000, 2),
         "classes": [{**c, "area": float(prediction.class_fractions.get(c["name"], 0.0))} for c in classes],
+        # Kenpin's addition: whether the photo is unlike the training photos (None: cannot tell).
+        "unlike": None if prediction.familiarity is None else prediction.familiarity.unlike,
+        "unlike_message": "" if prediction.familiarity is None else prediction.familiarity.message,
     }
     handoff.worker_answer(call_id=call_id, answer=answer)
 

@@ -5,8 +5,9 @@ import re
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
-from inference.models import TrialDetection, TrialImage
+from inference.models import DetectionRecord, TrialDetection, TrialImage
 from lookout.models import DatasetJob, PackagingJob
 from projects.classes import anomaly_class_create
 from projects.models import ZipImport
@@ -39,6 +40,15 @@ def world(user):
     dataset_job = DatasetJob.objects.create(project=project, split="train", kind="create", status="CREATE_COMPLETE")
     package = PackagingJob.objects.create(project=project, model_version=mv, name="pkg", status="SUCCEEDED")
     zip_import = ZipImport.objects.create(project=project, split="train", status="COMPLETE")
+    detection = DetectionRecord.objects.create(
+        model_version=mv,
+        at=timezone.now(),
+        is_anomalous=True,
+        score=0.9,
+        anomalous_fraction=0.1,
+        latency_ms=40,
+        inference_ms=20,
+    )
     values = {
         "name": project.name,
         "image_id": image.pk,
@@ -51,6 +61,7 @@ def world(user):
         "job_name": package.name,
         "class_id": anomaly_class.pk,
         "import_id": zip_import.pk,
+        "record_id": detection.pk,
     }
     return {"project": project, "viewer": viewer, "editor": editor, "owner": user, "values": values}
 

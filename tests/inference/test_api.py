@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from console.celery import app
 from inference import handoff
 from inference.control import unload_everywhere
-from inference.models import TrialDetection, TrialStatus
+from inference.models import DetectionRecord, TrialDetection, TrialStatus
 from projects.models import Image, Label
 from projects.projects import member_set
 from tests.conftest import cookie_photos
@@ -73,7 +73,9 @@ def check_detect_anomaly_result(body: dict, *, width: int, height: int) -> dict:
     """Lookout for Vision's DetectAnomalies response, field for field, and a mask that agrees with it."""
     assert list(body) == ["DetectAnomalyResult"]
     result = body["DetectAnomalyResult"]
-    assert list(result) == ["Source", "IsAnomalous", "Confidence", "AnomalyMask", "Anomalies"]
+    assert list(result)[:5] == ["Source", "IsAnomalous", "Confidence", "AnomalyMask", "Anomalies"]
+    # Kenpin's own path adds whether the photo is like the training photos; Lookout for Vision's does not.
+    assert list(result)[5:] in ([], ["UnlikeTrainingPhotos", "UnlikeTrainingPhotosReason"])
     assert result["Source"] == {"Type": "direct"}
     assert isinstance(result["IsAnomalous"], bool)
     assert isinstance(result["Confidence"], float) and 0.0 <= result["Confidence"] <= 1.0
@@ -116,6 +118,25 @@ def test_detect_answers_lookout_for_visions_response_on_real_photos(hosted, owne
     assert sum(right) >= 7, {name: a["IsAnomalous"] for name, a in answers.items()}
     flagged = [a for a in answers.values() if a["IsAnomalous"]]
     assert flagged and all(len(a["Anomalies"]) == 2 for a in flagged), "an anomalous photo has no defect area"
+    # Photos of the same line, framed as the training photos were: none is called unlike them.
+    assert not any(a["UnlikeTrainingPhotos"] for a in answers.values())
+
+    # Every call is recorded for the operations view; anomalous ones keep their photo and mask.
+    records = list(DetectionRecord.objects.filter(model_version=hosted).order_by("at"))
+    assert len(records) == 8 and [r.is_anomalous for r in records] == [a["IsAnomalous"] for a in answers.values()]
+    assert all(r.latency_ms >= r.inference_ms > 0 for r in records)
+    assert all(bool(r.photo) == bool(r.mask) == r.is_anomalous for r in records)
+    mask = PILImage.open(records[-1].mask.open("rb")) if records[-1].mask else None
+    assert mask is None or mask.size == PILImage.open(UNSEEN_ANOMALY[-1]).size
+
+
+def test_a_photo_unlike_the_training_photos_is_flagged_beside_lookout_for_visions_fields(hosted, owner_api):
+    url = f"/api/v1/projects/cookies/models/{hosted.version}/detect"
+    result = owner_api.post(url, framed_cookie(), content_type="image/jpeg").json()["DetectAnomalyResult"]
+    assert result["UnlikeTrainingPhotos"] is True
+    assert result["UnlikeTrainingPhotosReason"].startswith("Unlike the training photos:")
+    assert "proportions" in result["UnlikeTrainingPhotosReason"] or "aspect" in result["UnlikeTrainingPhotosReason"]
+    assert DetectionRecord.objects.get(model_version=hosted).unlike is True
 
 
 def test_lookout_for_visions_own_path_answers_the_same_body(hosted, owner_api):
@@ -124,7 +145,10 @@ def test_lookout_for_visions_own_path_answers_the_same_body(hosted, owner_api):
         legacy = detect(owner_api, hosted, path, legacy=True)
         assert v1.status_code == legacy.status_code == 200
         # The same answer; Lookout for Vision's path writes its members in the service model's order.
-        assert legacy.json() == v1.json()
+        kenpin = v1.json()
+        assert kenpin["DetectAnomalyResult"].pop("UnlikeTrainingPhotos") is False
+        assert kenpin["DetectAnomalyResult"].pop("UnlikeTrainingPhotosReason") == ""
+        assert legacy.json() == kenpin
         assert legacy["Content-Type"].startswith("application/json")
 
 
@@ -425,6 +449,34 @@ def test_a_trial_detection_from_creation_to_verified_images_in_the_dataset(
 
     assert owner_api.delete(f"/api/v1/projects/cookies/trials/{trial.pk}").status_code == 204
     assert not TrialDetection.objects.exists()
+
+
+def framed_cookie() -> bytes:
+    """A cookie shrunk into a wide grey frame: another framing and proportions than any training photo."""
+    cookie = PILImage.open(UNSEEN_NORMAL[0]).convert("RGB")
+    frame = PILImage.new("RGB", (cookie.width * 3, cookie.height), (128, 128, 128))
+    frame.paste(cookie.resize((cookie.width // 2, cookie.height // 2)), (cookie.width, cookie.height // 4))
+    out = io.BytesIO()
+    frame.save(out, format="JPEG")
+    return out.getvalue()
+
+
+def test_a_trial_flags_the_photo_unlike_the_training_photos(project, owner_api, restore_model_version, celery_worker):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    mv = restore_model_version(project)
+    files = [
+        SimpleUploadedFile("usual.jpg", UNSEEN_NORMAL[2].read_bytes(), "image/jpeg"),
+        SimpleUploadedFile("framed.jpg", framed_cookie(), "image/jpeg"),
+    ]
+    response = owner_api.post("/api/v1/projects/cookies/trials", {"model_version": mv.version, "files": files})
+    trial = _wait_trial(response.json()["id"])
+    results = {
+        r["name"]: r for r in owner_api.get(f"/api/v1/projects/cookies/trials/{trial.pk}/images").json()["items"]
+    }
+    assert results["usual.jpg"]["unlike"] is False and results["usual.jpg"]["unlike_message"] == ""
+    assert results["framed.jpg"]["unlike"] is True
+    assert results["framed.jpg"]["unlike_message"].startswith("Unlike the training photos: ")
 
 
 def test_a_trial_needs_a_trained_version_and_a_usable_image(project, owner_api):

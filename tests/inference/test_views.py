@@ -190,3 +190,17 @@ def test_deleting_a_trial(signed_in, project, trained):
     trial, _ = _completed_trial(project, trained, predictions=[True])
     response = signed_in.post(f"/projects/cookies/trials/{trial.pk}/delete", follow=True)
     assert "deleted" in response.content.decode() and not TrialDetection.objects.exists()
+
+
+def test_a_photo_unlike_the_training_photos_is_flagged_in_the_trial(signed_in, project, trained):
+    trial, rows = _completed_trial(project, trained, predictions=[True, False])
+    TrialImage.objects.filter(pk=rows[0].pk).update(
+        unlike=True, unlike_message="Unlike the training photos: proportions 3:1, the training photos 4:3."
+    )
+    page = signed_in.get(f"/projects/cookies/trials/{trial.pk}/").content.decode()
+    card = re.search(rf'<li class="trial-card[^"]*is-unlike[^"]*" id="ti-{rows[0].pk}".*?</li>', page, re.S).group(0)
+    assert "Unlike the training photos</strong>: the verdict may not apply. proportions 3:1" in card
+    assert f'id="ti-{rows[1].pk}"' in page and page.count("is-unlike") == 1
+    assert "1 photo unlike the training photos" in page and "?show=unlike" in page
+    only = signed_in.get(f"/projects/cookies/trials/{trial.pk}/?show=unlike").content.decode()
+    assert f'id="ti-{rows[0].pk}"' in only and f'id="ti-{rows[1].pk}"' not in only
