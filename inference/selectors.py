@@ -8,6 +8,7 @@ from django.db.models.functions import TruncDay, TruncHour
 from django.http import Http404
 from django.utils import timezone
 
+from engine.metrics import wilson_interval
 from inference.models import DetectionRecord, TrialDetection, TrialImage, Verdict
 from projects.models import Project
 from training.models import ModelVersion
@@ -76,6 +77,16 @@ class TrialSummary:
     verified: int
     ready_to_add: int  # verified, not yet added to the dataset
     unlike: int  # unlike the training photos: their verdicts may not apply
+    correct: int = 0  # verified as correct
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.verified if self.verified else None
+
+    @property
+    def accuracy_interval(self) -> tuple[float, float] | None:
+        """95 % Wilson interval of the share of verified predictions that were right."""
+        return wilson_interval(self.correct, self.verified)
 
 
 def trial_summary(*, trial: TrialDetection) -> TrialSummary:
@@ -87,6 +98,7 @@ def trial_summary(*, trial: TrialDetection) -> TrialSummary:
         verified=Count("id", filter=~Q(verdict=Verdict.UNVERIFIED)),
         ready_to_add=Count("id", filter=~Q(verdict=Verdict.UNVERIFIED) & Q(added_to_dataset=False)),
         unlike=Count("id", filter=Q(unlike=True)),
+        correct=Count("id", filter=Q(verdict=Verdict.CORRECT)),
     )
     return TrialSummary(**counts)
 

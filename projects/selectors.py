@@ -6,6 +6,7 @@ from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 
 from core.errors import MAX_ID, ids_check
+from engine.familiarity import Familiarity, ImageStats
 from projects import masks
 from projects.models import (
     IMPLICIT_CLASS_COLOR,
@@ -319,3 +320,18 @@ def zip_import_get(*, project: Project, import_id: int) -> ZipImport:
 def zip_import_list(*, project: Project, limit: int = 5) -> list[ZipImport]:
     """The project's latest zip imports, newest first."""
     return list(ZipImport.objects.filter(project=project)[:limit])
+
+
+def image_unlike_training(*, project: Project, image: Image) -> str:
+    """Why `image` looks unlike the project's labeled training photos, in words ("" when it does
+    not, or when there are too few to judge by): its size and proportions, compared by
+    engine.familiarity as a model compares a photo it is asked about. An upload page tells the
+    person at once, before a model is trained on, or asked about, a photo framed differently."""
+    sizes = list(
+        Image.objects.filter(project=project, dataset__split=Split.TRAIN)
+        .exclude(label=Label.UNLABELED)
+        .exclude(pk=image.pk)
+        .values_list("width", "height")[:5000]
+    )
+    familiarity = Familiarity.fit([ImageStats(width=w, height=h, brightness=None) for w, h in sizes])
+    return familiarity.assess(ImageStats(width=image.width, height=image.height, brightness=None)).message

@@ -42,6 +42,7 @@ from projects.selectors import (
     image_neighbours,
     image_sha256s_present,
     image_states,
+    image_unlike_training,
     mask_classes,
     masks_using_class,
     project_get_for_user,
@@ -286,7 +287,14 @@ def image_add(request, name):
     except KenpinError as exc:
         return json_error(exc)
     return JsonResponse(
-        {"id": image.pk, "name": str(image), "label": image.label, "split": image.dataset.split}, status=201
+        {
+            "id": image.pk,
+            "name": str(image),
+            "label": image.label,
+            "split": image.dataset.split,
+            "unlike": image_unlike_training(project=project, image=image),
+        },
+        status=201,
     )
 
 

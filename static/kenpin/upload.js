@@ -197,7 +197,9 @@ async function upload(item) {
   setState(item, "uploading", "Uploading");
   const result = await send(item);
   if (result.ok) {
-    stored(item, "Added");
+    // Added, but framed or sized unlike the training photos: say so now, not after training.
+    stored(item, result.data.unlike ? `Added. ${result.data.unlike}` : "Added");
+    item.row.classList.toggle("is-unlike", Boolean(result.data.unlike));
     document.body.dispatchEvent(new CustomEvent("kenpin:images-changed", { bubbles: true }));
   } else if (result.duplicate && item.resumed) {
     // Sent before the interruption, and stored although the answer never came back.

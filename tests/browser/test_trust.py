@@ -49,6 +49,7 @@ def test_a_30_photo_version_shows_its_intervals_and_a_plain_warning(page, user, 
     expect(page.locator(".message.success")).to_contain_text("10 normal and 10 anomalous photos")
     page.goto(f"/projects/{project.name}/activity/")
     expect(page.locator("#activity-log")).to_contain_text("kept 10 normal and 10 anomalous photos aside")
+    screenshot(page, "activity")
 
 
 def _framed_cookie(path):

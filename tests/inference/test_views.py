@@ -204,3 +204,19 @@ def test_a_photo_unlike_the_training_photos_is_flagged_in_the_trial(signed_in, p
     assert "1 photo unlike the training photos" in page and "?show=unlike" in page
     only = signed_in.get(f"/projects/cookies/trials/{trial.pk}/?show=unlike").content.decode()
     assert f'id="ti-{rows[0].pk}"' in only and f'id="ti-{rows[1].pk}"' not in only
+
+
+def test_the_trial_says_how_often_the_verified_predictions_were_right_with_its_interval(signed_in, project, trained):
+    from engine.metrics import wilson_interval
+
+    trial, rows = _completed_trial(project, trained, predictions=[True, True, False, False])
+    page = signed_in.get(f"/projects/cookies/trials/{trial.pk}/").content.decode()
+    assert 'id="trial-accuracy"' not in page  # nothing verified yet
+    for row, verdict in zip(rows, ("correct", "correct", "correct", "incorrect")):
+        TrialImage.objects.filter(pk=row.pk).update(verdict=verdict)
+    page = signed_in.get(f"/projects/cookies/trials/{trial.pk}/").content.decode()
+    low, high = wilson_interval(3, 4)
+    assert (
+        f"Right on <strong>3 of 4</strong> verified photos\n    (75%, 95 % interval {low:.3f}–{high:.3f}): too few"
+        in page
+    )

@@ -308,3 +308,21 @@ def test_a_zip_over_the_limit_is_refused_before_it_is_read(signed_in, project, s
         follow=True,
     )
     assert "import at most" in response.content.decode() and not Image.objects.exists()
+
+
+def test_an_upload_framed_unlike_the_training_photos_is_told_so_at_once(signed_in, project):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.factories import fill_project, image_bytes
+
+    fill_project(project, normal=6, anomaly=0)  # 64×48 px, 4:3
+
+    def upload(width, height):
+        file = SimpleUploadedFile("p.png", image_bytes(width=width, height=height), content_type="image/png")
+        return signed_in.post("/projects/cookies/images/add", {"file": file}).json()
+
+    assert upload(64, 48)["unlike"] == ""
+    unlike = upload(600, 100)["unlike"]
+    assert (
+        unlike.startswith("Unlike the training photos: ") and "600×100 px" in unlike and "proportions 6.00:1" in unlike
+    )
