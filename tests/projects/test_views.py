@@ -78,7 +78,7 @@ def test_an_uploaded_image_goes_into_the_chosen_dataset_with_its_label(signed_in
     assert response.status_code == 201
     image = Image.objects.get(pk=response.json()["id"])
     assert (image.label, image.dataset.split, image.original_name) == ("anomaly", "test", "photo.png")
-    assert response.json() == {"id": image.pk, "name": "photo.png", "label": "anomaly", "split": "test"}
+    assert response.json() == {"id": image.pk, "name": "photo.png", "label": "anomaly", "split": "test", "unlike": ""}
 
 
 def test_each_refused_upload_says_why_in_words(signed_in, project, settings):
