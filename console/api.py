@@ -12,9 +12,11 @@ import logging
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
 from django.urls import URLPattern
-from ninja import NinjaAPI, Status, Swagger
+from ninja import NinjaAPI, Schema, Status, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import HttpBearer
+from pydantic import Field
 
 from console.middleware import client_error_message
 from core.errors import INTERNAL_MESSAGE, KenpinError
@@ -55,10 +57,60 @@ paths under `/2020-11-20/`: client code moves to Kenpin by changing its endpoint
 """
 
 
+class ErrorOut(Schema):
+    error: str = Field(description="A stable code for programs: invalid, unauthorized, not_found, duplicate...")
+    message: str = Field(description="What went wrong and what to do, for people.")
+
+
+# The error answers every operation may give (its own success answers come from its function).
+ERRORS_ALWAYS = {
+    400: "The request is not valid: the message names the field and what is wrong with it.",
+    401: "No API token, or one that is not valid (mistyped, revoked, its account deactivated).",
+    404: "No such resource, or your token may not see it.",
+    429: "Too many calls from this token: wait as many seconds as Retry-After says.",
+}
+ERRORS_OF_WRITES = {
+    403: "Your role in this project does not allow this (viewers read; editors and owners change).",
+    409: "The resource's state does not allow this now: the message says why and what to do.",
+    413: "The request body is larger than this address accepts.",
+}
+ERRORS_OF_DETECT = {
+    503: "No inference worker answered in time (one restarting, or Redis unreachable): try again after Retry-After.",
+}
+
+
+class ObjectBodyParser(Parser):
+    """Every JSON body of the API is an object; ninja would let a list or a number through to an
+    operation whose fields are all optional, which then changed nothing and answered 200."""
+
+    def parse_body(self, request):
+        data = super().parse_body(request)
+        if not isinstance(data, dict):
+            raise HttpError(400, "The body must be a JSON object ({…}) with the fields this operation takes.")
+        return data
+
+
 class KenpinAPI(NinjaAPI):
     def get_root_path(self, path_params):
         # Mounted at the site's root (see urlpatterns below), without ninja's root page.
         return "/"
+
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        """ninja's schema, with the error answers each operation may give in the API's one error
+        shape, so that clients (and schemathesis) know every status the API answers with."""
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        schema["components"].setdefault("schemas", {})["Error"] = ErrorOut.model_json_schema()
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                errors = dict(ERRORS_ALWAYS)
+                if method != "get":
+                    errors.update(ERRORS_OF_WRITES)
+                if path.endswith("/detect"):
+                    errors.update(ERRORS_OF_DETECT)
+                for status, description in errors.items():
+                    operation["responses"].setdefault(status, {"description": description, "content": error})
+        return schema
 
 
 api = KenpinAPI(
@@ -66,6 +118,7 @@ api = KenpinAPI(
     version="1",
     description=DESCRIPTION,
     auth=BearerToken(),
+    parser=ObjectBodyParser(),
     urls_namespace="api",
     openapi_url="/api/openapi.json",
     docs_url="/api/docs",

@@ -3,12 +3,14 @@
 from datetime import datetime
 from typing import Literal
 
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
-from ninja.pagination import PageNumberPagination, paginate
+from ninja.pagination import paginate
 from pydantic import Field
 
+from core.errors import Invalid
+from core.pagination import BoundedPageNumberPagination
 from core.uploads import check_upload_length, upload_read
 from inference import detection, hosting, lfv, trials
 from inference.models import TrialDetection, TrialImage
@@ -207,7 +209,14 @@ def create_trial(
     (the project's images), optional `trial_name`. Runs in the background; poll
     GET …/trials/{id}, then read …/trials/{id}/images."""
     project = project_get_for_user(user=request.auth, name=name, write=True)
-    mv = model_version_get(project=project, version=model_version)
+    try:
+        mv = model_version_get(project=project, version=model_version)
+    except Http404:
+        # The project exists; a version named in the body that it lacks is a bad field, not a missing page.
+        raise Invalid(
+            f"The project has no model version {model_version}; give the number of one of its versions.",
+            code="unknown_model_version",
+        ) from None
     uploads = [trials.TrialUpload(name=f.name or "", data=upload_read(file=f)) for f in files or ()]
     created = trials.trial_create(
         project=project,
@@ -237,7 +246,7 @@ def get_trial(request, name: str, trial_id: int):
 @trials_router.get(
     "/{name}/trials/{trial_id}/images", response=list[TrialImageOut], summary="A trial's per-image results (paged)"
 )
-@paginate(PageNumberPagination, page_size=100, max_page_size=1000)
+@paginate(BoundedPageNumberPagination, page_size=100, max_page_size=1000)
 def list_trial_images(request, name: str, trial_id: int):
     project = project_get_for_user(user=request.auth, name=name)
     return trial_images(trial=trial_get(project=project, trial_id=trial_id))

@@ -10,13 +10,14 @@ from typing import Literal
 from django.http import HttpResponse
 from ninja import File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
-from ninja.pagination import PageNumberPagination, paginate
+from ninja.pagination import paginate
 from pydantic import Field
 
 from core.files import storage_file_response
+from core.pagination import BoundedPageNumberPagination
 from core.uploads import check_upload_length, upload_read
 from projects import classes, images, imports, projects
-from projects.models import AnomalyClass, Image, Project, Role, ZipImport
+from projects.models import PROJECT_NAME_PATTERN, AnomalyClass, Image, Project, Role, ZipImport
 from projects.selectors import (
     anomaly_class_get,
     anomaly_class_list,
@@ -37,7 +38,16 @@ DatasetName = Literal["train", "test"]
 
 
 class ProjectIn(Schema):
-    name: str = Field(max_length=255, description="Letters, digits, '-' and '_', starting with a letter or digit.")
+    # The service checks the name's rules and says what is wrong in words; the schema declares them.
+    name: str = Field(
+        max_length=255,
+        description="Letters, digits, '-' and '_', starting with a letter or digit; not “new”.",
+        json_schema_extra={
+            "minLength": 1,
+            "pattern": f"^{PROJECT_NAME_PATTERN}$",
+            "not": {"pattern": "^[nN][eE][wW]$"},
+        },
+    )
     description: str = Field("", max_length=1000)
 
 
@@ -193,7 +203,7 @@ def upload_image(
 
 
 @router.get("/{name}/images", response=list[ImageOut], summary="List images (paged)")
-@paginate(PageNumberPagination, page_size=100, max_page_size=1000)
+@paginate(BoundedPageNumberPagination, page_size=100, max_page_size=1000)
 def list_images(request, name: str, label: LabelName | None = None, dataset: DatasetName | None = None):
     project = project_get_for_user(user=request.auth, name=name)
     return image_list(project=project, label=label, split=dataset)
@@ -247,14 +257,36 @@ class AnomalyClassOut(Schema):
     color: str = Field(description="#rrggbb: the class's colour in colour masks and in DetectAnomalies.")
 
 
+# The rules projects.classes applies, declared (the service still says what is wrong in words):
+# a name with something besides spaces, not "background"; a colour #rrggbb, neither white nor black.
+CLASS_NAME_RULES = {"pattern": r"\S", "not": {"pattern": r"^\s*[bB][aA][cC][kK][gG][rR][oO][uU][nN][dD]\s*$"}}
+COLOR_RULES = {"pattern": "^#[0-9a-fA-F]{6}$", "not": {"pattern": "^#([fF]{6}|0{6})$"}}
+
+
 class AnomalyClassIn(Schema):
-    name: str = Field(max_length=64)
-    color: str = Field("", max_length=7, description="#rrggbb, not white or black; left out: a free colour.")
+    name: str = Field(max_length=64, json_schema_extra=CLASS_NAME_RULES)
+    color: str = Field(
+        "",
+        max_length=7,
+        description="#rrggbb, not white or black; left out: a free colour.",
+        json_schema_extra={"anyOf": [{"const": ""}, COLOR_RULES]},
+    )
+
+
+def _or_null(rules: dict):
+    """json_schema_extra of an optional string field: `rules` apply to the string, not to null."""
+
+    def extra(schema: dict) -> None:
+        for branch in schema.get("anyOf", ()):
+            if branch.get("type") == "string":
+                branch.update(rules)
+
+    return extra
 
 
 class AnomalyClassPatch(Schema):
-    name: str | None = Field(None, max_length=64)
-    color: str | None = Field(None, max_length=7)
+    name: str | None = Field(None, max_length=64, json_schema_extra=_or_null(CLASS_NAME_RULES))
+    color: str | None = Field(None, max_length=7, json_schema_extra=_or_null(COLOR_RULES))
 
 
 class ClassDeletedOut(Schema):

@@ -487,7 +487,8 @@ def test_a_trial_needs_a_trained_version_and_a_usable_image(project, owner_api):
     response = owner_api.post("/api/v1/projects/cookies/trials", {"model_version": training.version, "files": [photo]})
     assert response.status_code == 409 and response.json()["error"] == "not_trained"
     response = owner_api.post("/api/v1/projects/cookies/trials", {"model_version": 42, "files": [photo]})
-    assert response.status_code == 404
+    assert response.status_code == 400 and response.json()["error"] == "unknown_model_version"
+    assert "no model version 42" in response.json()["message"]
     ModelVersion.objects.filter(pk=training.pk).update(status=Status.TRAINED, threshold=0.5)
     junk = SimpleUploadedFile("junk.jpg", b"junk", "image/jpeg")
     response = owner_api.post("/api/v1/projects/cookies/trials", {"model_version": 1, "files": [junk]})
