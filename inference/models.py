@@ -62,6 +62,10 @@ class TrialImage(models.Model):
     score = models.FloatField(null=True, blank=True)
     anomalous_fraction = models.FloatField(null=True, blank=True)
     heatmap = models.FileField(max_length=255, blank=True)
+    # Segmentation versions: the image's mask, each class in the version's colour on white at the
+    # image's size; predicted, or painted over by a person (mask_painted). Added with the image.
+    predicted_mask = models.FileField(max_length=255, blank=True)
+    mask_painted = models.BooleanField(default=False)
     error = models.TextField(blank=True)  # why this image could not be predicted
     # Unlike the photos the model was trained on (engine.familiarity): the verdict may not apply.
     # Null when the model cannot tell (trained before Kenpin measured it).

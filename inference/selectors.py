@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from engine.metrics import wilson_interval
 from inference.models import DetectionRecord, TrialDetection, TrialImage, Verdict
-from projects.models import Project
+from projects.masks import MaskClass
+from projects.models import IMPLICIT_CLASS_COLOR, IMPLICIT_CLASS_NAME, Project
 from training.models import ModelVersion
 
 
@@ -57,9 +58,11 @@ def trial_images(*, trial: TrialDetection, show: str = "") -> QuerySet[TrialImag
 
 
 def trial_image_file(*, trial_image: TrialImage, kind: str) -> FieldFile | None:
-    """The photo, thumbnail or heatmap of a trial image: its own upload, or the project image it uses."""
+    """The photo, thumbnail, heatmap or mask of a trial image: its own upload, or the project image it uses."""
     if kind == "heatmap":
         return trial_image.heatmap
+    if kind == "mask":
+        return trial_image.predicted_mask
     own = trial_image.file if kind == "file" else trial_image.thumbnail
     if own:
         return own
@@ -230,3 +233,14 @@ def detection_csv_rows(*, model_version: ModelVersion):
             r.inference_ms,
             "" if r.unlike is None else int(r.unlike),
         ]
+
+
+def trial_mask_classes(*, trial: TrialDetection) -> list[MaskClass]:
+    """The classes of a trial's masks: its version's, index k for the version's k-th class, in the
+    colours the version recorded (one implicit class for a version that knows none)."""
+    classes = trial.model_version.classes or [{"name": IMPLICIT_CLASS_NAME, "color": IMPLICIT_CLASS_COLOR}]
+    return [MaskClass(index=k, name=c["name"], color=c["color"]) for k, c in enumerate(classes, start=1)]
+
+
+def trial_is_segmentation(*, trial: TrialDetection) -> bool:
+    return trial.model_version.kind == "segmentation"

@@ -5,6 +5,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -14,10 +15,23 @@ from core.files import storage_delete_on_commit
 from core.uploads import check_upload_size, upload_read
 from engine.images import ImageError, probe_image, thumbnail_jpeg
 from inference.models import TrialDetection, TrialImage, Verdict
+from inference.selectors import trial_mask_classes
 from inference.tasks import run_trial_detection
 from projects.activity import activity_record, plural
+from projects.classes import image_set_mask
 from projects.images import EXTENSIONS, DuplicateImage, dataset_add_image
-from projects.models import Action, Image, Project, Split, project_files_prefix
+from projects.masks import color_png, decode_upload
+from projects.models import (
+    IMPLICIT_CLASS_INDEX,
+    IMPLICIT_CLASS_NAME,
+    Action,
+    Image,
+    Label,
+    Project,
+    Split,
+    project_files_prefix,
+)
+from projects.selectors import anomaly_class_list, mask_classes
 from training.models import ModelVersion
 
 MAX_TRIAL_IMAGES = 2000
@@ -173,6 +187,57 @@ def trial_image_set_verdict(*, trial_image: TrialImage, verdict: str, user=None)
     return trial_image
 
 
+def trial_image_set_mask(*, trial_image: TrialImage, mask: bytes) -> TrialImage:
+    """A person's correction of a trial image's mask (the painter's colour PNG, in the version's
+    class colours): kept as the image's mask, which goes with it into the dataset. The image is an
+    anomaly, so the verdict becomes correct (predicted anomalous) or incorrect (predicted normal)."""
+    if trial_image.is_anomalous is None:
+        raise Conflict("This image has no prediction yet; wait for the trial to finish.", code="not_predicted")
+    if trial_image.added_to_dataset:
+        raise Conflict("This image is already in the dataset: paint its mask on its page there.", code="added")
+    check_upload_size(mask)
+    classes = trial_mask_classes(trial=trial_image.trial)
+    try:
+        indices = decode_upload(
+            mask,
+            width=trial_image.width,
+            height=trial_image.height,
+            classes=classes,
+            binary_class=classes[0] if len(classes) == 1 else None,
+        )
+    except ImageError as exc:
+        raise Invalid(exc.message, code=exc.code) from exc
+    name = default_storage.save(
+        f"{project_files_prefix(trial_image.trial.project_id)}trials/{trial_image.trial_id}/{uuid.uuid4().hex}-mask.png",
+        ContentFile(color_png(indices, classes)),
+    )
+    with transaction.atomic():
+        old = trial_image.predicted_mask.name
+        trial_image.predicted_mask = name
+        trial_image.mask_painted = True
+        trial_image.verdict = Verdict.CORRECT if trial_image.is_anomalous else Verdict.INCORRECT
+        trial_image.save(update_fields=["predicted_mask", "mask_painted", "verdict"])
+        storage_delete_on_commit([old])
+    return trial_image
+
+
+def _dataset_mask(row: TrialImage, project: Project) -> bytes | None:
+    """A trial image's mask (predicted and accepted, or painted) redrawn for the project: each
+    version class becomes the project's class of the same name; classes the project no longer has
+    are left out. None when nothing is left."""
+    classes = trial_mask_classes(trial=row.trial)
+    with row.predicted_mask.open("rb") as f:
+        ids = decode_upload(f.read(), width=row.width, height=row.height, classes=classes, binary_class=classes[0])
+    by_name = {c.name.lower(): c.index for c in anomaly_class_list(project=project)}
+    if not by_name:
+        by_name = {IMPLICIT_CLASS_NAME: IMPLICIT_CLASS_INDEX}
+    lut = np.zeros(256, dtype=np.uint8)
+    for c in classes:
+        lut[c.index] = by_name.get(c.name.lower(), 0)
+    indices = lut[ids]
+    return color_png(indices, mask_classes(project=project)) if indices.any() else None
+
+
 @dataclass
 class AddReport:
     added: int = 0
@@ -183,15 +248,26 @@ class AddReport:
 def trial_add_verified_to_dataset(*, trial: TrialDetection, user, split: str = Split.TRAIN) -> AddReport:
     """Put every verified image of the trial into the dataset with its verified label.
 
-    Uploaded images are added as new images; project images get the verified label. Each
-    image is marked as added, so doing this twice adds nothing twice.
+    Uploaded images are added as new images; project images get the verified label. An anomaly
+    with a mask (predicted by a segmentation version and verified correct, or painted) gets that
+    mask as its label. Each image is marked as added, so doing this twice adds nothing twice.
     """
     report = AddReport()
     rows = trial.images.filter(added_to_dataset=False).exclude(verdict=Verdict.UNVERIFIED).select_related("image")
     for row in rows:
         label = row.verified_label
+        try:
+            mask = _dataset_mask(row, trial.project) if label == Label.ANOMALY and row.predicted_mask else None
+        except (ImageError, OSError) as exc:
+            report.skipped.append((row.original_name, f"Its mask cannot be read ({getattr(exc, 'message', exc)})."))
+            continue
         if row.image is not None:
             Image.objects.filter(pk=row.image.pk).update(label=label)
+            if mask is not None:
+                try:
+                    image_set_mask(image=Image.objects.get(pk=row.image.pk), mask=mask, user=user)
+                except Invalid as exc:
+                    report.skipped.append((row.original_name, f"Labelled, but its mask was not kept: {exc.message}"))
             report.relabeled += 1
         elif row.file:
             with row.file.open("rb") as f:
@@ -205,6 +281,7 @@ def trial_add_verified_to_dataset(*, trial: TrialDetection, user, split: str = S
                     split=split,
                     user=user,
                     record=False,
+                    mask=mask,
                 )
                 report.added += 1
             except DuplicateImage as exc:
@@ -231,7 +308,11 @@ def trial_add_verified_to_dataset(*, trial: TrialDetection, user, split: str = S
 
 
 def trial_delete(*, trial: TrialDetection, user=None) -> None:
-    names = [n for row in trial.images.all() for n in (row.file.name, row.thumbnail.name, row.heatmap.name)]
+    names = [
+        n
+        for row in trial.images.all()
+        for n in (row.file.name, row.thumbnail.name, row.heatmap.name, row.predicted_mask.name)
+    ]
     with transaction.atomic():
         activity_record(
             project=trial.project,

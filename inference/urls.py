@@ -30,6 +30,13 @@ urlpatterns = [
         {"kind": "heatmap"},
         name="image_heatmap",
     ),
+    path(
+        "trials/<int:trial_id>/images/<int:trial_image_id>/mask",
+        views.trial_image_file_view,
+        {"kind": "mask"},
+        name="image_mask",
+    ),
+    path("trials/<int:trial_id>/images/<int:trial_image_id>/paint", views.trial_image_mask, name="image_paint"),
     path("models/<int:version>/hosting", views.model_hosting, name="hosting"),
     path("models/<int:version>/operations", views.model_operations, name="operations"),
     path("models/<int:version>/operations.csv", views.model_operations_csv, name="operations_csv"),

@@ -1,12 +1,13 @@
 from django.conf import settings
 from django.contrib import messages
-from django.http import StreamingHttpResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.errors import Invalid, KenpinError
 from core.files import storage_file_response
-from core.http import form_error
+from core.http import form_error, json_error
+from core.uploads import upload_read
 from inference import hosting, trials
 from inference.forms import AddToDatasetForm, TrialForm, VerdictForm
 from inference.selectors import (
@@ -19,10 +20,13 @@ from inference.selectors import (
     trial_image_file,
     trial_image_get,
     trial_images,
+    trial_is_segmentation,
     trial_list,
+    trial_mask_classes,
     trial_summary,
 )
 from projects.activity import csv_lines
+from projects.forms import MaskForm
 from projects.models import Label
 from projects.selectors import image_list, project_get_for_user
 from training.selectors import model_version_get, model_version_list_usable
@@ -93,6 +97,8 @@ def _detail_context(project, trial) -> dict:
     return {
         "project": project,
         "trial": trial,
+        "segmentation": trial_is_segmentation(trial=trial),
+        "painter_classes": trial_mask_classes(trial=trial),
         "summary": trial_summary(trial=trial),
         "add_form": AddToDatasetForm(),
     }
@@ -194,6 +200,22 @@ def trial_delete(request, name, trial_id):
         request, f"Trial detection “{trial.name}” deleted. Images already added to the dataset stay there."
     )
     return redirect("inference:list", name=project.name)
+
+
+@require_POST
+def trial_image_mask(request, name, trial_id, trial_image_id):
+    """The painter's correction of a trial image's mask (JSON for its script)."""
+    project = project_get_for_user(user=request.user, name=name, write=True)
+    trial = trial_get(project=project, trial_id=trial_id)
+    row = trial_image_get(trial=trial, trial_image_id=trial_image_id)
+    form = MaskForm(request.POST, request.FILES)
+    try:
+        if not form.is_valid():
+            raise Invalid(form_error(form))
+        trials.trial_image_set_mask(trial_image=row, mask=upload_read(file=form.cleaned_data["mask"]))
+    except KenpinError as exc:
+        return json_error(exc)
+    return JsonResponse({"message": "Mask saved: it goes with the image when you add it to the dataset.", "id": row.pk})
 
 
 @require_GET

@@ -92,10 +92,16 @@ def _predict_row(row: TrialImage, *, model, threshold: float) -> None:
             if prediction.familiarity is not None:
                 row.unlike = prediction.familiarity.unlike
                 row.unlike_message = prediction.familiarity.message
+            prefix = f"{project_files_prefix(row.trial.project_id)}trials/{row.trial_id}/{uuid.uuid4().hex}"
             row.heatmap = default_storage.save(
-                f"{project_files_prefix(row.trial.project_id)}trials/{row.trial_id}/{uuid.uuid4().hex}-heat.png",
+                f"{prefix}-heat.png",
                 ContentFile(heatmap_png(prediction.anomaly_map, width=width, height=height)),
             )
+            if model.kind == "segmentation" and prediction.class_mask.any():
+                colours = [c["color"] for c in _class_colours(row.trial.model_version_id, model.classes)]
+                row.predicted_mask = default_storage.save(
+                    f"{prefix}-mask.png", ContentFile(lfv_mask_png(prediction.class_mask, colours))
+                )
         except ImageError as exc:
             row.error = exc.message
     row.save(
@@ -105,6 +111,7 @@ def _predict_row(row: TrialImage, *, model, threshold: float) -> None:
             "score",
             "anomalous_fraction",
             "heatmap",
+            "predicted_mask",
             "error",
             "unlike",
             "unlike_message",

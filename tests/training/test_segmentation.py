@@ -9,11 +9,16 @@ import time
 
 import numpy as np
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 
 from inference.control import unload_everywhere
+from inference.models import TrialDetection
+from inference.trials import TrialUpload, trial_add_verified_to_dataset, trial_create, trial_image_set_verdict
 from projects.classes import anomaly_class_create, anomaly_class_delete
 from projects.images import dataset_add_image
+from projects.models import AnomalyClass, Image
+from projects.selectors import image_mask_indices
 from tests.engine.synthetic import paint, part
 from training.models import ModelVersion, Status
 from training.services import model_version_start_training
@@ -49,6 +54,7 @@ def wait_for(mv: ModelVersion, goal: str, timeout: float) -> ModelVersion:
     return mv
 
 
+@pytest.mark.timeout(1500)  # a real training; a shared, loaded 2-core machine has taken 7 minutes
 def test_two_classes_train_a_segmentation_model_that_answers_in_lookout_for_visions_form(
     user, project, api_client, celery_worker, client
 ):
@@ -63,7 +69,7 @@ def test_two_classes_train_a_segmentation_model_that_answers_in_lookout_for_visi
         image, mask = defective(rng, 1 + i % 2)
         dataset_add_image(project=project, data=encode(image), name=f"a{i}.png", mask=encode(mask))
 
-    mv = wait_for(model_version_start_training(project=project, user=user), Status.TRAINED, timeout=400)
+    mv = wait_for(model_version_start_training(project=project, user=user), Status.TRAINED, timeout=1000)
     assert mv.kind == "segmentation"
     assert mv.classes == [{"name": "scratch", "color": SCRATCH}, {"name": "stain", "color": STAIN}]
     per_class = mv.metrics["per_class"]
@@ -110,3 +116,52 @@ def test_two_classes_train_a_segmentation_model_that_answers_in_lookout_for_visi
                 assert share == pytest.approx(a["PixelAnomaly"]["TotalPercentageArea"], abs=1e-6), a["Name"]
     finally:
         unload_everywhere(model_version_ids=[mv.pk])
+
+    # --- A trial: predicted class masks, one accepted as the label, one corrected by hand ------
+    stain_image, _ = defective(np.random.default_rng(5), 2)
+    scratch_image, _ = defective(np.random.default_rng(6), 1)
+    trial = trial_create(
+        project=project,
+        model_version=mv,
+        user=user,
+        uploads=[TrialUpload("stain.png", encode(stain_image)), TrialUpload("scratch.png", encode(scratch_image))],
+    ).trial
+    deadline = time.monotonic() + 120
+    while (trial := TrialDetection.objects.get(pk=trial.pk)).status not in ("COMPLETED", "FAILED"):
+        assert time.monotonic() < deadline, trial.status_message
+        time.sleep(0.1)
+    stain_row, scratch_row = trial.images.get(original_name="stain.png"), trial.images.get(original_name="scratch.png")
+    assert stain_row.is_anomalous and stain_row.predicted_mask
+    with stain_row.predicted_mask.open("rb") as f:
+        predicted = np.asarray(PILImage.open(f).convert("RGB"))
+    assert predicted.shape == stain_image.shape and ((predicted == (0x3C, 0xB4, 0x4B)).all(axis=-1)).any()
+    page = client.get(f"/projects/cookies/trials/{trial.pk}/").content.decode()
+    assert 'id="painter"' in page and "class-mask" in page and 'data-class="2"' in page
+
+    trial_image_set_verdict(trial_image=stain_row, verdict="correct")  # the predicted mask, accepted
+    corrected = np.full((*scratch_image.shape[:2], 3), 255, np.uint8)
+    corrected[10:20, 10:60] = [0xE6, 0x19, 0x4B]  # the scratch as the person paints it
+    response = client.post(
+        f"/projects/cookies/trials/{trial.pk}/images/{scratch_row.pk}/paint",
+        {"mask": SimpleUploadedFile("mask.png", encode(corrected))},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 200, response.content
+    bad = client.post(
+        f"/projects/cookies/trials/{trial.pk}/images/{scratch_row.pk}/paint",
+        {"mask": SimpleUploadedFile("mask.png", b"")},
+        HTTP_ACCEPT="application/json",
+    )
+    assert bad.status_code == 400 and bad.json()["error"] == "empty"
+    report = trial_add_verified_to_dataset(trial=trial, user=user)
+    assert report.added == 2 and not report.skipped
+    scratch_class, stain_class = AnomalyClass.objects.filter(project=project).order_by("index")
+    added = {
+        i.original_name: image_mask_indices(image=i)
+        for i in Image.objects.filter(original_name__in=["stain.png", "scratch.png"])
+    }
+    assert set(np.unique(added["stain.png"])) <= {0, scratch_class.index, stain_class.index}
+    assert (added["stain.png"] == stain_class.index).any()
+    expected = np.zeros(scratch_image.shape[:2], np.uint8)
+    expected[10:20, 10:60] = scratch_class.index
+    assert (added["scratch.png"] == expected).all()
