@@ -81,7 +81,14 @@ function f1Interval(threshold) {
   }
   if (values.length < ROUNDS / 2) return null;
   values.sort((a, b) => a - b);
-  return [quantile(values, 0.025), quantile(values, 0.975)];
+  const bootstrap = [quantile(values, 0.025), quantile(values, 0.975)];
+  // As the server (engine.metrics.widen_to_proportion): never narrower than the Wilson interval
+  // of F1 read as a share of the tp + fp + fn images it rests on, or a flawless score on a few
+  // photos would read as certain.
+  const m = confusion(threshold);
+  const n = m.tp + m.fp + m.fn;
+  const share = n ? wilson(((2 * m.tp) / (2 * m.tp + m.fp + m.fn)) * n, n) : null;
+  return share ? [Math.min(bootstrap[0], share[0]), Math.max(bootstrap[1], share[1])] : bootstrap;
 }
 
 function intervalText(interval) {
