@@ -172,6 +172,11 @@ const KEYS = {
     anchor = current;
     refreshCount();
   },
+  // The larger view with the painter open on the highlighted image (editors only have the link).
+  p: () => {
+    const link = tiles()[current]?.querySelector("[data-paint-link]");
+    if (link) window.location.href = link.href;
+  },
   Enter: () => {
     const tile = tiles()[current];
     if (tile) window.location.href = tile.querySelector("[data-open]").href;
