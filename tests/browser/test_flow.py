@@ -41,6 +41,15 @@ def watch_training(page, version):
     return seen
 
 
+def keys_ready(page):
+    """Wait until the page a key press (a form post) navigated to has run its scripts.
+
+    Its text shows while the page is still loading; a key pressed before image.js has attached
+    its keydown handler is lost (this failed on a loaded machine: the second key did nothing).
+    """
+    page.wait_for_load_state("load")
+
+
 @pytest.fixture
 def patient(page):
     """Longer waits for this long test: the 2-core machine is shared with other test runs."""
@@ -126,11 +135,14 @@ def test_from_an_empty_console_to_compared_versions_and_a_verified_trial(
     page.click("[data-filter-label=all]")
     page.locator(f'.tile[data-name="{first_anomaly[0].name}"] [data-open]').click()
     expect(page.locator("#image-label")).to_have_text("Anomaly")
+    keys_ready(page)
     screenshot(page, "05-image")
     page.keyboard.press("n")
     expect(page.locator("#image-label")).to_have_text("Normal")
+    keys_ready(page)
     page.keyboard.press("a")
     expect(page.locator("#image-label")).to_have_text("Anomaly")
+    keys_ready(page)
     shown = page.url
     page.keyboard.press("ArrowRight")
     page.wait_for_url(lambda url: url != shown)
@@ -183,6 +195,9 @@ def test_from_an_empty_console_to_compared_versions_and_a_verified_trial(
     page.click("nav.projectnav >> text=Upload")
     page.set_input_files("#zip-form input[type=file]", str(archive))
     page.click("#zip-form button")
+    page.wait_for_url("**/imports/*/")
+    # The worker imports the zip in the background while the page polls its progress.
+    expect(page.locator("#import-report")).to_have_attribute("data-status", "COMPLETE", timeout=120_000)
     expect(page.locator("#import-report")).to_contain_text("10 images added")
     expect(page.locator("#import-report")).to_contain_text("5 normal, 5 anomaly, 0 unlabeled")
     page.click("nav.projectnav >> text=Models")
