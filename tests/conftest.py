@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 
 from tests import factories
-from tests.datasets import DATASETS as SHARED_DATASETS
+from tests.datasets import COOKIES, SHARED, SKIP_REASON
 from tests.workers import Worker
 
 
@@ -85,9 +85,19 @@ def project(user):
     return factories.make_project(owner=user, name="cookies")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `shared_data` need the full photo sets; without them they skip and say why."""
+    if SHARED is None:
+        skip = pytest.mark.skip(reason=SKIP_REASON)
+        for item in items:
+            if "shared_data" in item.keywords:
+                item.add_marker(skip)
+
+
 @pytest.fixture
-def shared_datasets():
-    return SHARED_DATASETS
+def cookies_folder():
+    """The cookie photos shipped with the tests: normal/, anomaly/, mask/ (tests/datasets.py)."""
+    return COOKIES
 
 
 @pytest.fixture(autouse=True)
@@ -126,10 +136,8 @@ COOKIES_TRAIN = (20, 10)  # Lookout for Vision's minimum: 20 normal, 10 anomalou
 
 def cookie_photos(kind: str, prefix: str, count: int) -> list[Path]:
     """The first `count` cookie photos of `kind` (normal/anomaly) whose names start with `prefix`."""
-    paths = sorted(
-        (SHARED_DATASETS / "cookies" / kind).glob(f"{prefix}-*"), key=lambda p: int(p.stem.rsplit("-", 1)[1])
-    )
-    assert len(paths) >= count, f"the shared cookies data set lacks {kind} photos"
+    paths = sorted((COOKIES / kind).glob(f"{prefix}-*"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    assert len(paths) >= count, f"the cookie fixtures lack {kind} photos"
     return paths[:count]
 
 
@@ -151,7 +159,7 @@ def trained_cookie_model(celery_worker, django_db_blocker) -> TrainedModel:
         project = factories.make_project(owner=owner, name=f"session-cookies-{os.getpid()}")
         for kind, count in zip(("normal", "anomaly"), COOKIES_TRAIN):
             for path in cookie_photos(kind, "train", count):
-                mask = SHARED_DATASETS / "cookies" / "mask" / f"{path.stem}.png"
+                mask = COOKIES / "mask" / f"{path.stem}.png"
                 dataset_add_image(
                     project=project,
                     data=path.read_bytes(),

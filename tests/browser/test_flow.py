@@ -71,10 +71,10 @@ def confusion(results, threshold):
 
 
 def test_from_an_empty_console_to_compared_versions_and_a_verified_trial(
-    patient, user, celery_worker, shared_datasets, screenshot, tmp_path
+    patient, user, celery_worker, cookies_folder, screenshot, tmp_path
 ):
     page = patient
-    cookies = shared_datasets / "cookies"
+    cookies = cookies_folder
     normal = sorted((cookies / "normal").iterdir())
     anomaly = sorted((cookies / "anomaly").iterdir())
     first_normal, first_anomaly = normal[:20], anomaly[:10]

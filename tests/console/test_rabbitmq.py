@@ -32,13 +32,13 @@ def vhost():
 
 
 def test_kenpin_runs_on_rabbitmq_with_the_consumer_timeout_long_trainings_need(
-    tmp_path, vhost, trained_cookie_model, shared_datasets
+    tmp_path, vhost, trained_cookie_model, cookies_folder
 ):
     served = Served(tmp_path, KENPIN_BROKER_URL=f"{RABBITMQ}/{vhost}", KENPIN_TRAINING_MAX_SECONDS="36000").start()
     try:
         info = served.seed(trained_cookie_model)
         auth = {"Authorization": f"Bearer {info['token']}"}
-        photo = (shared_datasets / "cookies" / "anomaly").glob("test-*").__next__().read_bytes()
+        photo = (cookies_folder / "anomaly").glob("test-*").__next__().read_bytes()
         url = f"{served.url}/api/v1/projects/cookies"
         session = requests.Session()
         wait_for(

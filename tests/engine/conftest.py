@@ -1,10 +1,10 @@
-"""Fixtures for the engine tests: real images from ../shared/datasets, shrunk to keep tests fast."""
+"""Fixtures for the engine tests: real photos (tests/datasets.py), shrunk to keep tests fast."""
 
 import numpy as np
 from PIL import Image
 
 from engine import Sample, decode_image, decode_mask
-from tests.datasets import DATASETS
+from tests.datasets import COOKIES, shared_set
 
 
 def shrink(image: np.ndarray, long_side: int) -> np.ndarray:
@@ -14,8 +14,11 @@ def shrink(image: np.ndarray, long_side: int) -> np.ndarray:
 
 
 def load_set(name: str, *, normal: int, anomaly: int, long_side: int = 256, offset: int = 0) -> list[Sample]:
-    """`normal` + `anomaly` samples of a shared data set, at most `long_side` px, masks attached."""
-    folder = DATASETS / name
+    """`normal` + `anomaly` samples of a data set, at most `long_side` px, masks attached.
+
+    cookies come from the fixtures; any other set is a full shared one (mark the test `shared_data`).
+    """
+    folder = COOKIES if name == "cookies" else shared_set(name)
     samples = []
     for label, sub, count in ((0, "normal", normal), (1, "anomaly", anomaly)):
         for path in sorted((folder / sub).iterdir())[offset : offset + count]:

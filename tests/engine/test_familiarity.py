@@ -1,4 +1,5 @@
-"""Photos unlike the training photos, told apart on real photos of the shared sets."""
+"""Photos unlike the training photos, told apart on real photos: the cookie fixtures, and other
+products from the shared sets."""
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ def test_unseen_photos_of_the_same_product_are_familiar_defects_included(cookies
         assert not assess(cookies, extractor, sample.image).unlike, sample.key
 
 
+@pytest.mark.shared_data
 def test_a_photo_of_another_product_is_unlike_in_content(cookies, extractor):
     for sample in load_set("aliens", normal=3, anomaly=0) + load_set("ball_screw", normal=2, anomaly=0):
         result = assess(cookies, extractor, sample.image)
@@ -72,6 +74,7 @@ def test_too_few_training_photos_judge_nothing():
     assert not familiarity.assess(ImageStats(60, 4000, 5)).unlike
 
 
+@pytest.mark.shared_data
 def test_a_saved_familiarity_judges_as_the_fitted_one(cookies, extractor):
     loaded = Familiarity.from_json(cookies.to_json(), cookies.tensors())
     for sample in load_set("aliens", normal=1, anomaly=0) + load_set("cookies", normal=1, anomaly=0, offset=35):
@@ -81,6 +84,7 @@ def test_a_saved_familiarity_judges_as_the_fitted_one(cookies, extractor):
         )
 
 
+@pytest.mark.shared_data
 def test_a_trained_model_says_which_photos_are_unlike_its_training_photos_and_keeps_it_when_saved():
     from engine import AnomalyModel, train
 

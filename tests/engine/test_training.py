@@ -1,4 +1,5 @@
-"""Training, calibration, evaluation and prediction on real photos from ../shared/datasets."""
+"""Training, calibration, evaluation and prediction on real photos: most on the shared aliens set,
+the rest on the cookie fixtures (those run on a fresh clone)."""
 
 import hashlib
 import json
@@ -32,6 +33,7 @@ def trained(aliens):
     return result, stages
 
 
+@pytest.mark.shared_data
 def test_cross_validation_scores_every_training_image_once(trained, aliens):
     result, _ = trained
     assert result.evaluation == "cross_validation"
@@ -49,6 +51,7 @@ def test_cross_validation_scores_every_training_image_once(trained, aliens):
     json.dumps(m)  # stored as JSON on the model version
 
 
+@pytest.mark.shared_data
 def test_it_tells_held_out_defects_from_normal_parts(trained, aliens):
     model = trained[0].model
     predictions = [(model.predict(s.image), s.label) for s in aliens[1]]
@@ -59,6 +62,7 @@ def test_it_tells_held_out_defects_from_normal_parts(trained, aliens):
     assert correct >= 10, [(round(p.score, 3), label) for p, label in predictions]
 
 
+@pytest.mark.shared_data
 def test_predictions_are_consistent(trained, aliens):
     model = trained[0].model
     image = aliens[1][-1].image
@@ -72,6 +76,7 @@ def test_predictions_are_consistent(trained, aliens):
     assert p.mask.any() == p.is_anomalous
 
 
+@pytest.mark.shared_data
 def test_moving_the_threshold_changes_verdicts_not_scores(trained, aliens):
     model = trained[0].model
     image = aliens[1][-1].image
@@ -85,6 +90,7 @@ def test_moving_the_threshold_changes_verdicts_not_scores(trained, aliens):
     assert model.threshold == 0.5
 
 
+@pytest.mark.shared_data
 def test_progress_runs_through_the_stages_in_order(trained):
     stages = trained[1]
     assert [s for s, _ in stages] == sorted((s for s, _ in stages), key=["features", "fitting", "evaluating"].index)
@@ -93,6 +99,7 @@ def test_progress_runs_through_the_stages_in_order(trained):
         assert fractions == sorted(fractions) and fractions[-1] == 1.0 and all(0 < f <= 1 for f in fractions)
 
 
+@pytest.mark.shared_data
 def test_saved_models_score_identically_and_never_unpickle(trained, aliens):
     model = trained[0].model
     files = model.to_files()
@@ -158,6 +165,7 @@ def _serve_elsewhere(files: dict, image: np.ndarray, tmp_path: Path) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
+@pytest.mark.shared_data
 def test_a_saved_model_serves_without_torch_or_an_exported_graph(trained, aliens, tmp_path):
     model = trained[0].model
     image = aliens[1][-1].image
@@ -165,6 +173,7 @@ def test_a_saved_model_serves_without_torch_or_an_exported_graph(trained, aliens
     assert served == {"score": model.predict(image).score, "torch": False}
 
 
+@pytest.mark.shared_data
 def test_a_model_saved_without_its_graph_says_why_it_cannot_serve_without_torch(trained, aliens, tmp_path):
     files = trained[0].model.to_files()
     del files["backbone.onnx"]
@@ -172,6 +181,7 @@ def test_a_model_saved_without_its_graph_says_why_it_cannot_serve_without_torch(
     assert "without its backbone graph" in served["error"] and "Retrain" in served["error"]
 
 
+@pytest.mark.shared_data
 def test_a_graph_that_is_not_the_trained_one_is_refused(trained):
     files = trained[0].model.to_files()
     files["backbone.onnx"] = files["backbone.onnx"][:-1] + b"\0"
@@ -179,6 +189,7 @@ def test_a_graph_that_is_not_the_trained_one_is_refused(trained):
         AnomalyModel.from_files(files)
 
 
+@pytest.mark.shared_data
 def test_a_model_saved_before_stretching_and_defect_banks_scores_as_it_was_trained(trained, aliens):
     # Such a model has no backbone.onnx either: where the training install is, the graph is exported.
     model = trained[0].model
@@ -194,12 +205,14 @@ def test_a_model_saved_before_stretching_and_defect_banks_scores_as_it_was_train
     assert loaded.to_files()["backbone.onnx"] == files["backbone.onnx"]
 
 
+@pytest.mark.shared_data
 def test_a_changed_threshold_is_saved_with_the_model(trained):
     model = AnomalyModel.from_files(trained[0].model.to_files())
     model.threshold = 0.7
     assert AnomalyModel.from_files(model.to_files()).threshold == 0.7
 
 
+@pytest.mark.shared_data
 def test_with_only_normal_images_new_normals_pass_and_a_gross_defect_is_flagged(aliens):
     normal_only = [s for s in aliens[0] if s.label == 0]
     result = train(train=normal_only)
@@ -229,6 +242,7 @@ def test_a_test_dataset_is_evaluated_with_the_final_model_and_masks_give_pixel_a
         assert r.score == pytest.approx(result.model.predict(s.image).score, abs=1e-6)
 
 
+@pytest.mark.shared_data
 def test_images_of_different_sizes_train_together():
     samples = load_set("solar_cell_mono", normal=6, anomaly=0, long_side=200)
     samples += load_set("solar_cell_mono", normal=6, anomaly=3, long_side=300, offset=6)
@@ -237,6 +251,7 @@ def test_images_of_different_sizes_train_together():
     assert result.metrics["n_normal"] == 12
 
 
+@pytest.mark.shared_data
 def test_large_photos_get_a_larger_input_so_small_defects_survive():
     assert long_side_for([np.zeros((576, 768, 3), np.uint8)]) == 256
     assert long_side_for([np.zeros((3072, 4096, 3), np.uint8)]) == 1024
@@ -265,6 +280,7 @@ def test_ordinary_photos_are_stretched_to_a_square_input_and_long_strips_are_not
     assert input_size(380, 550, 256, 1.0) == (176, 256)  # aspect kept
 
 
+@pytest.mark.shared_data
 def test_a_4096_px_photo_is_scored_with_a_full_size_mask(trained, aliens):
     model = trained[0].model
     photo = np.asarray(Image.fromarray(aliens[1][0].image).resize((4096, 2830)))
@@ -276,14 +292,14 @@ def test_a_4096_px_photo_is_scored_with_a_full_size_mask(trained, aliens):
 
 
 def test_no_normal_images_is_a_training_error():
-    anomalies = load_set("aliens", normal=0, anomaly=4)
+    anomalies = load_set("cookies", normal=0, anomaly=4)
     with pytest.raises(TrainingError) as error:
         train(train=anomalies)
     assert "normal" in error.value.message
 
 
 def test_a_mask_of_the_wrong_size_is_a_training_error():
-    samples = load_set("aliens", normal=3, anomaly=1)
+    samples = load_set("cookies", normal=3, anomaly=1)
     samples[-1].mask = np.zeros((10, 10), bool)
     with pytest.raises(TrainingError) as error:
         train(train=samples)
@@ -299,4 +315,4 @@ def test_a_cancelling_progress_callback_stops_training():
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        train(train=load_set("aliens", normal=4, anomaly=0), progress=cancel)
+        train(train=load_set("cookies", normal=4, anomaly=0), progress=cancel)

@@ -181,7 +181,7 @@ def test_a_bad_image_answers_400_with_a_message(hosted, owner_api):
 
 
 def test_a_body_over_the_upload_limit_answers_413_before_it_is_read(hosted, owner_api, settings):
-    settings.KENPIN_MAX_UPLOAD_BYTES = 100_000
+    settings.KENPIN_MAX_UPLOAD_BYTES = UNSEEN_NORMAL[0].stat().st_size // 2
     response = detect(owner_api, hosted, UNSEEN_NORMAL[0])
     assert response.status_code == 413 and response.json()["error"] == "too_large"
 

@@ -18,12 +18,10 @@ from PIL import Image as PILImage
 from lookout.evaluation import evaluation_outputs_write
 from lookout.models import PackagingJob
 from tests.conftest import cookie_photos
-from tests.datasets import DATASETS
+from tests.datasets import COOKIES
 from tests.lookout.conftest import wait_for
 
 pytestmark = pytest.mark.worker
-
-COOKIES = DATASETS / "cookies"
 
 
 @pytest.fixture(autouse=True)

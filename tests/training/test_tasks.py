@@ -75,7 +75,7 @@ def _wait_until_final(mv, timeout=240):
         time.sleep(0.25)
 
 
-def test_a_training_runs_in_the_worker_and_ends_trained_with_its_record(celery_worker, user, shared_datasets):
+def test_a_training_runs_in_the_worker_and_ends_trained_with_its_record(celery_worker, user, cookies_folder):
     from django.core.files.storage import default_storage
 
     from engine.images import decode_image
@@ -84,7 +84,7 @@ def test_a_training_runs_in_the_worker_and_ends_trained_with_its_record(celery_w
     from training.services import model_version_start_training
 
     project = make_project(owner=user)
-    cookies = shared_datasets / "cookies"
+    cookies = cookies_folder
     for label, folder, count in (("normal", "normal", 20), ("anomaly", "anomaly", 10)):
         for path in sorted((cookies / folder).iterdir())[:count]:
             dataset_add_image(project=project, data=path.read_bytes(), name=path.name, label=label)
