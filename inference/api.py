@@ -10,11 +10,12 @@ from ninja.pagination import paginate
 from pydantic import Field
 
 from core.errors import Invalid
+from core.files import storage_file_response
 from core.pagination import BoundedPageNumberPagination
 from core.uploads import check_upload_length, upload_read
 from inference import detection, hosting, lfv, trials
 from inference.models import TrialDetection, TrialImage
-from inference.selectors import trial_get, trial_image_get, trial_images, trial_list
+from inference.selectors import trial_get, trial_image_file, trial_image_get, trial_images, trial_list
 from projects.api import DatasetName
 from projects.selectors import project_get_for_user
 from training.api import ModelStatusOut
@@ -250,6 +251,27 @@ def get_trial(request, name: str, trial_id: int):
 def list_trial_images(request, name: str, trial_id: int):
     project = project_get_for_user(user=request.auth, name=name)
     return trial_images(trial=trial_get(project=project, trial_id=trial_id))
+
+
+@trials_router.get(
+    "/{name}/trials/{trial_id}/images/{trial_image_id}/{kind}",
+    summary="Download a trial image's photo, thumbnail or heatmap",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "file: the photo as uploaded; thumbnail: a JPEG at most 320 px; heatmap: an RGBA "
+                "PNG of the photo's size (404 until predicted).",
+                "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+)
+def get_trial_image_file(
+    request, name: str, trial_id: int, trial_image_id: int, kind: Literal["file", "thumbnail", "heatmap"]
+):
+    project = project_get_for_user(user=request.auth, name=name)
+    row = trial_image_get(trial=trial_get(project=project, trial_id=trial_id), trial_image_id=trial_image_id)
+    return storage_file_response(trial_image_file(trial_image=row, kind=kind))
 
 
 @trials_router.patch(

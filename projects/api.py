@@ -17,7 +17,7 @@ from core.files import storage_file_response
 from core.pagination import BoundedPageNumberPagination
 from core.uploads import check_upload_length, upload_read
 from projects import classes, images, imports, projects
-from projects.models import PROJECT_NAME_PATTERN, AnomalyClass, Image, Project, Role, ZipImport
+from projects.models import PROJECT_NAME_PATTERN, AnomalyClass, Image, Membership, Project, Role, ZipImport
 from projects.selectors import (
     anomaly_class_get,
     anomaly_class_list,
@@ -28,6 +28,7 @@ from projects.selectors import (
     project_get_for_user,
     project_has_test_dataset,
     project_list_for_user,
+    project_members,
     zip_import_get,
 )
 
@@ -146,6 +147,30 @@ class ZipImportOut(Schema):
         }
 
 
+class ProjectPatch(Schema):
+    description: str = Field(max_length=1000)
+
+
+RoleName = Literal["owner", "editor", "viewer"]
+
+
+class MemberIn(Schema):
+    username: str = Field(max_length=150)
+    role: RoleName = Field(
+        description="owner: everything, members included; editor: images, training, hosting; viewer: reads only."
+    )
+
+
+class MemberOut(Schema):
+    user_id: int
+    username: str
+    role: RoleName
+
+    @staticmethod
+    def resolve_username(membership: Membership) -> str:
+        return membership.user.username
+
+
 def project_out(project: Project, *, role: str) -> dict:
     return {"name": project.name, "description": project.description, "created_at": project.created_at, "role": role}
 
@@ -170,6 +195,33 @@ def get_project(request, name: str):
         **project_out(project, role=project.role),
         "datasets": {"train": asdict(counts["train"]), "test": asdict(counts["test"]) if has_test else None},
     }
+
+
+@router.patch("/{name}", response=ProjectOut, summary="Change a project's description")
+def update_project(request, name: str, payload: ProjectPatch):
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    projects.project_update(project=project, description=payload.description)
+    return project_out(project, role=project.role)
+
+
+@router.get("/{name}/members", response=list[MemberOut], summary="List a project's members")
+def list_members(request, name: str):
+    return project_members(project=project_get_for_user(user=request.auth, name=name))
+
+
+@router.post("/{name}/members", response=MemberOut, summary="Add a member or change a member's role (owners only)")
+def set_member(request, name: str, payload: MemberIn):
+    """The person needs an account already (an admin creates it in the console). 400
+    `no_such_user` when there is none; 409 `last_owner` when the change would leave no owner."""
+    project = project_get_for_user(user=request.auth, name=name, owner=True)
+    return projects.member_set(project=project, username=payload.username, role=payload.role)
+
+
+@router.delete("/{name}/members/{user_id}", response={204: None}, summary="Remove a member (owners only)")
+def remove_member(request, name: str, user_id: int):
+    project = project_get_for_user(user=request.auth, name=name, owner=True)
+    projects.member_remove(project=project, user_id=user_id)
+    return Status(204, None)
 
 
 @router.post("/{name}/images", response={201: ImageOut}, summary="Upload one image (multipart)")
@@ -202,6 +254,15 @@ def upload_image(
     return Status(201, image)
 
 
+@router.delete("/{name}/test-dataset", response={204: None}, summary="Remove the test dataset")
+def delete_test_dataset(request, name: str):
+    """Its images go back to the training dataset (nothing is deleted); models trained from then
+    on are evaluated by cross-validation."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    images.dataset_delete_test(project=project)
+    return Status(204, None)
+
+
 @router.get("/{name}/images", response=list[ImageOut], summary="List images (paged)")
 @paginate(BoundedPageNumberPagination, page_size=100, max_page_size=1000)
 def list_images(request, name: str, label: LabelName | None = None, dataset: DatasetName | None = None):
@@ -230,6 +291,23 @@ def get_image(request, name: str, image_id: int):
 def get_image_file(request, name: str, image_id: int):
     project = project_get_for_user(user=request.auth, name=name)
     return storage_file_response(image_get(project=project, image_id=image_id).file)
+
+
+@router.get(
+    "/{name}/images/{image_id}/thumbnail",
+    summary="Download an image's thumbnail",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "A JPEG at most 320 px on its long side.",
+                "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+)
+def get_image_thumbnail(request, name: str, image_id: int):
+    project = project_get_for_user(user=request.auth, name=name)
+    return storage_file_response(image_get(project=project, image_id=image_id).thumbnail)
 
 
 @router.patch("/{name}/images/{image_id}", response=ImageOut, summary="Relabel or move an image")

@@ -1,16 +1,26 @@
-"""API v1: model versions (train, read, threshold, delete). Hosting and detect: inference/api.py."""
+"""API v1: model versions (train, cancel, read, per-image results, threshold, delete). Hosting and
+detect: inference/api.py."""
 
 from datetime import datetime
 from typing import Literal
 
 from ninja import Router, Schema, Status
+from ninja.pagination import paginate
 from pydantic import Field
 
+from core.files import storage_file_response
+from core.pagination import BoundedPageNumberPagination
 from engine.backbones import BACKBONES, DEFAULT_BACKBONE
 from projects.selectors import project_get_for_user
 from training import services
-from training.models import ModelVersion
-from training.selectors import model_version_get, model_version_list, model_version_performance
+from training.models import ModelVersion, ModelVersionImage
+from training.selectors import (
+    model_version_get,
+    model_version_list,
+    model_version_performance,
+    model_version_result_get,
+    model_version_results,
+)
 
 router = Router(tags=["models"])
 
@@ -96,6 +106,29 @@ class ThresholdIn(Schema):
     threshold: float = Field(gt=0, lt=1)
 
 
+class ResultOut(Schema):
+    id: int
+    image_id: int | None = Field(description="The project image; null once it was deleted (the record stays).")
+    name: str
+    dataset: Literal["train", "test"]
+    label: Literal["normal", "anomaly"]
+    has_mask: bool
+    score: float = Field(description="Anomaly score, 0..1; anomalous at or above the version's threshold.")
+    has_heatmap: bool
+
+    @staticmethod
+    def resolve_name(row: ModelVersionImage) -> str:
+        return row.original_name
+
+    @staticmethod
+    def resolve_dataset(row: ModelVersionImage) -> str:
+        return row.split
+
+    @staticmethod
+    def resolve_has_heatmap(row: ModelVersionImage) -> bool:
+        return bool(row.heatmap)
+
+
 @router.post("/{name}/models", response={202: ModelStatusOut}, summary="Train a new model version")
 def start_training(request, name: str, payload: TrainIn):
     """Queues the training of the next version on the project's labeled images. 400
@@ -105,6 +138,16 @@ def start_training(request, name: str, payload: TrainIn):
         project=project, user=request.auth, description=payload.description, backbone=payload.backbone
     )
     return Status(202, mv)
+
+
+@router.post("/{name}/models/{version}/cancel", response=ModelStatusOut, summary="Cancel a queued or running training")
+def cancel_training(request, name: str, version: int):
+    """The version ends TRAINING_FAILED, saying who cancelled it; 409 `not_training` when its
+    training had already ended."""
+    project = project_get_for_user(user=request.auth, name=name, write=True)
+    mv = model_version_get(project=project, version=version)
+    services.model_version_cancel_training(model_version=mv, user=request.auth)
+    return model_version_get(project=project, version=version)
 
 
 @router.get("/{name}/models", response=list[ModelSummaryOut], summary="List model versions, newest first")
@@ -117,6 +160,36 @@ def list_models(request, name: str):
 def get_model(request, name: str, version: int):
     project = project_get_for_user(user=request.auth, name=name)
     return model_version_get(project=project, version=version)
+
+
+@router.get(
+    "/{name}/models/{version}/results",
+    response=list[ResultOut],
+    summary="A version's evaluated images with their scores (paged, highest score first)",
+)
+@paginate(BoundedPageNumberPagination, page_size=100, max_page_size=1000)
+def list_results(request, name: str, version: int):
+    """The images the performance numbers come from, as the version saw them when it trained."""
+    project = project_get_for_user(user=request.auth, name=name)
+    return model_version_results(model_version=model_version_get(project=project, version=version))
+
+
+@router.get(
+    "/{name}/models/{version}/results/{result_id}/heatmap",
+    summary="Download the anomaly heatmap of an evaluated image",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "An RGBA PNG of the image's size, to lay over the photo.",
+                "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+)
+def get_result_heatmap(request, name: str, version: int, result_id: int):
+    project = project_get_for_user(user=request.auth, name=name)
+    mv = model_version_get(project=project, version=version)
+    return storage_file_response(model_version_result_get(model_version=mv, row_id=result_id).heatmap)
 
 
 @router.patch("/{name}/models/{version}", response=ModelOut, summary="Change the decision threshold")

@@ -21,8 +21,8 @@ from inference.models import TrialDetection, TrialImage
 from lookout.models import PackagingJob
 from projects.models import AnomalyClass, ApiToken, ZipImport
 from projects.tokens import api_token_create, api_token_revoke
-from tests.factories import UserFactory, add_image, image_bytes, make_project
-from training.models import ModelVersion, Status
+from tests.factories import UserFactory, add_image, heatmap_png, image_bytes, make_project
+from training.models import ModelVersion, ModelVersionImage, Status
 
 pytestmark = pytest.mark.django_db
 
@@ -150,10 +150,17 @@ def test_the_console_keeps_its_html_errors(client, user):
 def world(user):
     viewer, editor, stranger = UserFactory(), UserFactory(), UserFactory()
     project = make_project(owner=user, viewer=viewer, editor=editor)
+    # Every file a GET can ask for exists, so that a viewer's reads all answer 200.
     image = add_image(project, label="anomaly", mask=_mask())
     mv = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINED, threshold=0.5)
+    result = ModelVersionImage.objects.create(model_version=mv, sha256=image.sha256, split="train", label="anomaly")
+    result.score = 0.9
+    result.heatmap.save("heat.png", ContentFile(heatmap_png()))
     trial = TrialDetection.objects.create(project=project, model_version=mv, name="t", threshold=0.5)
-    trial_image = TrialImage.objects.create(trial=trial, sha256="0" * 64, width=64, height=48, is_anomalous=True)
+    trial_image = TrialImage.objects.create(
+        trial=trial, image=image, sha256=image.sha256, width=64, height=48, is_anomalous=True
+    )
+    trial_image.heatmap.save("heat.png", ContentFile(heatmap_png()))
     zipped = default_storage.save(f"projects/{project.pk}/packages/pkg.zip", ContentFile(b"PK\x05\x06" + bytes(18)))
     package = PackagingJob.objects.create(
         project=project, model_version=mv, name="pkg", status="SUCCEEDED", package=zipped
@@ -169,7 +176,10 @@ def world(user):
         "version": mv.version,
         "trial_id": trial.pk,
         "trial_image_id": trial_image.pk,
+        "kind": "heatmap",
         "job_name": package.name,
+        "user_id": editor.pk,
+        "result_id": result.pk,
     }
     return {"project": project, "viewer": viewer, "editor": editor, "stranger": stranger, "values": values}
 
@@ -191,6 +201,8 @@ def _request_kwargs(operation_id: str) -> dict:
         "projects_api_update_class": lambda: json_body({"name": "chip"}),
         "projects_api_put_mask": lambda: {"data": image_bytes(fmt="PNG"), "content_type": "image/png"},
         "projects_api_start_zip_import": lambda: {"data": {"file": SimpleUploadedFile("a.zip", _zip())}},
+        "projects_api_update_project": lambda: json_body({"description": "changed"}),
+        "projects_api_set_member": lambda: json_body({"username": "nobody", "role": "viewer"}),
     }
     return bodies[operation_id]() if operation_id in bodies else {}
 

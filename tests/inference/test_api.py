@@ -420,6 +420,13 @@ def test_a_trial_detection_from_creation_to_verified_images_in_the_dataset(
 
     normal, anomaly = rows[UNSEEN_NORMAL[1].name], rows[UNSEEN_ANOMALY[1].name]
     url = f"/api/v1/projects/cookies/trials/{trial.pk}/images"
+    photo = owner_api.get(f"{url}/{anomaly['id']}/file")
+    assert b"".join(photo.streaming_content) == UNSEEN_ANOMALY[1].read_bytes()
+    for kind, magic in (("thumbnail", b"\xff\xd8"), ("heatmap", b"\x89PNG")):
+        response = owner_api.get(f"{url}/{anomaly['id']}/{kind}")
+        assert response.status_code == 200 and b"".join(response.streaming_content).startswith(magic), kind
+    assert owner_api.get(f"{url}/{rows[known.original_name]['id']}/thumbnail").status_code == 200  # the project's
+    assert owner_api.get(f"{url}/{anomaly['id']}/mask").status_code in (400, 404)
     # Verdicts chosen so that the verified labels are the photos' true labels whatever was predicted.
     for row, truth in ((normal, False), (anomaly, True)):
         verdict = "correct" if row["is_anomalous"] == truth else "incorrect"

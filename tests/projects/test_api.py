@@ -239,3 +239,65 @@ def test_a_zip_import_refuses_a_file_that_is_not_a_zip_and_viewers(owner_api, us
     assert as_viewer.status_code == 403
     assert api_client(UserFactory()).get("/api/v1/projects/cookies/imports/1").status_code == 404
     assert owner_api.get("/api/v1/projects/cookies/imports/99999999999999999999").status_code in (400, 404)
+
+
+def test_an_owner_changes_the_description_and_a_viewer_cannot(user, owner_api, api_client):
+    viewer = UserFactory()
+    make_project(owner=user, name="cookies", viewer=viewer)
+    response = owner_api.patch("/api/v1/projects/cookies", **_json({"description": "  Line 2, night shift "}))
+    assert response.status_code == 200 and response.json()["description"] == "Line 2, night shift"
+    assert Project.objects.get(name="cookies").description == "Line 2, night shift"
+    response = api_client(viewer).patch("/api/v1/projects/cookies", **_json({"description": "mine now"}))
+    assert response.status_code == 403
+    assert Project.objects.get(name="cookies").description == "Line 2, night shift"
+
+
+def test_owners_add_change_and_remove_members_but_never_the_last_owner(user, owner_api, api_client):
+    editor = UserFactory()
+    make_project(owner=user, name="cookies", editor=editor)
+    newcomer = UserFactory(username="ana")
+    url = "/api/v1/projects/cookies/members"
+    response = owner_api.post(url, **_json({"username": "ana", "role": "viewer"}))
+    assert response.status_code == 200 and response.json() == {
+        "user_id": newcomer.pk,
+        "username": "ana",
+        "role": "viewer",
+    }
+    owner_api.post(url, **_json({"username": "ana", "role": "editor"}))
+    members = {m["username"]: m["role"] for m in owner_api.get(url).json()}
+    assert members == {user.username: "owner", editor.username: "editor", "ana": "editor"}
+
+    response = owner_api.post(url, **_json({"username": "nobody", "role": "viewer"}))
+    assert response.status_code == 400 and response.json()["error"] == "no_such_user"
+    response = owner_api.post(url, **_json({"username": "ana", "role": "admin"}))
+    assert response.status_code == 400
+    assert api_client(editor).post(url, **_json({"username": "ana", "role": "owner"})).status_code == 403
+    assert [m["role"] for m in api_client(editor).get(url).json()]  # members read the list
+
+    response = owner_api.delete(f"{url}/{user.pk}")
+    assert response.status_code == 409 and response.json()["error"] == "last_owner"
+    assert owner_api.delete(f"{url}/{newcomer.pk}").status_code == 204
+    response = owner_api.delete(f"{url}/{newcomer.pk}")
+    assert response.status_code == 400 and response.json()["error"] == "not_a_member"
+    assert {m["username"] for m in owner_api.get(url).json()} == {user.username, editor.username}
+
+
+def test_removing_the_test_dataset_moves_its_images_back_to_training(owner_api, user):
+    project = make_project(owner=user, name="cookies")
+    image = add_image(project, label="anomaly", split="test")
+    assert owner_api.get("/api/v1/projects/cookies").json()["datasets"]["test"]["anomaly"] == 1
+    assert owner_api.delete("/api/v1/projects/cookies/test-dataset").status_code == 204
+    datasets = owner_api.get("/api/v1/projects/cookies").json()["datasets"]
+    assert datasets["test"] is None and datasets["train"]["anomaly"] == 1
+    assert owner_api.get(f"/api/v1/projects/cookies/images/{image.pk}").json()["dataset"] == "train"
+
+
+def test_an_images_thumbnail_is_downloaded_by_members_only(owner_api, user, api_client):
+    make_project(owner=user, name="cookies")
+    created = owner_api.post("/api/v1/projects/cookies/images", {"file": _file(image_bytes(width=640, height=480))})
+    url = f"/api/v1/projects/cookies/images/{created.json()['id']}/thumbnail"
+    thumbnail = owner_api.get(url)
+    assert thumbnail.status_code == 200 and thumbnail["Content-Type"] == "image/jpeg"
+    with PILImage.open(io.BytesIO(b"".join(thumbnail.streaming_content))) as small:
+        assert (small.format, small.size) == ("JPEG", (320, 240))
+    assert api_client(UserFactory()).get(url).status_code == 404

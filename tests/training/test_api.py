@@ -142,3 +142,52 @@ def test_a_threshold_of_an_untrained_version_cannot_be_set(user, owner_api):
     ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINING)
     response = owner_api.patch("/api/v1/projects/cookies/models/1", **_json({"threshold": 0.3}))
     assert response.status_code == 409 and response.json()["error"] == "not_trained"
+
+
+def test_a_running_training_is_cancelled_once_by_an_editor_not_a_viewer(user, owner_api, api_client):
+    from tests.factories import UserFactory
+
+    viewer = UserFactory()
+    project = make_project(owner=user, name="cookies", viewer=viewer)
+    mv = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINING)
+    url = "/api/v1/projects/cookies/models/1/cancel"
+    assert api_client(viewer).post(url).status_code == 403
+    response = owner_api.post(url)
+    assert response.status_code == 200 and response.json() == {"version": 1, "status": "TRAINING_FAILED"}
+    mv.refresh_from_db()
+    assert mv.status == Status.TRAINING_FAILED and "Cancelled" in mv.status_message
+    response = owner_api.post(url)
+    assert response.status_code == 409 and response.json()["error"] == "not_training"
+    assert owner_api.post("/api/v1/projects/cookies/models/2/cancel").status_code == 404
+
+
+def test_a_versions_evaluated_images_are_listed_by_score_with_their_heatmaps(user, owner_api, api_client):
+    from django.core.files.base import ContentFile
+
+    from tests.factories import UserFactory, image_bytes
+    from training.models import ModelVersionImage
+
+    project = make_project(owner=user, name="cookies")
+    mv = ModelVersion.objects.create(project=project, version=1, backbone="lite0", status=Status.TRAINED)
+    heatmap = image_bytes(width=8, height=8, mode="RGBA")
+    rows = [
+        ModelVersionImage.objects.create(
+            model_version=mv, sha256=f"{i:064x}", original_name=f"p{i}.jpg", split="train", label=label, score=score
+        )
+        for i, (label, score) in enumerate((("normal", 0.1), ("anomaly", 0.9), ("normal", 0.4)))
+    ]
+    ModelVersionImage.objects.create(model_version=mv, sha256="f" * 64, split="train", label="normal")  # not evaluated
+    rows[1].heatmap.save("heat.png", ContentFile(heatmap))
+
+    body = owner_api.get("/api/v1/projects/cookies/models/1/results").json()
+    assert body["count"] == 3
+    assert [(r["name"], r["label"], r["score"], r["has_heatmap"]) for r in body["items"]] == [
+        ("p1.jpg", "anomaly", 0.9, True),
+        ("p2.jpg", "normal", 0.4, False),
+        ("p0.jpg", "normal", 0.1, False),
+    ]
+    url = f"/api/v1/projects/cookies/models/1/results/{rows[1].pk}/heatmap"
+    response = owner_api.get(url)
+    assert response.status_code == 200 and b"".join(response.streaming_content) == heatmap
+    assert owner_api.get(f"/api/v1/projects/cookies/models/1/results/{rows[0].pk}/heatmap").status_code == 404
+    assert api_client(UserFactory()).get(url).status_code == 404
