@@ -23,7 +23,7 @@ $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	touch $@
 
-$(VENV)/.runtime: requirements.txt $(VENV)/.created
+$(VENV)/.runtime: requirements.txt requirements/serving.txt requirements/training.txt $(VENV)/.created
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
