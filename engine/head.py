@@ -76,6 +76,7 @@ def fit_head(
     learning_rate: float = LEARNING_RATE,
     weight_decay: float = WEIGHT_DECAY,
     max_rows: int = MAX_ROWS,
+    batch: int | None = None,
 ) -> PixelHead:
     """Fit a head on (N, D) float32 inputs and (N, K + 1) soft targets (rows sum to 1).
 
@@ -120,13 +121,18 @@ def fit_head(
     adam = {name: (np.zeros_like(p), np.zeros_like(p)) for name, p in params.items()}
     beta1, beta2 = 0.9, 0.999
     for step in range(1, steps + 1):
-        pre = z @ params["w1"] + params["b1"]  # (n, H)
+        if batch is not None and batch < n:
+            rows = rng.choice(n, batch, replace=False, p=row_weight)
+            zb, tb, wb = z[rows], targets[rows], np.full(batch, 1.0 / batch, np.float32)
+        else:
+            zb, tb, wb = z, targets, row_weight
+        pre = zb @ params["w1"] + params["b1"]  # (n, H)
         hid = np.maximum(pre, 0.0)
         probs = softmax(hid @ params["w2"] + params["b2"])
-        g_logits = (probs - targets) * row_weight[:, None]  # d(weighted mean CE)/d logits
+        g_logits = (probs - tb) * wb[:, None]  # d(weighted mean CE)/d logits
         grads = {"w2": hid.T @ g_logits, "b2": g_logits.sum(axis=0)}
         g_hid = (g_logits @ params["w2"].T) * (pre > 0)
-        grads["w1"] = z.T @ g_hid
+        grads["w1"] = zb.T @ g_hid
         grads["b1"] = g_hid.sum(axis=0)
         grads["w1"] += weight_decay * params["w1"]
         grads["w2"] += weight_decay * params["w2"]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from engine import metrics as m
 from engine.backbones import BACKBONES, DEFAULT_BACKBONE
@@ -74,6 +74,13 @@ MIN_MASKED = 2
 HEAD_FOLDS = 5
 # Weights of the unsupervised part tried when mixing it with the head (see engine.model.Mix).
 MIX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Without masks the unsupervised distance keeps at least this much of the score: a head taught by
+# ten image labels and painted defects must not hide defects of kinds it never saw.
+WEAK_MIX_WEIGHTS = (0.5, 0.75, 1.0)
+# Without masks (weak supervision): the share of an anomalous training image's cells, those farthest
+# from normal, that the head takes as its defect; and synthetic defects painted per normal image.
+WEAK_SHARE = 0.01
+SYNTHETIC_PER_NORMAL = 1
 PIXEL_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))  # head probabilities tried for masks
 
 Progress = Callable[[str, float], None]
@@ -302,25 +309,78 @@ def mask_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
 
 
 class _Head:
-    """Trains the per-cell head for one training set: out of fold for calibration, then on all."""
+    """Trains the per-cell head for one training set: out of fold for calibration, then on all.
+
+    What teaches it, each tied to the training image it came from (so that a fold's head never
+    sees anything of the images it maps): normal images (every cell background), anomalies with
+    a mask (the mask's share of each cell), anomalies without one (their cells farthest from
+    normal are taken as the defect, the rest left out: weak supervision from the image label),
+    and synthetic defects painted on normal images (their painted masks).
+    """
 
     def __init__(self, features, distances, masks, labels, n_classes: int):
         self.n_classes = n_classes  # K + 1
         self.inputs = [head_inputs(f, d) for f, d in zip(features, distances)]  # (h * w, C + 1) each
-        # Normal images and anomalies with a mask teach the head; anomalies without one do not.
-        self.used = np.array([label == 0 or mask is not None for label, mask in zip(labels, masks)])
-        self.targets = [
-            cell_targets(mask, d.shape, n_classes) if use else None for use, mask, d in zip(self.used, masks, distances)
-        ]
+        self.items: list[tuple[int, np.ndarray, np.ndarray]] = []  # (source image, inputs, targets)
+        for i, (label, mask, d) in enumerate(zip(labels, masks, distances)):
+            if label == 0 or mask is not None:
+                self.items.append((i, self.inputs[i], cell_targets(mask, d.shape, n_classes)))
+            else:
+                top = weak_cells(d)
+                targets = np.zeros((top.size, n_classes), np.float32)
+                targets[:, 1] = 1.0
+                self.items.append((i, self.inputs[i][top], targets))
+
+    def add_synthetic(self, source: int, features: np.ndarray, distance: np.ndarray, mask: np.ndarray) -> None:
+        """A synthetic defect painted on training image `source`: (h, w, C) features, (h, w) distance, (H, W) mask."""
+        self.items.append((source, head_inputs(features, distance), cell_targets(mask, distance.shape, self.n_classes)))
 
     def fit(self, use: np.ndarray, seed: int) -> PixelHead:
-        rows = np.flatnonzero(use & self.used)
-        x = np.concatenate([self.inputs[i] for i in rows])
-        y = np.concatenate([self.targets[i] for i in rows])
-        return fit_head(x, y, seed=seed)
+        chosen = [(x, y) for source, x, y in self.items if use[source]]
+        return fit_head(np.concatenate([x for x, _ in chosen]), np.concatenate([y for _, y in chosen]), seed=seed)
 
     def probabilities(self, head: PixelHead, i: int, grid: tuple[int, int]) -> np.ndarray:
         return head.probabilities(self.inputs[i]).reshape(*grid, self.n_classes)
+
+
+def weak_cells(distance: np.ndarray) -> np.ndarray:
+    """Flat indices of an unmasked anomaly's cells taken as its defect: those farthest from normal."""
+    k = max(1, math.ceil(WEAK_SHARE * distance.size))
+    return np.argsort(distance.ravel())[-k:]
+
+
+def synthetic_defect(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A copy of (H, W, 3) uint8 `image` with one painted defect, and its (H, W) uint8 mask (1 on it).
+
+    Three kinds taken at random, each a few per cent of the image across, so that the head learns
+    "unlike its surroundings" rather than one look: a patch of the image cut from elsewhere and
+    pasted (flipped), a blob of noise in a random colour, and a thin scratch.
+    """
+    height, width = image.shape[:2]
+    out = image.copy()
+    side = max(height, width)
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    kind = int(rng.integers(3))
+    cx, cy = rng.uniform(0.15, 0.85) * width, rng.uniform(0.15, 0.85) * height
+    if kind == 2:
+        length, angle = rng.uniform(0.05, 0.2) * side, rng.uniform(0, np.pi)
+        dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
+        draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=255, width=max(2, round(0.008 * side)))
+    else:
+        rx, ry = rng.uniform(0.015, 0.06, 2) * side
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
+    where = np.asarray(canvas) > 0
+    if kind == 0:
+        # The same-shaped region from a random other place of the image, mirrored.
+        sy, sx = int(rng.integers(-height // 3, height // 3)), int(rng.integers(-width // 3, width // 3))
+        shifted = np.roll(np.roll(image[::-1, ::-1], sy, axis=0), sx, axis=1)
+        out[where] = shifted[where]
+    else:
+        colour = rng.uniform(0, 255, 3)
+        noise = rng.normal(0, rng.uniform(5, 40), (int(where.sum()), 3))
+        out[where] = np.clip(colour + noise, 0, 255).astype(np.uint8)
+    return out, where.astype(np.uint8)
 
 
 def _peaks(maps: Sequence[np.ndarray]) -> np.ndarray:
@@ -333,7 +393,7 @@ def _robust_centre_spread(values: np.ndarray) -> tuple[float, float]:
     return centre, spread if spread > 1e-6 else float(np.std(values)) or 1.0
 
 
-def choose_mix(u_maps, h_maps, labels: np.ndarray) -> tuple[Mix, dict]:
+def choose_mix(u_maps, h_maps, labels: np.ndarray, weights: Sequence[float] = MIX_WEIGHTS) -> tuple[Mix, dict]:
     """The Mix whose out-of-fold image scores (map peaks) rank anomalies above normals best.
 
     Each part is standardised by its normal images' peaks; ties between weights go to the one
@@ -342,10 +402,10 @@ def choose_mix(u_maps, h_maps, labels: np.ndarray) -> tuple[Mix, dict]:
     u_centre, u_spread = _robust_centre_spread(_peaks(u_maps)[labels == 0])
     h_centre, h_spread = _robust_centre_spread(_peaks(h_maps)[labels == 0])
     tried = {}
-    for weight in MIX_WEIGHTS:
+    for weight in weights:
         mix = Mix(weight, u_centre, u_spread, h_centre, h_spread)
         tried[weight] = m.roc_auc(_peaks([mix(u, h) for u, h in zip(u_maps, h_maps)]), labels) or 0.0
-    best = max(MIX_WEIGHTS, key=lambda w: (round(tried[w], 6), -abs(w - 0.5)))
+    best = max(weights, key=lambda w: (round(tried[w], 6), -abs(w - 0.5)))
     return Mix(best, u_centre, u_spread, h_centre, h_spread), tried
 
 
@@ -395,6 +455,10 @@ def train(
     train_masks = [_class_mask(s, len(names), bool(classes)) for s in train]
     test_masks = [_class_mask(s, len(names), bool(classes)) for s in test]
     segmentation = sum(mask is not None for mask in train_masks) >= MIN_MASKED
+    # Without masks a head still learns from the image labels and synthetic defects; with only
+    # normal images (or several class names and no masks to tell them apart) the model is the
+    # unsupervised one alone.
+    weak = not segmentation and len(names) == 1 and int((labels == 1).sum()) >= MIN_MASKED
 
     long_side = long_side_for([s.image for s in train])
     extractor = FeatureExtractor(backbone, long_side, MAX_STRETCH)
@@ -404,6 +468,13 @@ def train(
         features.append(extractor(s.image))  # (h, w, C) float32
         report("features", (i + 1) / len(everything))
     train_features, test_features = features[: len(train)], features[len(train) :]
+    synthetic: list[tuple[int, np.ndarray, np.ndarray]] = []  # (source image, (h, w, C) features, (H, W) mask)
+    if weak:
+        painter = np.random.default_rng(seed + 7919)
+        for i in np.flatnonzero(labels == 0):
+            for _ in range(SYNTHETIC_PER_NORMAL):
+                image, mask = synthetic_defect(train[i].image, painter)
+                synthetic.append((int(i), extractor(image), mask))
 
     # Out-of-fold raw maps of every training image: the threshold's calibration data, and the
     # evaluation itself when there is no test dataset.
@@ -417,22 +488,28 @@ def train(
     fitter = _Fitter(train_features, labels, final_normal)
     head_fold = fold % HEAD_FOLDS
     head_k = min(HEAD_FOLDS, k)
-    steps = k + head_k + 1 if segmentation else k + 1
+    steps = k + head_k + 1 if segmentation or weak else k + 1
+    synthetic_distance: list[np.ndarray | None] = [None] * len(synthetic)
     for f in range(k):
         scorer = fitter.fit(fold != f, seed + f)
         for i in np.flatnonzero(fold == f):
             oof_distance[i] = scorer.distance_map(train_features[i], SIGMA)
+        for j, (source, feats, _) in enumerate(synthetic):
+            if fold[source] == f:
+                synthetic_distance[j] = scorer.distance_map(feats, SIGMA)
         report("fitting", (f + 1) / steps)
     scorer = fitter.fit(np.ones(len(train), dtype=bool), seed + k, final_normal)
 
     head = mix = pixel_threshold = None
     oof_probs: list[np.ndarray | None] = [None] * len(train)
     fit_info: dict = {}
-    if segmentation:
+    if segmentation or weak:
         # The head learns from the out-of-fold distances (a training image's own patches are in
         # the final bank, so its final distances would be near zero). Its own out-of-fold maps
         # come from heads that did not see the image's fold.
         heads = _Head(train_features, oof_distance, train_masks, labels, len(names) + 1)
+        for (source, feats, mask), distance in zip(synthetic, synthetic_distance):
+            heads.add_synthetic(source, feats, distance, mask)
         for f in range(head_k):
             fold_head = heads.fit(head_fold != f, seed + f)
             for i in np.flatnonzero(head_fold == f):
@@ -441,14 +518,16 @@ def train(
         head = heads.fit(np.ones(len(train), dtype=bool), seed + k)
         u_maps = [np.log(np.maximum(d, 1e-6)) for d in oof_distance]
         h_maps = [anomaly_logit(p.reshape(-1, p.shape[-1])).reshape(p.shape[:2]) for p in oof_probs]
-        mix, tried = choose_mix(u_maps, h_maps, labels)
+        mix, tried = choose_mix(u_maps, h_maps, labels, MIX_WEIGHTS if segmentation else WEAK_MIX_WEIGHTS)
         oof_raw = [mix(u, h) for u, h in zip(u_maps, h_maps)]
-        masked = [i for i, mask in enumerate(train_masks) if mask is not None]
-        pixel_threshold = choose_pixel_threshold(
-            [1.0 - oof_probs[i][..., 0] for i in masked],
-            [_reduce_mask(train_masks[i], len(names)) > 0 for i in masked],
-        )
-        fit_info = {"mix_weight": mix.weight, "mix_auroc": tried, "pixel_threshold": pixel_threshold}
+        fit_info = {"mix_weight": mix.weight, "mix_auroc": tried, "synthetic_defects": len(synthetic)}
+        if segmentation:
+            masked = [i for i, mask in enumerate(train_masks) if mask is not None]
+            pixel_threshold = choose_pixel_threshold(
+                [1.0 - oof_probs[i][..., 0] for i in masked],
+                [_reduce_mask(train_masks[i], len(names)) > 0 for i in masked],
+            )
+            fit_info["pixel_threshold"] = pixel_threshold
     else:
         oof_raw = oof_distance
     oof_scores = _peaks(oof_raw)

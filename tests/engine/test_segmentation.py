@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine import AnomalyModel, TrainingError, train
-from engine.training import reduced_size
+from engine.training import reduced_size, synthetic_defect
 
 from .synthetic import samples
 
@@ -94,3 +94,42 @@ def test_a_single_masked_anomaly_is_not_enough_for_a_head():
     result = train(train=train_set)
     assert result.model.kind == "classification" and result.model.head is None
     assert result.metrics["per_class"] == {}
+
+
+def test_image_labels_alone_teach_a_head_from_the_anomalies_and_synthetic_defects():
+    train_set = samples(5, normal=10, anomalous=6, kinds=(STAIN,))
+    for s in train_set:
+        s.mask = None  # image labels only
+    test_set = samples(6, normal=4, anomalous=4, kinds=(STAIN,), prefix="test-")
+    result = train(train=train_set, test=test_set)
+    model = result.model
+    assert model.head is not None and model.kind == "classification" and model.pixel_threshold is None
+    assert model.info["n_masked"] == 0 and model.info["synthetic_defects"] == 10
+    assert result.metrics["roc_auc"] == 1.0 and result.metrics["per_class"] == {}
+    for sample in test_set:
+        p = model.predict(sample.image)
+        assert p.is_anomalous == bool(sample.label)
+        if sample.label:
+            # Masks come from the calibrated map: they overlap the painted stain.
+            assert np.count_nonzero(p.mask & (sample.mask > 0)) > 0.3 * np.count_nonzero(sample.mask)
+    loaded = AnomalyModel.from_files(model.to_files())
+    a, b = model.predict(test_set[-1].image), loaded.predict(test_set[-1].image)
+    assert a.score == b.score
+    np.testing.assert_array_equal(a.class_mask, b.class_mask)
+
+
+def test_with_only_normal_images_the_model_is_the_unsupervised_one():
+    train_set = samples(7, normal=8, anomalous=0)
+    result = train(train=train_set)
+    assert result.model.head is None and result.model.kind == "classification"
+    assert result.metrics["threshold_method"] == "normal_only"
+
+
+def test_a_synthetic_defect_changes_the_image_only_where_its_mask_says():
+    rng = np.random.default_rng(0)
+    image = samples(8, normal=1, anomalous=0)[0].image
+    for _ in range(6):
+        painted, mask = synthetic_defect(image, rng)
+        assert painted.shape == image.shape and mask.shape == image.shape[:2] and mask.any()
+        assert 0.0002 < mask.mean() < 0.05
+        np.testing.assert_array_equal(painted[mask == 0], image[mask == 0])

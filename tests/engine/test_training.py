@@ -109,7 +109,10 @@ def test_saved_models_score_identically_and_never_unpickle(trained, aliens):
     assert meta["input"]["mean"] == [0.5, 0.5, 0.5] and "onnxruntime" in meta["libraries"]
     assert meta["graph_sha256"] == hashlib.sha256(files["backbone.onnx"]).hexdigest()
     tensors = load_tensors(files["model.safetensors"])
-    assert set(tensors) == {"bank", "defects", "familiarity_embeddings"}
+    # The head learned from the 5 anomalies' image labels and synthetic defects (no masks).
+    assert set(tensors) == {"bank", "defects", "familiarity_embeddings"} | {
+        f"head.{n}" for n in ("mean", "scale", "w1", "b1", "w2", "b2")
+    }
     assert tensors["defects"].shape[0] >= 5 * 4  # each of the 5 anomalies gave its worst patches
     loaded = AnomalyModel.from_files(files)
     for sample in aliens[1][:2] + aliens[1][-2:]:
@@ -197,6 +200,7 @@ def test_a_model_saved_before_stretching_and_defect_banks_scores_as_it_was_train
     meta = json.loads(files["model.json"])
     del meta["input"]["max_stretch"]
     del meta["graph_sha256"]
+    del meta["mix"]  # nor a head
     old = {"model.json": json.dumps(meta).encode(), "model.safetensors": save_tensors({"bank": model.bank})}
     loaded = AnomalyModel.from_files(old)
     assert loaded.max_stretch == 1.0 and loaded.defects.shape[0] == 0
