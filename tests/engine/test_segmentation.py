@@ -88,11 +88,12 @@ def test_a_mask_with_a_class_that_has_no_name_is_a_training_error():
     assert "class" in error.value.message
 
 
-def test_a_single_masked_anomaly_is_not_enough_for_a_head():
+def test_a_single_masked_anomaly_is_not_enough_for_segmentation_so_the_labels_teach_the_head():
     train_set = samples(4, normal=4, anomalous=2, kinds=(STAIN,))
     train_set[-1].mask = None
     result = train(train=train_set)
-    assert result.model.kind == "classification" and result.model.head is None
+    assert result.model.kind == "classification" and result.model.pixel_threshold is None
+    assert result.model.head is not None and result.model.mix.weight >= 0.5
     assert result.metrics["per_class"] == {}
 
 

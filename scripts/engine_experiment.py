@@ -1,0 +1,107 @@
+"""LFV-30 in one process with cached backbone features: for trying engine defaults quickly.
+
+Same splits, training and scoring as `python -m bench` (bench.benchmark.lfv30_split, engine.train,
+bench.benchmark.score), but each test image is scored in this process (model.maps + prediction,
+no serving subprocess, no latency) and backbone features are cached on disk by image content,
+so a second run with other defaults costs only the fitting. Not a benchmark of speed.
+
+    OPENBLAS_NUM_THREADS=1 python scripts/engine_experiment.py ball_screw,cookies 0,1,2 --masks \\
+        --kw steps=800 --kw batch=512 --set engine.training.WEAK_MIX_WEIGHTS="(0.5, 0.75, 1.0)"
+
+--set MODULE.NAME=VALUE replaces a module constant read at call time; --kw NAME=VALUE replaces a
+default argument of engine.head.fit_head; --ls N fixes the input long side.
+"""
+
+import argparse
+import ast
+import hashlib
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import engine.features as F  # noqa: E402
+import engine.head as H  # noqa: E402
+import engine.model as M  # noqa: E402
+import engine.training as T  # noqa: E402
+from bench.benchmark import _masks, _sample, lfv30_split, score  # noqa: E402
+
+DATASETS = Path(os.environ.get("KENPIN_DATASETS", "../shared/datasets"))
+CACHE = Path(os.environ.get("KENPIN_FEATURE_CACHE", "/tmp/kenpin-feature-cache"))
+
+
+class CachedExtractor(F.FeatureExtractor):
+    def __call__(self, image):
+        key = hashlib.sha1(image.tobytes()).hexdigest()[:20]
+        path = (
+            CACHE
+            / f"{key}_{self.backbone.name}_{self.long_side}_{self.max_stretch}_{image.shape[0]}x{image.shape[1]}.npy"
+        )
+        if path.exists():
+            return np.load(path)
+        features = super().__call__(image)
+        np.save(path, features)
+        return features
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sets", help="comma-separated data set folder names")
+    parser.add_argument("seeds", help="comma-separated seeds")
+    parser.add_argument("--masks", action="store_true")
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--kw", action="append", default=[])
+    parser.add_argument("--ls", type=int)
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    T.FeatureExtractor = M.FeatureExtractor = CachedExtractor
+    for item in args.set:
+        name, value = item.split("=", 1)
+        module, constant = name.rsplit(".", 1)
+        setattr(importlib.import_module(module), constant, ast.literal_eval(value))
+    for item in args.kw:
+        name, value = item.split("=", 1)
+        H.fit_head.__kwdefaults__[name] = ast.literal_eval(value)
+    if args.ls:
+        T.long_side_for = lambda images: args.ls
+    for name in args.sets.split(","):
+        rows = []
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            train_items, test = lfv30_split(DATASETS / name, seed)
+            truths = _masks(test)
+            samples = [_sample(i, with_mask=args.masks) for i in train_items]
+            started, cpu = time.perf_counter(), time.process_time()
+            model = T.train(train=samples, seed=seed).model
+            fit, cpu = time.perf_counter() - started, time.process_time() - cpu
+            served = {"scores": [], "maps": [], "masks": [], "threshold": model.threshold}
+            served |= {"times_ms": [0.0], "peak_rss_mb": 0.0}
+            for item in test:
+                image = _sample(item, with_mask=False).image
+                raw, probs = model.maps(model.extractor(image))
+                p = model.prediction(raw, probs, image.shape[:2], model.threshold)
+                served["scores"].append(p.score)
+                served["maps"].append(p.anomaly_map)
+                served["masks"].append(p.class_mask)
+            r = score(served, test, truths, fit)
+            rows.append(r)
+            info = {k: model.info.get(k) for k in ("mix_weight", "pixel_threshold", "n_masked")}
+            print(
+                f"{args.tag} {name} s{seed}: auroc={r['auroc']:.3f} f1={r['f1']:.3f} "
+                f"pix={r['pixel_auroc'] or 0:.3f} iou={r['mask_iou'] or 0:.3f} fit={fit:.1f} cpu={cpu:.1f} {info}",
+                flush=True,
+            )
+        means = {
+            k: np.mean([r[k] for r in rows if r[k] is not None] or [np.nan])
+            for k in ("auroc", "f1", "pixel_auroc", "mask_iou")
+        }
+        print(f"{args.tag} {name} MEAN " + " ".join(f"{k}={v:.3f}" for k, v in means.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
