@@ -16,7 +16,8 @@ from projects.images import dataset_add_image
 from projects.models import AnomalyClass, Image
 from projects.selectors import image_mask_indices
 from tests.browser.actions import sign_in
-from tests.conftest import SHARED_DATASETS, cookie_photos
+from tests.conftest import cookie_photos
+from tests.datasets import COOKIES
 from tests.factories import make_project
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
@@ -26,7 +27,7 @@ TRAINING_TIMEOUT_S = 900  # a loaded 2-core machine has taken 7 minutes for thes
 
 def defect_box(photo) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of the data set's mask of a cookie photo: where the person paints."""
-    mask = np.asarray(PILImage.open(SHARED_DATASETS / "cookies" / "mask" / f"{photo.stem}.png")) > 0
+    mask = np.asarray(PILImage.open(COOKIES / "mask" / f"{photo.stem}.png")) > 0
     ys, xs = np.nonzero(mask)
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
@@ -85,7 +86,7 @@ def test_two_classes_painted_with_the_mouse_train_a_segmentation_model(page, use
 
     # The other anomalies come with the data set's masks, one class each in turn.
     for i, path in enumerate(given):
-        mask = SHARED_DATASETS / "cookies" / "mask" / f"{path.stem}.png"
+        mask = COOKIES / "mask" / f"{path.stem}.png"
         dataset_add_image(
             project=project,
             data=path.read_bytes(),
