@@ -50,6 +50,9 @@ def build_package(model_version: ModelVersion) -> bytes:
         "trained_threshold": model_version.trained_threshold,
         "packaged_at": timezone.now().isoformat(),
         "mask_colors": {"background": "#FFFFFF", "anomaly": "#FF0000"},
+        # A segmentation model answers with its classes in the colours the version recorded, as
+        # the hosted model does (inference.worker); a classification model with "anomaly" alone.
+        "classes": model_version.classes if model_version.kind == "segmentation" else [],
     }
     requirements = "".join(f"{name}=={metadata.version(name)}\n" for name in RUNTIME_PACKAGES)
     out = io.BytesIO()

@@ -32,6 +32,8 @@ from engine.model import AnomalyModel  # noqa: E402
 
 PACKAGE = json.loads((HERE / "package.json").read_text())
 COLORS = PACKAGE["mask_colors"]  # {"background": "#FFFFFF", "anomaly": "#FF0000"}
+# A segmentation model's classes, [{"name", "color"}] in the model's order; empty: classification.
+CLASSES = PACKAGE.get("classes", [])
 
 
 def load_model() -> AnomalyModel:
@@ -41,8 +43,10 @@ def load_model() -> AnomalyModel:
 
 
 def mask_png(mask: np.ndarray) -> bytes:
+    """(H, W) class ids (0 background) -> AnomalyMask's PNG, each class in its colour on white."""
+    palette = [COLORS["background"], *([c["color"] for c in CLASSES] or [COLORS["anomaly"]])]
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
-    image.putpalette([int(c[i : i + 2], 16) for c in (COLORS["background"], COLORS["anomaly"]) for i in (1, 3, 5)])
+    image.putpalette([int(c[i : i + 2], 16) for c in palette for i in (1, 3, 5)])
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
@@ -56,7 +60,19 @@ def detect(model: AnomalyModel, data: bytes, threshold: float) -> tuple[dict, np
             "PixelAnomaly": {"TotalPercentageArea": 1.0 - prediction.anomalous_fraction, "Color": COLORS["background"]},
         }
     ]
-    if prediction.anomalous_fraction > 0:
+    if CLASSES:
+        # Every class the model knows, found or not, as the hosted segmentation model answers.
+        anomalies += [
+            {
+                "Name": c["name"],
+                "PixelAnomaly": {
+                    "TotalPercentageArea": float(prediction.class_fractions.get(c["name"], 0.0)),
+                    "Color": c["color"].upper(),
+                },
+            }
+            for c in CLASSES
+        ]
+    elif prediction.anomalous_fraction > 0:
         anomalies.append(
             {
                 "Name": "anomaly",
@@ -69,7 +85,7 @@ def detect(model: AnomalyModel, data: bytes, threshold: float) -> tuple[dict, np
         "Score": float(prediction.score),
         "Anomalies": anomalies,
     }
-    return result, prediction.mask
+    return result, prediction.class_mask if CLASSES else prediction.mask
 
 
 def main(argv=None) -> int:
