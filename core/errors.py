@@ -19,6 +19,13 @@ class Invalid(KenpinError):
     code = "invalid"
 
 
+class NotFound(KenpinError):
+    """A row named by the request that does not exist (or that the caller may not see)."""
+
+    status = 404
+    code = "not_found"
+
+
 class Conflict(KenpinError):
     status = 409
     code = "conflict"

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from core.errors import Conflict, Invalid, ids_check
+from core.errors import MAX_ID, Conflict, Invalid, NotFound
 from projects.activity import activity_record
 from projects.models import Action, Dataset, Image, Membership, Project, Role, Split, project_name_validator
 from projects.tasks import project_delete_files
@@ -113,16 +113,18 @@ def member_set(*, project: Project, username: str, role: str, user=None) -> Memb
 
 
 def member_remove(*, project: Project, user_id: int, user=None) -> None:
-    ids_check([user_id])
     with transaction.atomic():
+        # An id past the database's integers is nobody (SQLite would overflow on it).
         membership = (
             Membership.objects.select_for_update()
             .filter(project=project, user_id=user_id)
             .select_related("user")
             .first()
+            if 0 < user_id <= MAX_ID
+            else None
         )
         if membership is None:
-            raise Invalid("That person is not a member of this project.", code="not_a_member")
+            raise NotFound("That person is not a member of this project.", code="not_a_member")
         _ensure_another_owner(project=project, leaving=membership)
         membership.delete()
         activity_record(

@@ -73,6 +73,8 @@ def seeded(user):
         "trial_id": trial.pk,
         "trial_image_id": trial_image.pk,
         "import_id": zip_import.pk,
+        "result_id": mv.images.first().pk,
+        "kind": "thumbnail",  # a trial image's file, thumbnail or heatmap: the enum is checked by the API tests
         "job_name": "pkg",
     }
     return token, values
@@ -97,7 +99,8 @@ def operations(values: dict) -> list[dict]:
                 # A body that must be a photo (or a zip, or a mask of the image's size) cannot be
                 # told apart from other bytes by a JSON Schema: valid by the schema, it may be
                 # refused with 400 and a message, which is what these operations must do.
-                config["checks"] = {"positive_data_acceptance": {"expected-statuses": ["2xx", 400, 404, 409]}}
+                # 403 too: the fuzzer's token is an editor's, refused where only owners may act.
+                config["checks"] = {"positive_data_acceptance": {"expected-statuses": ["2xx", 400, 403, 404, 409]}}
             configs.append(config)
     return configs
 

@@ -306,8 +306,8 @@ CASES = [
         "trial of a version beyond the database",
         "POST",
         f"{P}/cookies/trials",
-        404,
-        "Not found",
+        400,
+        "has no model version",
         form(model_version=HUGE, image_ids=[1]),
     ),
     _c(
@@ -322,8 +322,8 @@ CASES = [
         "trial of a version that does not exist",
         "POST",
         f"{P}/cookies/trials",
-        404,
-        "Not found",
+        400,
+        "has no model version",
         form(model_version=99, image_ids=[1]),
     ),
     _c(
@@ -444,7 +444,7 @@ CASES = [
         "POST",
         f"/projects/cookies/members/{HUGE}/remove",
         302,
-        "too large",
+        "not a member",
     ),
     _c(
         "console: a stranger's upload",

@@ -278,7 +278,7 @@ def test_owners_add_change_and_remove_members_but_never_the_last_owner(user, own
     assert response.status_code == 409 and response.json()["error"] == "last_owner"
     assert owner_api.delete(f"{url}/{newcomer.pk}").status_code == 204
     response = owner_api.delete(f"{url}/{newcomer.pk}")
-    assert response.status_code == 400 and response.json()["error"] == "not_a_member"
+    assert response.status_code == 404 and response.json()["error"] == "not_a_member"
     assert {m["username"] for m in owner_api.get(url).json()} == {user.username, editor.username}
 
 
