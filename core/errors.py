@@ -49,9 +49,14 @@ class Unavailable(KenpinError):
 MAX_ID = 2**63 - 1
 
 
+def id_in_range(value: int) -> bool:
+    """Whether a number from a request can be a row id: positive and below 2⁶³."""
+    return 0 < value <= MAX_ID
+
+
 def ids_check(ids) -> None:
     """Raise Invalid when an id from a request is not a positive number below 2⁶³."""
-    if any(not 0 < i <= MAX_ID for i in ids):
+    if not all(id_in_range(i) for i in ids):
         raise Invalid("A number in the request is too large (ids and numbers are below 2⁶³).", code="too_large")
 
 

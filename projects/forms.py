@@ -1,6 +1,6 @@
 from django import forms
 
-from core.errors import MAX_ID
+from core.errors import id_in_range
 from projects.models import PROJECT_NAME_PATTERN, Label, Role, Split
 
 PROJECT_NAME_RULES = "Letters, digits, '-' and '_', starting with a letter or digit; for example circuit-boards-line-2."
@@ -48,7 +48,7 @@ class IdListField(forms.Field):
             ids = [int(v) for v in value or []]
         except (TypeError, ValueError):
             raise forms.ValidationError("Image ids are numbers.") from None
-        if any(not 0 < i <= MAX_ID for i in ids):
+        if not all(id_in_range(i) for i in ids):
             raise forms.ValidationError("Image ids are positive numbers below 2⁶³.")
         return ids
 

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from core.errors import MAX_ID, Conflict, Invalid, NotFound
+from core.errors import Conflict, Invalid, NotFound, id_in_range
 from projects.activity import activity_record
 from projects.models import Action, Dataset, Image, Membership, Project, Role, Split, project_name_validator
 from projects.tasks import project_delete_files
@@ -120,7 +120,7 @@ def member_remove(*, project: Project, user_id: int, user=None) -> None:
             .filter(project=project, user_id=user_id)
             .select_related("user")
             .first()
-            if 0 < user_id <= MAX_ID
+            if id_in_range(user_id)
             else None
         )
         if membership is None:

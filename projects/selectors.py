@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 
-from core.errors import MAX_ID
+from core.errors import id_in_range
 from engine.familiarity import Familiarity, ImageStats
 from projects import masks
 from projects.models import (
@@ -233,7 +233,7 @@ def anomaly_class_list(*, project: Project) -> list[AnomalyClass]:
 
 def anomaly_class_get(*, project: Project, class_id: int) -> AnomalyClass:
     """A class of `project`; Http404 for any other id."""
-    found = AnomalyClass.objects.filter(project=project, pk=class_id).first() if 0 < class_id <= MAX_ID else None
+    found = AnomalyClass.objects.filter(project=project, pk=class_id).first() if id_in_range(class_id) else None
     if found is None:
         raise Http404
     return found
@@ -310,7 +310,7 @@ def anomaly_class_usage(*, project: Project) -> dict[int, int]:
 
 def zip_import_get(*, project: Project, import_id: int) -> ZipImport:
     """A zip import of `project`; Http404 for any other id."""
-    zip_import = ZipImport.objects.filter(project=project, pk=import_id).first() if 0 < import_id <= MAX_ID else None
+    zip_import = ZipImport.objects.filter(project=project, pk=import_id).first() if id_in_range(import_id) else None
     if zip_import is None:
         raise Http404
     return zip_import
