@@ -32,8 +32,12 @@ $(VENV)/.test: requirements-test.txt $(VENV)/.runtime
 	touch $@
 
 # Browser tests drive Debian's Chromium; `playwright install` cannot download browsers here.
+# Installed with apt-get where this user may; otherwise say how, and let the suite run (the
+# browser tests then fail with the same advice).
 browser:
-	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "make browser: the browser tests need Chromium at /usr/bin/chromium, which could not be installed here. On Debian or Ubuntu run: sudo apt-get install -y chromium" >&2
 
 clean:
 	rm -rf $(VENV)
