@@ -10,7 +10,8 @@ image, and pushes its answer onto a list that the web process waits on (BLPOP). 
 worker keeps a key alive in Redis while it lives (`worker_heartbeat`, refreshed each second,
 gone 3 s after the process dies). So while it waits, the web process can tell a slow worker
 from a dead one: when the worker holding the call (claimed, or merely received and waiting its
-turn) is no longer alive, the call is sent once more and another worker, or the same worker
+turn) is no longer alive (liveness is per process: a worker restarted under the same Celery name
+is another holder), the call is sent once more and another worker, or the same worker
 restarted, answers it, instead of the caller waiting out its whole timeout. A copy of the call
 that arrives after another worker claimed it does nothing, so no call is ever worked twice.
 
@@ -34,6 +35,10 @@ ALIVE_MS = 3000  # a worker whose key is this old is dead (it refreshes it every
 BEAT_SECONDS = 1.0
 POLL_SECONDS = 0.5  # how often a waiting caller looks at the worker holding its call
 RESENDS = 1  # a call that kills its worker (a poison image) must not take every worker down
+# This process, as a holder of calls. A worker that `serve` restarts keeps its Celery name
+# (inference@host) and beats within a second or two, before its predecessor's key expires: keyed by
+# the name alone, a call the dead process held looked alive and waited out the whole timeout.
+_PROCESS = uuid.uuid4().hex[:12]
 
 
 @functools.cache
@@ -46,8 +51,13 @@ def _key(call_id: str, part: str) -> str:
     return f"{settings.KENPIN_REDIS_PREFIX}detect:{call_id}:{part}"
 
 
-def _alive_key(worker: str) -> str:
-    return f"{settings.KENPIN_REDIS_PREFIX}inference-worker:{worker}"
+def _alive_key(holder: str) -> str:
+    return f"{settings.KENPIN_REDIS_PREFIX}inference-worker:{holder}"
+
+
+def _holder(worker: str) -> str:
+    """`worker` (a Celery worker name) in this process: what claims, holds and beats."""
+    return f"{worker}/{_PROCESS}"
 
 
 # Delete the claim only if the dead worker still holds it (a live one may have claimed it since).
@@ -92,14 +102,16 @@ def call(*, data: bytes, timeout: float, send: Callable[[str, float], None]) -> 
 
 def worker_received(*, call_id: str, worker: str, timeout: float) -> None:
     """Note that `worker` holds the call's message (prefetched, waiting for a free thread)."""
-    client().set(_key(call_id, "held"), worker, px=max(1, int(timeout * 1000)))
+    client().set(_key(call_id, "held"), _holder(worker), px=max(1, int(timeout * 1000)))
 
 
 def worker_take(*, call_id: str, worker: str) -> bytes | None:
     """Claim the call for `worker`; its image, or None when there is nothing to do (another
     worker claimed it, or the caller gave up and its image expired)."""
     r = client()
-    if not r.set(_key(call_id, "claim"), worker, nx=True, px=max(1, int(settings.KENPIN_DETECT_TIMEOUT * 1000))):
+    if not r.set(
+        _key(call_id, "claim"), _holder(worker), nx=True, px=max(1, int(settings.KENPIN_DETECT_TIMEOUT * 1000))
+    ):
         return None
     return r.get(_key(call_id, "image"))
 
@@ -114,16 +126,18 @@ def worker_answer(*, call_id: str, answer: dict) -> None:
         pipe.execute()
 
 
-def worker_heartbeat(worker: str) -> threading.Thread:
-    """Keep `worker`'s alive key fresh from a daemon thread, for as long as the process lives."""
+def worker_heartbeat(worker: str, stop: threading.Event | None = None) -> threading.Thread:
+    """Keep `worker`'s alive key in this process fresh from a daemon thread, for as long as the
+    process lives (or until `stop` is set)."""
+    stop = stop or threading.Event()
 
     def beat():
-        while True:
+        while not stop.is_set():
             try:
-                client().set(_alive_key(worker), b"1", px=ALIVE_MS)
+                client().set(_alive_key(_holder(worker)), b"1", px=ALIVE_MS)
             except redis.RedisError:
                 pass  # Redis restarting: the next beat sets it again
-            time.sleep(BEAT_SECONDS)
+            stop.wait(BEAT_SECONDS)
 
     thread = threading.Thread(target=beat, name="kenpin-alive", daemon=True)
     thread.start()

@@ -51,3 +51,42 @@ def test_a_call_whose_worker_dies_is_answered_by_another_worker_long_before_the_
     assert len(sent) == 2 and sent[0] == sent[1]
     assert doomed.process.returncode == -9
     assert elapsed < 10, f"answered after {elapsed:.1f} s"
+
+
+def test_a_worker_restarted_under_the_same_name_does_not_pass_for_the_dead_one(hosted, celery_worker):  # noqa: F811
+    """`serve` restarts a killed inference worker under its Celery name within a second or two,
+    before the dead process's alive key expires: the call it held must still be sent again, not
+    wait out the timeout because someone beats under that name (the 30.2 s recovery of CI)."""
+    queue = f"doomed-{uuid.uuid4().hex[:8]}"
+    doomed = Worker(queues=queue, concurrency=1).wait_ready()
+    successor = threading.Event()  # set to stop the successor's beat
+    sent = []
+    args = [hosted.pk, hosted.weights_file.name, hosted.threshold]
+
+    def kill_when_held_and_restart(call_id):
+        claim = f"{settings.KENPIN_REDIS_PREFIX}detect:{call_id}:claim"
+        deadline = time.monotonic() + 20
+        while not handoff.client().exists(claim):
+            assert time.monotonic() < deadline, doomed.tail()
+            time.sleep(0.005)
+        doomed.kill()
+        handoff.worker_heartbeat(doomed.name, stop=successor)  # the successor, alive at once
+
+    def send(call_id, expires):
+        sent.append(call_id)
+        if len(sent) == 1:
+            threading.Thread(target=kill_when_held_and_restart, args=(call_id,), daemon=True).start()
+            detect_anomalies.apply_async(args=[*args, call_id], expires=expires, queue=queue)
+        else:
+            detect_anomalies.apply_async(args=[*args, call_id], expires=expires)
+
+    started = time.monotonic()
+    try:
+        answer = handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), timeout=20, send=send)
+    finally:
+        successor.set()
+        doomed.stop()
+    elapsed = time.monotonic() - started
+    assert answer is not None and "is_anomalous" in answer, answer
+    assert len(sent) == 2
+    assert elapsed < 10, f"answered after {elapsed:.1f} s"
