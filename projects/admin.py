@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from projects.models import AnomalyClass, ApiToken, Image, Membership, Project
+from projects.models import AnomalyClass, ApiToken, Image, Membership, Project, ZipImport
 
 
 class NoAddAdmin(admin.ModelAdmin):
@@ -49,3 +49,15 @@ class AnomalyClassAdmin(NoAddAdmin):
 class ApiTokenAdmin(NoAddAdmin):
     list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "digest")
+
+
+@admin.register(ZipImport)
+class ZipImportAdmin(NoAddAdmin):
+    """Read-only reports: an import is started from the console or the API and run by a worker."""
+
+    list_display = ("id", "project", "original_name", "split", "status", "done", "total", "created_by", "created_at")
+    list_filter = ("status",)
+    search_fields = ("original_name", "project__name")
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -27,9 +27,11 @@ def main(spec_path: str) -> None:
     folder = Path(spec["dir"])
     user = get_user_model().objects.create_superuser("faults", password="a-long-test-password")
     project = project_create(user=user, name="cookies")
+    # The graph too, as training stores it: the served workers then run the trained graph
+    # instead of exporting one with torch.
     stored = {
         name: default_storage.save(f"projects/{project.pk}/models/1/{name}", ContentFile((folder / name).read_bytes()))
-        for name in ("model.safetensors", "model.json")
+        for name in ("model.safetensors", "model.json", "backbone.onnx")
     }
     ModelVersion.objects.create(
         project=project,
@@ -39,6 +41,7 @@ def main(spec_path: str) -> None:
         progress=100,
         weights_file=stored["model.safetensors"],
         config_file=stored["model.json"],
+        backbone_file=stored["backbone.onnx"],
         **spec["fields"],
     )
     _, token = api_token_create(user=user, name="faults")
