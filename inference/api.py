@@ -12,6 +12,7 @@ from pydantic import Field
 from core.errors import Invalid
 from core.files import storage_file_response
 from core.pagination import BoundedPageNumberPagination
+from core.timing import Stages, server_timing
 from core.uploads import check_upload_length, upload_read
 from inference import detection, hosting, lfv, trials
 from inference.models import TrialDetection, TrialImage
@@ -94,14 +95,21 @@ DETECT_DOC = {
 
 
 def _detect(request, response: HttpResponse, name: str, version: int) -> dict:
+    stages = Stages()
     # Viewers may detect: it reads the model and changes nothing in the project.
     project = project_get_for_user(user=request.auth, name=name)
     mv = model_version_get(project=project, version=version)
     # Refused from its declared length, before the body is read.
     check_upload_length(int(request.META.get("CONTENT_LENGTH") or 0))
-    found = detection.model_version_detect(model_version=mv, data=request.read())
-    # The inference worker's share of the call, for whoever measures where the time goes.
-    response["Server-Timing"] = f"inference;dur={found.inference_ms}"
+    stages.mark("access")
+    data = request.read()
+    stages.mark("body")
+    found = detection.model_version_detect(model_version=mv, data=data)
+    # The inference worker's share of the call, then each stage, for whoever measures where the
+    # time goes (scripts/detect_bench.py).
+    response["Server-Timing"] = server_timing(
+        {"inference": found.inference_ms, **found.stages, "access": stages.ms["access"], "body": stages.ms["body"]}
+    )
     answer = lfv.detect_anomalies_response(found)
     # Beside Lookout for Vision's fields (its own path, lookout.api, answers exactly as AWS does).
     answer["DetectAnomalyResult"]["UnlikeTrainingPhotos"] = found.unlike

@@ -27,6 +27,9 @@ class Detection:
     anomalous_fraction: float  # 0..1 of the image's pixels
     mask_png: str  # base64 PNG of the image's size, each class in its colour on white
     inference_ms: float  # the worker's own time: decoding, predicting, encoding the mask
+    # Where the time went, {stage: ms}: the worker's stages, then the web process's (handoff:
+    # the round trip to the worker less the worker's own time; record: inference.operations).
+    stages: dict = field(default_factory=dict)
     # Segmentation models: every class the model knows, [{"name", "color", "area"}], area the
     # class's share of the image's pixels (0..1). Empty for classification models.
     classes: list[dict] = field(default_factory=list)
@@ -77,12 +80,10 @@ def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detecti
         error = Conflict if answer["error"] == "not_hosted" else Invalid
         raise error(answer["message"], code=answer["error"])
     found = Detection(**answer)
-    detection_record(
-        model_version=model_version,
-        detection=found,
-        latency_ms=(time.perf_counter() - started) * 1000,
-        data=data,
-    )
+    round_trip_ms = (time.perf_counter() - started) * 1000
+    found.stages["handoff"] = round(max(0.0, round_trip_ms - found.inference_ms), 2)
+    detection_record(model_version=model_version, detection=found, latency_ms=round_trip_ms, data=data)
+    found.stages["record"] = round((time.perf_counter() - started) * 1000 - round_trip_ms, 2)
     return found
 
 

@@ -11,7 +11,6 @@ hosted model: each pins a HOSTED version at its own start, or at its first call 
 
 import base64
 import logging
-import time
 import uuid
 from datetime import timedelta
 
@@ -23,6 +22,7 @@ from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
+from core.timing import Stages
 from engine.images import ImageError, decode_image
 from engine.render import heatmap_png
 from inference import control, handoff, runtime
@@ -235,10 +235,11 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, c
     `weights` names the version's weights file, so that a model pinned under a reused primary
     key is never taken for another one.
     """
-    started = time.perf_counter()
+    stages = Stages()
     data = handoff.worker_take(call_id=call_id, worker=worker)
     if data is None:  # claimed by another worker, or the caller gave up before we got to it
         return
+    stages.mark("take")
     model = runtime.hosted_model(model_version_id, weights)
     if model is None:
         # Hosted since this worker started, or unloaded by a stop racing a start: pin it now.
@@ -254,20 +255,26 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, c
                 "worker: it is now HOSTING_FAILED, and its status message says why.",
             }
             return handoff.worker_answer(call_id=call_id, answer=answer)
+        stages.mark("load")
     try:
         array = decode_image(data)
     except ImageError as exc:
         return handoff.worker_answer(call_id=call_id, answer={"error": exc.code, "message": exc.message})
+    stages.mark("decode")
     prediction = model.predict(array, threshold=threshold)
+    stages.mark("predict")
     classes = _class_colours(model_version_id, model.classes) if model.kind == "segmentation" else []
     class_mask = prediction.class_mask if classes else prediction.mask
+    mask_png = base64.b64encode(lfv_mask_png(class_mask, [c["color"] for c in classes] or None)).decode()
+    stages.mark("mask_png")
     answer = {
         "is_anomalous": bool(prediction.is_anomalous),
         "confidence": float(prediction.confidence),
         "score": float(prediction.score),
         "anomalous_fraction": float(prediction.anomalous_fraction),
-        "mask_png": base64.b64encode(lfv_mask_png(class_mask, [c["color"] for c in classes] or None)).decode(),
-        "inference_ms": round((time.perf_counter() - started) * 1000, 2),
+        "mask_png": mask_png,
+        "inference_ms": stages.total_ms(),
+        "stages": stages.ms,
         "classes": [{**c, "area": float(prediction.class_fractions.get(c["name"], 0.0))} for c in classes],
         # Kenpin's addition: whether the photo is unlike the training photos (None: cannot tell).
         "unlike": None if prediction.familiarity is None else prediction.familiarity.unlike,
