@@ -22,6 +22,17 @@ from console.embedded_redis import redis_server_command
 from console.supervisor import GaveUp, Supervisor
 
 
+def inference_environment(environ) -> dict:
+    """The inference worker's environment: one thread per call, for onnxruntime (KENPIN_THREADS)
+    and numpy's OpenBLAS, unless the operator set them.
+
+    The worker runs one call per core, so calls side by side already use every core; each call
+    using all cores as well ran twice as many threads as cores, and OpenBLAS's threads spin
+    while they wait for work: 95 ms of CPU per call instead of 39 (docs/benchmarks.md).
+    """
+    return {"KENPIN_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **environ}
+
+
 class Command(BaseCommand):
     help = "Run Kenpin (web server, workers, scheduler and, by default, an embedded Redis) until Ctrl-C."
 
@@ -80,12 +91,13 @@ class Command(BaseCommand):
                 log=logs / "training-worker.log",
             )
             # Inference: hosted models stay loaded in this one process; threads share them and
-            # serve several detect calls at once (onnxruntime releases the GIL).
+            # serve several detect calls at once (onnxruntime and numpy release the GIL), as
+            # many as the machine has cores (Celery's default concurrency).
             self.supervisor.add(
                 "inference-worker",
-                celery
-                + ["worker", "-Q", "inference,default", "-P", "threads", "-c", "4", "-n", "inference@%h", "-l", "INFO"],
+                celery + ["worker", "-Q", "inference,default", "-P", "threads", "-n", "inference@%h", "-l", "INFO"],
                 log=logs / "inference-worker.log",
+                env=inference_environment(os.environ),
             )
             self.supervisor.add(
                 "scheduler",
