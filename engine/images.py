@@ -8,6 +8,7 @@ applied. What cannot be used raises `ImageError` with a message written for a pe
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -75,9 +76,18 @@ def _open(data: bytes) -> Image.Image:
     return image
 
 
-def _load(data: bytes) -> Image.Image:
-    """Open and fully decode, so that truncated files fail here and not later in a worker."""
+def _load(data: bytes, *, draft: int | None = None) -> Image.Image:
+    """Open and fully decode, so that truncated files fail here and not later in a worker.
+
+    `draft`: a JPEG may be decoded straight to a smaller size whose long side is still at least
+    this many pixels (libjpeg scales by 1/2, 1/4 or 1/8 while decoding, which costs less than
+    decoding in full and shrinking). Its pixels differ from a full decode shrunk to that size,
+    so only pictures for people use it, never the engine's input (docs/benchmarks.md).
+    """
     image = _open(data)
+    if draft is not None and image.format == "JPEG":
+        scale = draft / max(image.size)
+        image.draft(None, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -137,7 +147,7 @@ def decode_mask(data: bytes, *, width: int, height: int) -> np.ndarray:
 
 def thumbnail_jpeg(data: bytes, *, max_side: int = 320) -> bytes:
     """A small JPEG of the image for grids and lists."""
-    image = _to_rgb(_load(data))
+    image = _to_rgb(_load(data, draft=max_side))
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=85, optimize=True)

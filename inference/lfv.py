@@ -1,5 +1,6 @@
 """Amazon Lookout for Vision's DetectAnomalies answer: its mask format and its response, field for field."""
 
+import functools
 import io
 
 import numpy as np
@@ -18,13 +19,27 @@ def lfv_mask_png(class_mask: np.ndarray, colors: list[str] | None = None) -> byt
     A palette image, which PNG stores at one to eight bits per pixel: small to send, quick to
     encode. (engine.mask_png's 0/255 greyscale is the upload format, not LFV's colours.)
     """
-    colors = colors or [MASK_COLORS["anomaly"]]
+    colors = tuple(colors or [MASK_COLORS["anomaly"]])
+    class_mask = np.asarray(class_mask, dtype=np.uint8)
+    if not class_mask.any():
+        # Most photos of a working line are normal: their all-background mask depends only on
+        # the size, so it is encoded once per size, not per call.
+        return _blank_mask_png(class_mask.shape, colors)
+    return _mask_png(class_mask, colors)
+
+
+def _mask_png(class_mask: np.ndarray, colors: tuple[str, ...]) -> bytes:
     palette = [MASK_COLORS["background"], *colors]
-    image = PILImage.fromarray(np.asarray(class_mask, dtype=np.uint8), mode="P")
+    image = PILImage.fromarray(class_mask, mode="P")
     image.putpalette([int(c[i : i + 2], 16) for c in palette for i in (1, 3, 5)])
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+@functools.lru_cache(maxsize=64)
+def _blank_mask_png(shape: tuple[int, int], colors: tuple[str, ...]) -> bytes:
+    return _mask_png(np.zeros(shape, dtype=np.uint8), colors)
 
 
 def detect_anomalies_response(detection) -> dict:

@@ -109,3 +109,19 @@ def test_a_mask_must_match_its_image():
 def test_thumbnails_are_small_jpegs():
     thumb = Image.open(io.BytesIO(thumbnail_jpeg(encode(Image.fromarray(gradient(800, 600))), max_side=100)))
     assert thumb.format == "JPEG" and max(thumb.size) == 100
+
+
+def test_a_jpeg_thumbnail_is_decoded_at_a_reduced_size_but_looks_the_same():
+    # libjpeg decodes straight to 1/2 here (384x288, still >= 320): half the work of a full decode.
+    photo = gradient(768, 576)
+    thumb = Image.open(io.BytesIO(thumbnail_jpeg(encode(Image.fromarray(photo), "JPEG", quality=95))))
+    assert thumb.format == "JPEG" and thumb.size == (320, 240)
+    full = np.asarray(Image.fromarray(photo).resize((320, 240), Image.Resampling.LANCZOS), dtype=np.float32)
+    assert np.abs(np.asarray(thumb, dtype=np.float32) - full).mean() < 3
+
+
+def test_a_truncated_jpeg_is_refused_when_thumbnailed_too():
+    data = encode(Image.fromarray(gradient(768, 576)), "JPEG", quality=95)
+    with pytest.raises(ImageError) as error:
+        thumbnail_jpeg(data[: len(data) // 2])
+    assert error.value.code == "corrupt"
