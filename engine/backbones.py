@@ -23,6 +23,10 @@ class Backbone:
     # stage (40 channels for Lite0), 3 the stride-16 stage (112 channels for Lite0).
     out_indices: tuple[int, int]
     channels: int  # channels of the two stages together, the patch feature dimension
+    # The stride-4 stage (timm out_index 1) and its channels: the graph's second output, finer
+    # cells for the head's masks (see engine.export.PatchFeatures).
+    fine_index: int = 1
+    fine_channels: int = 24
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # the TF EfficientNet-Lite normalisation
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 

@@ -24,8 +24,13 @@ from engine.backbones import BACKBONES, Backbone
 
 # Bumped whenever engine.export changes what the graph computes, so that stale cached graphs are
 # not reused. Stored in model.json; a model without its own graph refuses to run on another one.
-GRAPH_VERSION = 2
+# 3: a second output, the stride-4 stage; the first output is v2's, unchanged.
+GRAPH_VERSION = 3
+# Graph versions whose first output ("features") is the current one's: a model saved without its
+# graph bytes by such a version runs on this engine's export.
+SAME_FEATURES = (2, 3)
 STRIDE = 8  # px of input per feature cell
+FINE_STRIDE = 4  # px of input per cell of the second output (graph v3 on)
 _ALIGN = 16  # input sides are multiples of the coarsest stage's stride
 
 _sessions: dict[str, ort.InferenceSession] = {}  # by the graph's sha256: models of one graph share it
@@ -145,6 +150,13 @@ class FeatureExtractor:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (h/8, w/8, C) float32 patch features."""
+        return self.extract(image)[0]
+
+    def extract(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(H, W, 3) uint8 RGB -> ((h/8, w/8, C) patch features, (h/4, w/4, C4) stride-4 features
+        or None when the graph predates them (v2)), float32."""
         resized = self.resize(image)
-        (features,) = self.session.run(None, {"image": resized[None]})  # (1, C, h/8, w/8)
-        return np.ascontiguousarray(features[0].transpose(1, 2, 0))
+        outputs = self.session.run(None, {"image": resized[None]})  # (1, C, h/8, w/8)[, (1, C4, h/4, w/4)]
+        features = np.ascontiguousarray(outputs[0][0].transpose(1, 2, 0))
+        fine = np.ascontiguousarray(outputs[1][0].transpose(1, 2, 0)) if len(outputs) > 1 else None
+        return features, fine

@@ -23,8 +23,16 @@ from safetensors.numpy import save as save_tensors
 
 from engine.backbones import BACKBONES
 from engine.familiarity import Assessment, Familiarity, embedding, image_stats
-from engine.features import GRAPH_VERSION, MAX_STRETCH, STRIDE, BackboneUnavailable, FeatureExtractor, graph_sha256
-from engine.head import PixelHead
+from engine.features import (
+    GRAPH_VERSION,
+    MAX_STRETCH,
+    SAME_FEATURES,
+    STRIDE,
+    BackboneUnavailable,
+    FeatureExtractor,
+    graph_sha256,
+)
+from engine.head import PixelHead, double, softmax
 from engine.patchcore import DEFECT_WEIGHT, NearestNeighbours, PatchScorer
 
 FORMAT_VERSION = 2  # 2: optional head, classes, pixel threshold; version 1 files load unchanged
@@ -40,7 +48,7 @@ class Prediction:
     is_anomalous: bool
     confidence: float  # 0.5..1, confidence in the verdict (Lookout for Vision's meaning)
     score: float  # 0..1 calibrated anomaly score
-    anomaly_map: np.ndarray  # (h, w) float32 calibrated scores on the feature grid (stride 8)
+    anomaly_map: np.ndarray  # (h, w) float32 calibrated scores on the map grid (stride 8, or the head's 4)
     mask: np.ndarray  # (H, W) bool at image size: class_mask > 0
     anomalous_fraction: float  # share of image pixels in the mask
     class_mask: np.ndarray = field(default=None)  # (H, W) uint8: 0 background, k = classes[k - 1]
@@ -122,6 +130,7 @@ class AnomalyModel:
         head: PixelHead | None = None,
         mix: Mix | None = None,
         pixel_threshold: float | None = None,
+        head_stride: int = STRIDE,
         classes: tuple[str, ...] | list[str] = DEFAULT_CLASSES,
         info: Mapping | None = None,
         graph: bytes | None = None,
@@ -142,6 +151,9 @@ class AnomalyModel:
         self.threshold = float(threshold)
         self.head = head
         self.mix = mix
+        # px of input per cell of the head's map: 8 (the patch features' grid) or FINE_STRIDE (a
+        # head that also reads the stride-4 stage, so that its masks are twice as fine).
+        self.head_stride = int(head_stride) if head is not None else STRIDE
         # Anomaly probability (0..1, from the head) at which a pixel belongs to the mask; None:
         # the mask is where the calibrated map reaches the image threshold.
         self.pixel_threshold = pixel_threshold
@@ -185,24 +197,36 @@ class AnomalyModel:
         """ONNX bytes of the backbone graph this model runs."""
         return self._graph if self._graph is not None else self.extractor.graph
 
-    def maps(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(h, w, C) patch features -> (raw map (h, w) float32, class probabilities (h, w, K + 1) or None)."""
+    def maps(self, features: np.ndarray, fine: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(h, w, C) patch features [and (2h, 2w, C4) stride-4 features, which a stride-4 head
+        needs] -> (raw map (h', w') float32, class probabilities (h', w', K + 1) or None), on the
+        head's grid: (h, w), or (2h, 2w) for a stride-4 head."""
         distance = self.scorer.distance_map(features, self.sigma)
         if self.head is None:
             return distance, None
-        probs = self.head.probabilities(head_inputs(features, distance))
-        h, w = distance.shape
-        return self.mix(np.log(np.maximum(distance, 1e-6)), anomaly_logit(probs).reshape(h, w)), probs.reshape(h, w, -1)
+        if self.head_stride != STRIDE and fine is None:
+            raise ValueError("this model's head reads the stride-4 features; pass them (FeatureExtractor.extract)")
+        log_distance = np.log(np.maximum(distance, 1e-6))  # (h, w)
+        if self.head_stride == STRIDE:
+            h, w = distance.shape
+            probs = self.head.probabilities(head_inputs(features, distance))
+            u = log_distance
+        else:
+            h, w = fine.shape[:2]
+            coarse = np.concatenate([features, log_distance[..., None]], axis=-1)
+            probs = softmax(self.head.fine_logits(fine, coarse))
+            u = double(log_distance[..., None])[..., 0]
+        return self.mix(u, anomaly_logit(probs).reshape(h, w)), probs.reshape(h, w, -1)
 
-    def raw_map(self, features: np.ndarray) -> np.ndarray:
-        """(h, w, C) patch features -> (h, w) float32 raw anomaly map (before calibration)."""
-        return self.maps(features)[0]
+    def raw_map(self, features: np.ndarray, fine: np.ndarray | None = None) -> np.ndarray:
+        """(h, w, C) patch features -> (h', w') float32 raw anomaly map (before calibration)."""
+        return self.maps(features, fine)[0]
 
     def predict(self, image: np.ndarray, *, threshold: float | None = None) -> Prediction:
         """Score one (H, W, 3) uint8 RGB image; `threshold` overrides the stored one."""
         threshold = self.threshold if threshold is None else float(threshold)
-        features = self.extractor(image)
-        raw, probs = self.maps(features)
+        features, fine = self.extractor.extract(image)
+        raw, probs = self.maps(features, fine)
         prediction = self.prediction(raw, probs, image.shape[:2], threshold)
         if self.familiarity is not None:
             prediction.familiarity = self.familiarity.assess(image_stats(image), embedding(features))
@@ -294,6 +318,7 @@ class AnomalyModel:
             "classes": self.classes,
             "mix": asdict(self.mix) if self.mix is not None else None,
             "pixel_threshold": self.pixel_threshold,
+            "head_stride": self.head_stride,
             "libraries": library_versions(),
             "info": self.info,
             "familiarity": self.familiarity.to_json() if self.familiarity is not None else None,
@@ -323,7 +348,7 @@ class AnomalyModel:
         if graph is not None:
             if graph_sha256(graph) != meta.get("graph_sha256"):
                 raise ValueError("backbone.onnx is not the graph this model was trained with (sha256 differs)")
-        elif meta["graph_version"] != GRAPH_VERSION:
+        elif meta["graph_version"] not in SAME_FEATURES:
             raise ValueError(
                 f"model was trained with backbone graph v{meta['graph_version']}, this engine has "
                 f"v{GRAPH_VERSION}; retrain the model"
@@ -344,6 +369,7 @@ class AnomalyModel:
             head=PixelHead.from_tensors(tensors),
             mix=Mix(**mix) if mix else None,
             pixel_threshold=meta.get("pixel_threshold"),
+            head_stride=int(meta.get("head_stride", STRIDE)),
             classes=meta.get("classes", DEFAULT_CLASSES),
             info=meta.get("info"),
             graph=graph,
@@ -351,11 +377,20 @@ class AnomalyModel:
         )
 
 
-def head_inputs(features: np.ndarray, distance: np.ndarray) -> np.ndarray:
-    """(h * w, C + 1) float32 head inputs: each cell's features and its log distance to normal."""
+def head_inputs(features: np.ndarray, distance: np.ndarray, fine: np.ndarray | None = None) -> np.ndarray:
+    """Float32 head inputs, one row per cell of the head's grid; the last column is always the
+    cell's log distance to normal.
+
+    Without `fine`: (h * w, C + 1), each stride-8 cell's features and log distance. With the
+    (2h, 2w, C4) stride-4 features: (4 * h * w, C4 + C + 1), each stride-4 cell's own features,
+    then the stride-8 features and log distance interpolated to it.
+    """
     c = features.shape[-1]
-    log_distance = np.log(np.maximum(distance, 1e-6)).reshape(-1, 1)
-    return np.concatenate([features.reshape(-1, c), log_distance], axis=1)
+    log_distance = np.log(np.maximum(distance, 1e-6))[..., None]  # (h, w, 1)
+    if fine is None:
+        return np.concatenate([features.reshape(-1, c), log_distance.reshape(-1, 1)], axis=1)
+    coarse = double(np.concatenate([features, log_distance], axis=-1))  # (2h, 2w, C + 1)
+    return np.concatenate([fine.reshape(-1, fine.shape[-1]), coarse.reshape(-1, c + 1)], axis=1)
 
 
 def anomaly_logit(probs: np.ndarray) -> np.ndarray:

@@ -36,17 +36,19 @@ CACHE = Path(os.environ.get("KENPIN_FEATURE_CACHE", "/tmp/kenpin-feature-cache")
 
 
 class CachedExtractor(F.FeatureExtractor):
-    def __call__(self, image):
+    def extract(self, image):
         key = hashlib.sha1(image.tobytes()).hexdigest()[:20]
-        path = (
-            CACHE
-            / f"{key}_{self.backbone.name}_{self.long_side}_{self.max_stretch}_{image.shape[0]}x{image.shape[1]}.npy"
-        )
-        if path.exists():
-            return np.load(path)
-        features = super().__call__(image)
-        np.save(path, features)
-        return features
+        stem = f"{key}_{self.backbone.name}_{self.long_side}_{self.max_stretch}_{image.shape[0]}x{image.shape[1]}"
+        paths = CACHE / f"{stem}.npy", CACHE / f"{stem}_fine.npy"
+        if all(p.exists() for p in paths):
+            return tuple(np.load(p) for p in paths)
+        outputs = super().extract(image)
+        for path, array in zip(paths, outputs):
+            # Written under a temporary name and renamed: runs in parallel share the cache.
+            partial = path.with_suffix(f".{os.getpid()}.partial.npy")
+            np.save(partial, array)
+            partial.replace(path)
+        return outputs
 
 
 def main() -> None:
@@ -83,7 +85,7 @@ def main() -> None:
             served |= {"times_ms": [0.0], "peak_rss_mb": 0.0}
             for item in test:
                 image = _sample(item, with_mask=False).image
-                raw, probs = model.maps(model.extractor(image))
+                raw, probs = model.maps(*model.extractor.extract(image))
                 p = model.prediction(raw, probs, image.shape[:2], model.threshold)
                 served["scores"].append(p.score)
                 served["maps"].append(p.anomaly_map)

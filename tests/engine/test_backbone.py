@@ -51,10 +51,13 @@ def test_onnx_features_match_torch():
     backbone = BACKBONES["lite0"]
     image = skimage_data.astronaut()[::2, ::2].copy()  # (256, 256, 3) uint8
     with torch.no_grad():
-        expected = PatchFeatures(backbone)(torch.from_numpy(image)[None])[0].permute(1, 2, 0).numpy()
-    actual = FeatureExtractor("lite0", long_side=256)(image)
+        outputs = PatchFeatures(backbone)(torch.from_numpy(image)[None])
+    expected, expected_fine = (o[0].permute(1, 2, 0).numpy() for o in outputs)
+    actual, fine = FeatureExtractor("lite0", long_side=256).extract(image)
     assert actual.shape == expected.shape == (32, 32, backbone.channels)
+    assert fine.shape == expected_fine.shape == (64, 64, backbone.fine_channels)
     np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-3 * float(np.abs(expected).max()))
+    np.testing.assert_allclose(fine, expected_fine, rtol=1e-3, atol=1e-3 * float(np.abs(expected_fine).max()))
 
 
 def test_a_fresh_cache_gets_an_exported_graph_and_inference_never_imports_torch(tmp_path):

@@ -30,6 +30,18 @@ def test_the_head_learns_from_masks_and_segments_a_painted_defect(segmented):
     assert metrics["per_class"]["scratch"]["recall"] == 1.0  # 6 px wide: found, drawn thicker
 
 
+def test_a_head_taught_by_masks_maps_cells_twice_as_fine_as_the_features(segmented):
+    result, test_set = segmented
+    model = result.model
+    assert model.head_stride == 4
+    image = test_set[-1].image
+    features, fine = model.extractor.extract(image)
+    assert fine.shape[:2] == (2 * features.shape[0], 2 * features.shape[1])
+    assert model.predict(image).anomaly_map.shape == fine.shape[:2]
+    with pytest.raises(ValueError, match="stride-4"):
+        model.maps(features)
+
+
 def test_classes_come_back_with_their_names_and_areas(segmented):
     result, test_set = segmented
     model = result.model

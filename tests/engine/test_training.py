@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
-from engine import AnomalyModel, TrainingError, train
+from engine import AnomalyModel, TrainingError, train, training
 from engine.features import input_size
 from engine.training import long_side_for
 
@@ -207,6 +207,38 @@ def test_a_model_saved_before_stretching_and_defect_banks_scores_as_it_was_train
     image = aliens[1][0].image  # 256x176: kept at its aspect ratio, as such models were trained
     assert loaded.predict(image).anomaly_map.shape == (176 // 8, 256 // 8)
     assert loaded.to_files()["backbone.onnx"] == files["backbone.onnx"]
+
+
+def _v2_graph(graph: bytes) -> bytes:
+    """The graph as engine.export wrote it before v3: the same first output, no stride-4 one."""
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load_from_string(graph)
+    kept = [o for o in proto.graph.output if o.name == "features"]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    return proto.SerializeToString()
+
+
+@pytest.mark.shared_data
+def test_a_model_saved_with_a_v2_graph_and_a_stride_8_head_scores_as_it_was_trained(aliens, monkeypatch):
+    # Models trained before graph v3 carry a graph with one output and a head on the stride-8
+    # cells; they must score with their own graph exactly as they did.
+    monkeypatch.setattr(training, "WEAK_HEAD_STRIDE", 8)
+    model = train(train=aliens[0][:8] + aliens[0][-3:]).model
+    assert model.head is not None and model.head_stride == 8
+    files = model.to_files()
+    meta = json.loads(files["model.json"])
+    del meta["head_stride"]
+    meta["graph_version"] = 2
+    files["backbone.onnx"] = _v2_graph(files["backbone.onnx"])
+    meta["graph_sha256"] = hashlib.sha256(files["backbone.onnx"]).hexdigest()
+    files["model.json"] = json.dumps(meta).encode()
+    loaded = AnomalyModel.from_files(files)
+    assert loaded.head_stride == 8 and loaded.extractor.extract(aliens[1][0].image)[1] is None
+    for sample in aliens[1][:2] + aliens[1][-2:]:
+        a, b = model.predict(sample.image), loaded.predict(sample.image)
+        assert a.score == b.score and a.anomaly_map.shape == b.anomaly_map.shape
+        np.testing.assert_array_equal(a.mask, b.mask)
 
 
 @pytest.mark.shared_data
