@@ -1,6 +1,7 @@
 """Segmentation in Chromium: a person creates two anomaly classes, paints a defect of each on a
-cookie with the mouse, trains, and reads per-class results and class-coloured masks on the version
-page. The other anomalies get their masks (the data set's own) through the services, as an upload
+cookie with the mouse, trains, reads per-class results and class-coloured masks on the version
+page, then runs a trial on unseen cookies, sees their class masks, corrects one in the painter and
+adds them to the dataset with their masks as labels. The other anomalies get their masks (the data set's own) through the services, as an upload
 would, so that the painting stays a few strokes."""
 
 import io
@@ -15,7 +16,7 @@ from playwright.sync_api import expect
 from projects.images import dataset_add_image
 from projects.models import AnomalyClass, Image
 from projects.selectors import image_mask_indices
-from tests.browser.actions import sign_in
+from tests.browser.actions import drop_files, sign_in
 from tests.conftest import cookie_photos
 from tests.datasets import COOKIES
 from tests.factories import make_project
@@ -146,10 +147,70 @@ def test_two_classes_painted_with_the_mouse_train_a_segmentation_model(page, use
     source = masks.first.get_attribute("src")
     drawn = page.request.get(source)
     assert drawn.ok
-    rgba = np.asarray(PILImage.open(io.BytesIO(drawn.body())).convert("RGBA")).reshape(-1, 4)
-    colours = {tuple(int(v) for v in c[:3]) for c in rgba if c[3]}
-    assert colours and colours <= {(0xE6, 0x19, 0x4B), (0x43, 0x63, 0xD8)}
+    assert class_colours(drawn.body()) <= CLASS_COLOURS
     expect(page.locator("#result-grid .truth").first).to_be_visible()
     page.locator("#class-results").scroll_into_view_if_needed()
     screenshot(page, "seg-04-version")
+
+    # --- A trial on unseen cookies: class masks, one corrected, all added as labels -------------
+    unseen = cookie_photos("anomaly", "test", 3)
+    page.click("nav.projectnav >> text=Trial detections")
+    page.fill("#id_name", "unseen cookies")
+    drop_files(page, "[data-drop-into]", unseen)
+    expect(page.locator("#trial-files-count")).to_have_text("3 photos chosen")
+    page.click("#run-trial")
+    page.wait_for_url("**/trials/*/")
+    expect(page.locator("#trial-status")).to_have_attribute("data-status", "COMPLETED", timeout=120_000)
+    flagged = page.locator('.trial-card[data-predicted="anomaly"]')
+    expect(flagged.first).to_be_visible()
+    card_mask = flagged.first.locator("img.class-mask")
+    expect(card_mask).to_be_visible()
+    assert class_colours(page.request.get(card_mask.get_attribute("src")).body()) <= CLASS_COLOURS
+    screenshot(page, "seg-05-trial")
+
+    # The person corrects the first flagged photo's mask: a chip painted over part of it (the
+    # data set has no masks for its test anomalies, so the box is the photo's middle).
+    name = flagged.first.get_attribute("data-name")
+    with PILImage.open(next(p for p in unseen if p.name == name)) as photo:
+        width, height = photo.size
+    box = (width // 3, height // 3, width // 2, height // 2)
+    flagged.first.locator("button.paint-trial").click()
+    expect(page.locator("#painter")).to_be_visible()
+    expect(page.locator("#painter-save")).to_be_enabled()
+    page.keyboard.press("2")
+    page.locator("#painter-size").fill("40")
+    paint_box(page, box, width=width, height=height, brush=40)
+    page.click("#painter-save")
+    expect(page.locator("#painter")).to_be_hidden()
+    page.wait_for_load_state("load")
+    card = page.locator(f'.trial-card[data-name="{name}"]')
+    expect(card.locator(".mask-note")).to_contain_text("Mask painted by hand")
+
+    # Saving the correction verified that photo as an anomaly; the person verifies the others.
+    expect(card).to_have_class("trial-card verdict-correct")
+    cards = page.locator(f'.trial-card:not([data-name="{name}"])')
+    for i in range(cards.count()):
+        verdict = "correct" if cards.nth(i).get_attribute("data-predicted") == "anomaly" else "incorrect"
+        cards.nth(i).locator(f"button.verdict-{verdict}").click()
+        expect(cards.nth(i)).to_have_class(f"trial-card verdict-{verdict}")
+    page.click("#add-verified")
+    expect(page.locator("#messages")).to_contain_text("3 new images added to the dataset")
+    added = Image.objects.get(project=project, original_name=name)
+    indices = image_mask_indices(image=added)
+    x0, y0, x1, y1 = box
+    assert added.label == "anomaly"
+    assert (indices[y0:y1, x0:x1] == chip.index).mean() > 0.8, "the correction did not become the label"
     expect.set_options(timeout=5_000)
+
+
+CLASS_COLOURS = {(0xE6, 0x19, 0x4B), (0x43, 0x63, 0xD8)}  # crack, chip
+
+
+def class_colours(png: bytes) -> set[tuple[int, int, int]]:
+    """The colours a drawn class mask shows, at least one: its opaque pixels other than white (a
+    trial's mask is Lookout for Vision's colour map, white where there is no defect, laid over
+    the photo by multiplying)."""
+    rgba = np.asarray(PILImage.open(io.BytesIO(png)).convert("RGBA")).reshape(-1, 4)
+    colours = {tuple(int(v) for v in c[:3]) for c in rgba if c[3]} - {(255, 255, 255)}
+    assert colours, "the mask shows nothing"
+    return colours
