@@ -167,9 +167,13 @@ def anomaly_class_delete(*, anomaly_class: AnomalyClass, masks_expected: int | N
                 if indices.any():
                     name = _store(image, indices)
                     stored.append(name)
-                    Image.objects.filter(pk=image.pk).update(mask=name, mask_kind=MaskKind.CLASS_INDEX)
+                    Image.objects.filter(pk=image.pk).update(
+                        mask=name, mask_kind=MaskKind.CLASS_INDEX, mask_classes_used=masks.classes_used(indices)
+                    )
                 else:
-                    Image.objects.filter(pk=image.pk).update(mask="", mask_kind=MaskKind.CLASS_INDEX)
+                    Image.objects.filter(pk=image.pk).update(
+                        mask="", mask_kind=MaskKind.CLASS_INDEX, mask_classes_used=None
+                    )
             anomaly_class.delete()
             storage_delete_on_commit(old)
     except BaseException:
@@ -230,7 +234,10 @@ def image_set_mask(*, image: Image, mask: bytes, class_name: str = "", user=None
     old = Image.objects.filter(pk=image.pk).values_list("mask", flat=True).first()
     with transaction.atomic():
         updated = Image.objects.filter(pk=image.pk).update(
-            mask=name, mask_kind=MaskKind.CLASS_INDEX, label=Label.ANOMALY
+            mask=name,
+            mask_kind=MaskKind.CLASS_INDEX,
+            mask_classes_used=masks.classes_used(indices),
+            label=Label.ANOMALY,
         )
         if not updated:
             transaction.on_commit(lambda: default_storage.delete(name))
@@ -258,7 +265,7 @@ def image_remove_mask(*, image: Image) -> Image:
         raise Invalid("This image has no mask to remove.", code="no_mask")
     with transaction.atomic():
         old = image.mask.name
-        Image.objects.filter(pk=image.pk).update(mask="", mask_kind=MaskKind.CLASS_INDEX)
+        Image.objects.filter(pk=image.pk).update(mask="", mask_kind=MaskKind.CLASS_INDEX, mask_classes_used=None)
         storage_delete_on_commit([old])
     image.refresh_from_db()
     return image

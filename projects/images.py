@@ -15,6 +15,7 @@ from core.errors import Conflict, Invalid
 from core.files import storage_delete_on_commit
 from core.uploads import check_upload_size
 from engine.images import ImageError, probe_image, thumbnail_jpeg
+from projects import masks
 from projects.activity import activity_record, plural
 from projects.classes import mask_decode, mask_store_new
 from projects.models import Action, Dataset, Image, Label, MaskKind, Project, Split, project_files_prefix
@@ -123,6 +124,7 @@ def dataset_add_image(
                 thumbnail=thumb_name,
                 mask=mask_name,
                 mask_kind=MaskKind.CLASS_INDEX,
+                mask_classes_used=masks.classes_used(indices) if indices is not None else None,
                 original_name=PurePosixPath(name.replace("\\", "/")).name[:255],
                 sha256=sha256,
                 width=info.width,

@@ -142,6 +142,11 @@ def _unknown_colours_message(unknown: list[tuple[int, int]], classes: Sequence[M
     )
 
 
+def classes_used(indices: np.ndarray) -> list[int]:
+    """The class indices (1..K) that (H, W) uint8 indices hold, ascending; background left out."""
+    return [int(i) for i in np.flatnonzero(np.bincount(indices.ravel(), minlength=1)[1:]) + 1]
+
+
 def encode_indices(indices: np.ndarray) -> bytes:
     """(H, W) uint8 class indices -> the stored mask: a one-channel PNG holding the indices."""
     return _png(Image.fromarray(np.ascontiguousarray(indices, dtype=np.uint8), mode="L"))

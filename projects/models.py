@@ -108,6 +108,10 @@ class Image(models.Model):
     thumbnail = models.FileField(max_length=255)
     mask = models.FileField(max_length=255, blank=True)
     mask_kind = models.CharField(max_length=12, choices=MaskKind.choices, default=MaskKind.BINARY)
+    # The class indices (1..K) the mask's pixels hold, written with each mask, so that the classes
+    # page counts masks per class without reading every mask file. None: no mask, or a mask stored
+    # before this was kept (read once, then filled in: projects.selectors.mask_class_indices).
+    mask_classes_used = models.JSONField(null=True, blank=True)
     original_name = models.CharField(max_length=255, blank=True)  # shown to people, never used as a path
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField()

@@ -274,13 +274,28 @@ def image_mask_classes(*, image: Image) -> list[masks.MaskClass]:
     return [c for c in mask_classes(project=image.project) if c.index in present]
 
 
+def mask_class_indices(*, image: Image) -> list[int]:
+    """The class indices (1..K) an image's mask holds, [] without a mask. Kept on the row with
+    each mask written; a mask stored before that is read once and the row filled in."""
+    if not image.mask:
+        return []
+    if image.mask_classes_used is None:
+        indices = image_mask_indices(image=image)
+        used = masks.classes_used(indices) if indices is not None else []
+        # Only while the mask is still the one read: a mask written meanwhile wrote its own.
+        Image.objects.filter(pk=image.pk, mask=image.mask.name, mask_classes_used__isnull=True).update(
+            mask_classes_used=used
+        )
+        image.mask_classes_used = used
+    return image.mask_classes_used
+
+
 def masks_using_class(*, anomaly_class: AnomalyClass) -> list[Image]:
-    """The project's images whose mask has pixels of this class (every mask is read: no index of
-    classes is kept beside the files, which stay the one truth)."""
+    """The project's images whose mask has pixels of this class."""
     return [
         image
         for image in Image.objects.filter(project_id=anomaly_class.project_id).exclude(mask="")
-        if (indices := image_mask_indices(image=image)) is not None and (indices == anomaly_class.index).any()
+        if anomaly_class.index in mask_class_indices(image=image)
     ]
 
 
@@ -300,11 +315,8 @@ def anomaly_class_usage(*, project: Project) -> dict[int, int]:
     """{class index: how many masks use it}, for the classes page."""
     counts: dict[int, int] = {}
     for image in Image.objects.filter(project=project).exclude(mask=""):
-        indices = image_mask_indices(image=image)
-        if indices is not None:
-            for index in np.unique(indices):
-                if index:
-                    counts[int(index)] = counts.get(int(index), 0) + 1
+        for index in mask_class_indices(image=image):
+            counts[index] = counts.get(index, 0) + 1
     return counts
 
 

@@ -9,7 +9,7 @@ from PIL import Image as PILImage
 
 from projects import classes
 from projects.models import AnomalyClass, Image, MaskKind
-from projects.selectors import image_mask_indices, masks_using_class
+from projects.selectors import anomaly_class_usage, image_mask_indices, masks_using_class
 from tests.factories import UserFactory, add_image, make_project
 
 pytestmark = pytest.mark.django_db
@@ -160,9 +160,40 @@ def test_deleting_a_class_turns_its_pixels_to_background_in_the_masks_using_it(t
     assert classes.anomaly_class_create(project=cookies, name="dent").index == crack.index
 
 
+def test_masks_per_class_are_counted_from_the_rows_without_reading_a_mask_file(
+    two_classes, cookies, monkeypatch, django_assert_max_num_queries
+):
+    crack, chip = two_classes
+    both = add_image(
+        cookies, width=W, height=H, mask=colour_mask({"#e6194b": (5, 5, 20, 10), "#3cb44b": (30, 20, 40, 30)})
+    )
+    add_image(cookies, width=W, height=H, mask=colour_mask({"#e6194b": (0, 0, 4, 4)}))
+    painted = classes.image_set_mask(
+        image=add_image(cookies, width=W, height=H), mask=colour_mask({"#3cb44b": (0, 0, 4, 4)})
+    )
+    add_image(cookies, width=W, height=H)
+    assert anomaly_class_usage(project=cookies) == {crack.index: 2, chip.index: 2}
+
+    classes.image_remove_mask(image=both)
+    monkeypatch.setattr("projects.selectors.image_mask_indices", lambda **kw: pytest.fail("a mask file was read"))
+    with django_assert_max_num_queries(2):  # one per question
+        assert anomaly_class_usage(project=cookies) == {crack.index: 1, chip.index: 1}
+        assert [i.pk for i in masks_using_class(anomaly_class=chip)] == [painted.pk]
+
+
+def test_a_mask_stored_before_its_classes_were_kept_is_read_once_and_its_row_filled_in(two_classes, cookies):
+    crack, chip = two_classes
+    image = add_image(cookies, width=W, height=H, mask=colour_mask({"#3cb44b": (0, 0, 4, 4)}))
+    Image.objects.filter(pk=image.pk).update(mask_classes_used=None)  # as stored before
+    assert anomaly_class_usage(project=cookies) == {chip.index: 1}
+    image.refresh_from_db()
+    assert image.mask_classes_used == [chip.index]
+
+
 def test_masks_stored_before_classes_become_the_first_class(cookies):
     image = add_image(cookies, width=W, height=H, mask=binary_mask((2, 2, 6, 6)))
-    Image.objects.filter(pk=image.pk).update(mask_kind=MaskKind.BINARY)  # as stored before classes
+    # As stored before classes (and before the classes of each mask were kept on its row).
+    Image.objects.filter(pk=image.pk).update(mask_kind=MaskKind.BINARY, mask_classes_used=None)
     image.refresh_from_db()
     first = classes.anomaly_class_create(project=cookies, name="crack")
     assert [i.pk for i in masks_using_class(anomaly_class=first)] == [image.pk]
