@@ -217,7 +217,7 @@ class EarlyRefusalMiddleware:
     """
 
     # Routes where a read-only member may send a body: detection reads the model, writes nothing.
-    VIEWER_WRITES = {"api:detect", "api:detect_lfv"}
+    VIEWER_WRITES = {"api:detect", "api:detect_lfv", "api:detect_batch"}
 
     def __init__(self, get_response):
         self.get_response = get_response

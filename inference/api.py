@@ -9,7 +9,7 @@ from ninja.files import UploadedFile
 from ninja.pagination import paginate
 from pydantic import Field
 
-from core.errors import Invalid
+from core.errors import Invalid, KenpinError, TooLarge
 from core.files import storage_file_response
 from core.pagination import BoundedPageNumberPagination
 from core.timing import Stages, server_timing
@@ -110,11 +110,15 @@ def _detect(request, response: HttpResponse, name: str, version: int) -> dict:
     response["Server-Timing"] = server_timing(
         {"inference": found.inference_ms, **found.stages, "access": stages.ms["access"], "body": stages.ms["body"]}
     )
-    answer = lfv.detect_anomalies_response(found)
+    return {"DetectAnomalyResult": _detect_result(found)}
+
+
+def _detect_result(found: detection.Detection) -> dict:
+    result = lfv.detect_anomalies_response(found)["DetectAnomalyResult"]
     # Beside Lookout for Vision's fields (its own path, lookout.api, answers exactly as AWS does).
-    answer["DetectAnomalyResult"]["UnlikeTrainingPhotos"] = found.unlike
-    answer["DetectAnomalyResult"]["UnlikeTrainingPhotosReason"] = found.unlike_message
-    return answer
+    result["UnlikeTrainingPhotos"] = found.unlike
+    result["UnlikeTrainingPhotosReason"] = found.unlike_message
+    return result
 
 
 @router.post(
@@ -128,6 +132,64 @@ def detect(request, response: HttpResponse, name: str, version: int):
     must be HOSTED (409 `not_hosted` otherwise); an unreadable image answers 400. The
     `Server-Timing` header says how long the inference worker took (`inference;dur=` ms)."""
     return _detect(request, response, name, version)
+
+
+class PhotoError(Schema):
+    error: str = Field(description="A stable code: not_an_image, corrupt, too_small, too_large, empty...")
+    message: str = Field(description="What is wrong with this photo, for people.")
+
+
+_OneResult = DetectAnomalyResult  # the field below, named as LFV names it, hides the class's name
+
+
+class DetectBatchResult(Schema):
+    File: str = Field(description="The part's file name, as sent.")
+    DetectAnomalyResult: _OneResult | None = Field(description="As DetectAnomalies answers; null on error.")
+    Error: PhotoError | None = Field(description="Why this photo could not be used; null when it was detected.")
+
+
+class DetectBatchOut(Schema):
+    Results: list[DetectBatchResult] = Field(description="One per photo, in the order of the request's parts.")
+
+
+@router.post(
+    "/{name}/models/{version}/detect-batch",
+    response=DetectBatchOut,
+    summary="Detect anomalies in several photos at once",
+)
+def detect_batch(request, response: HttpResponse, name: str, version: int, files: File[list[UploadedFile]]):
+    """Multipart: up to 16 photos, each a part named `files` (a product shot from several sides).
+    The answers come in the parts' order, each DetectAnomalies' result for its photo, or its
+    error (`not_an_image`, `too_large`...) when that photo cannot be used; the others are still
+    answered. A model that is not HOSTED answers 409 for the whole request, more than 16 photos
+    400 `too_many_files`, no inference worker in time 503. Viewers may detect."""
+    stages = Stages()
+    project = project_get_for_user(user=request.auth, name=name)
+    mv = model_version_get(project=project, version=version)
+    stages.mark("access")
+    detection.check_batch_size(len(files))  # before any photo is read
+    images, errors = [], {}
+    for n, upload in enumerate(files):
+        try:
+            images.append(upload_read(file=upload))
+        except TooLarge as exc:  # answered in its place, not read
+            images.append(b"")
+            errors[n] = exc
+    stages.mark("body")
+    answers = detection.model_version_detect_batch(model_version=mv, images=images)
+    results = []
+    for n, (upload, found) in enumerate(zip(files, answers)):
+        found = errors.get(n, found)
+        if isinstance(found, KenpinError):
+            results.append({"File": upload.name or "", "DetectAnomalyResult": None, "Error": _photo_error(found)})
+        else:
+            results.append({"File": upload.name or "", "DetectAnomalyResult": _detect_result(found), "Error": None})
+    response["Server-Timing"] = server_timing({"access": stages.ms["access"], "body": stages.ms["body"]})
+    return {"Results": results}
+
+
+def _photo_error(exc: KenpinError) -> dict:
+    return {"error": exc.code, "message": exc.message}
 
 
 # --- Trial detections ---------------------------------------------------------------------------

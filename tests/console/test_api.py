@@ -194,6 +194,7 @@ def _request_kwargs(operation_id: str) -> dict:
         "training_api_start_training": lambda: json_body({}),
         "training_api_update_model": lambda: json_body({"threshold": 0.4}),
         "inference_api_detect": lambda: {"data": image_bytes(fmt="PNG"), "content_type": "image/png"},
+        "inference_api_detect_batch": lambda: {"data": {"files": [_png("front.png"), _png("back.png")]}},
         "inference_api_create_trial": lambda: {"data": {"model_version": 1, "files": _png("trial.png")}},
         "inference_api_set_verdict": lambda: json_body({"verdict": "correct"}),
         "inference_api_add_to_dataset": lambda: json_body({"dataset": "train"}),

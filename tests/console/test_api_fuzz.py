@@ -32,6 +32,7 @@ BINARY_BODIES = [
     ("POST", "/api/v1/projects/{name}/imports"),
     ("PUT", "/api/v1/projects/{name}/images/{image_id}/mask"),
     ("POST", "/api/v1/projects/{name}/models/{version}/detect"),
+    ("POST", "/api/v1/projects/{name}/models/{version}/detect-batch"),
     ("POST", "/api/v1/projects/{name}/trials"),
 ]
 

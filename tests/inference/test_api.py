@@ -224,6 +224,98 @@ def test_detect_while_redis_is_unreachable_answers_503_with_retry_after(hosted, 
     assert "cannot reach its Redis" in response.json()["message"] and response["Retry-After"] == "5"
 
 
+# --- Several photos in one request -----------------------------------------------------------------
+
+
+def detect_batch(client, mv, parts):
+    """parts: [(file name, bytes)], sent as multipart parts named `files`, in order."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    files = [SimpleUploadedFile(name, data, "image/jpeg") for name, data in parts]
+    return client.post(f"/api/v1/projects/{mv.project.name}/models/{mv.version}/detect-batch", {"files": files})
+
+
+def test_a_batch_answers_each_photo_in_order_as_a_call_for_that_photo_alone(hosted, owner_api):
+    photos = [UNSEEN_ANOMALY[0], UNSEEN_NORMAL[0], UNSEEN_NORMAL[1], UNSEEN_ANOMALY[1], UNSEEN_NORMAL[0]]
+    records = DetectionRecord.objects.count()
+    response = detect_batch(owner_api, hosted, [(p.name, p.read_bytes()) for p in photos])
+    assert response.status_code == 200, response.content[:300]
+    results = response.json()["Results"]
+    assert [r["File"] for r in results] == [p.name for p in photos]
+    assert all(r["Error"] is None for r in results)
+    for photo, result in zip(photos, results):
+        width, height = PILImage.open(photo).size
+        check_detect_anomaly_result({"DetectAnomalyResult": result["DetectAnomalyResult"]}, width=width, height=height)
+        assert result["DetectAnomalyResult"] == detect(owner_api, hosted, photo).json()["DetectAnomalyResult"]
+    assert [r["DetectAnomalyResult"]["IsAnomalous"] for r in results][:2] == [True, False]
+    # Each photo is one detect call on the Operations page (and the single calls above, one each).
+    assert DetectionRecord.objects.count() == records + 2 * len(photos)
+
+
+def test_a_photo_that_cannot_be_used_answers_its_error_in_its_place(hosted, owner_api, settings):
+    good = UNSEEN_NORMAL[0].read_bytes()
+    settings.KENPIN_MAX_UPLOAD_BYTES = len(good) + 10
+    parts = [
+        ("a.jpg", good),
+        ("notes.txt", b"not an image at all"),
+        ("half.jpg", good[:5000]),
+        ("tiny.png", image_bytes(width=8, height=8)),
+        ("huge.jpg", good + b"x" * 100),
+        ("b.jpg", good),
+    ]
+    response = detect_batch(owner_api, hosted, parts)
+    assert response.status_code == 200, response.content[:300]
+    results = response.json()["Results"]
+    assert [r["File"] for r in results] == [name for name, _ in parts]
+    assert [r["Error"]["error"] if r["Error"] else None for r in results] == [
+        None,
+        "not_an_image",
+        "corrupt",
+        "too_small",
+        "too_large",
+        None,
+    ]
+    assert all(r["Error"]["message"] and r["DetectAnomalyResult"] is None for r in results[1:5])
+    assert results[0]["DetectAnomalyResult"] == results[5]["DetectAnomalyResult"]
+
+
+def test_a_batch_is_refused_whole_without_photos_with_too_many_or_on_a_model_not_hosted(
+    hosted, owner_api, project, restore_model_version, api_client
+):
+    photo = (UNSEEN_NORMAL[0].name, UNSEEN_NORMAL[0].read_bytes())
+    response = detect_batch(owner_api, hosted, [photo] * 17)
+    assert response.status_code == 400 and response.json()["error"] == "too_many_files"
+    assert "16" in response.json()["message"]
+    assert detect_batch(owner_api, hosted, [photo] * 16).status_code == 200
+    url = f"/api/v1/projects/cookies/models/{hosted.version}/detect-batch"
+    for body in ({}, {"files": "not a file"}):
+        response = owner_api.post(url, body)
+        assert response.status_code == 400 and set(response.json()) == {"error", "message"}, response.content
+    response = owner_api.post(url, b"raw bytes", content_type="image/jpeg")
+    assert response.status_code == 400 and set(response.json()) == {"error", "message"}
+    # Hosting, access and the version as for one photo.
+    other = restore_model_version(project)
+    response = detect_batch(owner_api, other, [photo])
+    assert response.status_code == 409 and response.json()["error"] == "not_hosted"
+    stranger = api_client(UserFactory())
+    assert detect_batch(stranger, hosted, [photo]).status_code == 404
+    viewer = UserFactory()
+    member_set(project=hosted.project, username=viewer.username, role="viewer")
+    assert detect_batch(api_client(viewer), hosted, [photo]).status_code == 200
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = owner_api.post(
+        "/api/v1/projects/cookies/models/99/detect-batch", {"files": [SimpleUploadedFile(*photo, "image/jpeg")]}
+    )
+    assert response.status_code == 404
+
+
+def test_a_batch_with_no_worker_answering_in_time_is_503(hosted, owner_api, settings):
+    settings.KENPIN_DETECT_TIMEOUT = 0.001
+    response = detect_batch(owner_api, hosted, [(UNSEEN_NORMAL[0].name, UNSEEN_NORMAL[0].read_bytes())] * 2)
+    assert response.status_code == 503 and response.json()["error"] == "unavailable"
+
+
 def test_a_new_threshold_applies_to_the_next_call(hosted, owner_api):
     url = f"/api/v1/projects/cookies/models/{hosted.version}"
     photo = UNSEEN_NORMAL[0]
