@@ -19,8 +19,9 @@ as an error. Each phase reports the median of every stage the server names in it
 Server-Timing header (the inference worker's: take, decode, predict, mask_png; the web
 process's: access, body, handoff, record), the 1-minute load average before and after, and,
 with `--run-file` (serve's KENPIN_DATA_DIR/run/serve.json, on the server's machine), the CPU
-milliseconds each of serve's processes spent per call: unlike latency, that does not depend on
-what else the machine runs.
+milliseconds each of serve's processes spent per photo: unlike latency, that does not depend on
+what else the machine runs. `--batch N` sends N photos per request to detect-batch in the
+concurrent phases (each photo's answer checked against its single answer).
 
 `stages` replays a detect call's stages in this process on one thread (decode, resize,
 features, search, head, mask, familiarity, PNG, JSON) and reports each one's CPU time per photo,
@@ -105,6 +106,20 @@ def _multipart(fields: dict, file_name: str, file_bytes: bytes, file_type: str) 
         + file_bytes
         + b"\r\n"
     )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def _multipart_files(images: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    """Photos as the parts named `files` of one multipart body (the batch endpoint's)."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for name, data, content_type in images
+    ]
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
@@ -228,7 +243,7 @@ def run(args) -> None:
             **_stats(latencies, errors, time.perf_counter() - began, client.timings),
             "load_before": load,
             "load_after": os.getloadavg()[0],
-            "cpu_ms_per_call": _cpu_per_call(cpu, _cpu_seconds(args.run_file), len(latencies)),
+            "cpu_ms_per_photo": _cpu_per_call(cpu, _cpu_seconds(args.run_file), len(latencies)),
         }
 
     summary["concurrent"] = [
@@ -248,11 +263,30 @@ def _concurrent(args, clients: int, images, expected: dict, path: str) -> dict:
     timings: list[list[dict]] = [[] for _ in range(clients)]
     stop_at = time.monotonic() + args.seconds
 
+    batch = args.batch
+
     def worker(n: int) -> None:
         own = Client(args.url, args.token)
         own.timings = timings[n]
         i = n * 7
         while time.monotonic() < stop_at:
+            if batch > 1:  # several photos per request: one answer per photo, each as it answered alone
+                chosen = [images[(i + k) % len(images)] for k in range(batch)]
+                i += batch
+                body, content_type = _multipart_files(chosen)
+                start = time.perf_counter()
+                try:
+                    status, content = own.call("POST", f"{path}-batch", body, content_type)
+                except OSError as exc:
+                    failures[n].append((chosen[0][0], repr(exc)))
+                    continue
+                results[n].append((time.perf_counter() - start) * 1000)
+                answers = json.loads(content).get("Results", []) if status == 200 else []
+                for k, (name, _, _) in enumerate(chosen):
+                    single = json.loads(expected[name])["DetectAnomalyResult"]
+                    if len(answers) != batch or answers[k]["DetectAnomalyResult"] != single:
+                        failures[n].append((name, status))
+                continue
             name, data, content_type = images[i % len(images)]
             i += 1
             start = time.perf_counter()
@@ -276,12 +310,14 @@ def _concurrent(args, clients: int, images, expected: dict, path: str) -> dict:
     calls = sum(len(r) for r in results)
     return {
         "clients": clients,
+        "photos_per_request": batch,
+        "photos_per_second": round(calls * batch / wall, 1),
         **_stats(
             [x for r in results for x in r], [x for f in failures for x in f], wall, [x for t in timings for x in t]
         ),
         "load_before": load,
         "load_after": os.getloadavg()[0],
-        "cpu_ms_per_call": _cpu_per_call(cpu, _cpu_seconds(args.run_file), calls),
+        "cpu_ms_per_photo": _cpu_per_call(cpu, _cpu_seconds(args.run_file), calls * batch),
     }
 
 
@@ -412,6 +448,9 @@ def main() -> None:
         help="serve's run file (KENPIN_DATA_DIR/run/serve.json), to report the CPU each process spends per call",
     )
     run_parser.add_argument("--lfv", action="store_true", help="call Lookout for Vision's path instead of v1")
+    run_parser.add_argument(
+        "--batch", type=int, default=1, help="photos per request for the clients at once (detect-batch when > 1)"
+    )
     run_parser.add_argument("--json")
     stages_parser = sub.add_parser("stages")
     stages_parser.add_argument("--model", type=Path, required=True, help="a trained model's folder")
