@@ -374,12 +374,13 @@ def stages(args) -> None:
             clock.mark("decode")
             resized = model.extractor.resize(image)
             clock.mark("resize")
-            (raw_features,) = model.extractor.session.run(None, {"image": resized[None]})
-            features = np.ascontiguousarray(raw_features[0].transpose(1, 2, 0))
+            outputs = model.extractor.session.run(None, {"image": resized[None]})  # as FeatureExtractor.extract
+            features = np.ascontiguousarray(outputs[0][0].transpose(1, 2, 0))
+            fine = np.ascontiguousarray(outputs[1][0].transpose(1, 2, 0)) if len(outputs) > 1 else None
             clock.mark("features")
             distance = model.scorer.distance_map(features, model.sigma)
             clock.mark("search")
-            raw, probs = model.maps(features)  # the search again, then the head: the head is the rest
+            raw, probs = model.maps(features, fine)  # the search again, then the head: the head is the rest
             clock.mark("head", less=clock.marks["search"])
             prediction = model.prediction(raw, probs, image.shape[:2], model.threshold)
             clock.mark("mask")
