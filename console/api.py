@@ -18,6 +18,7 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer
 from pydantic import Field
 
+from console.edge import token_caller
 from console.middleware import client_error_message
 from core.errors import INTERNAL_MESSAGE, KenpinError
 from inference import hosting
@@ -26,7 +27,6 @@ from inference.api import trials_router
 from lookout.v1 import router as lookout_router
 from projects.api import router as projects_router
 from projects.selectors import project_get_for_user
-from projects.tokens import api_token_authenticate
 from training.api import router as training_router
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class BearerToken(HttpBearer):
     """`Authorization: Bearer <token>`: the token's owner, with their per-project roles."""
 
     def authenticate(self, request, token):
-        return api_token_authenticate(token=token.strip())
+        return token_caller(request, token.strip())
 
 
 DESCRIPTION = f"""
