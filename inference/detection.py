@@ -28,6 +28,9 @@ class Detection:
     anomalous_fraction: float  # 0..1 of the image's pixels
     mask_png: str  # base64 PNG of the image's size, each class in its colour on white
     inference_ms: float  # the worker's own time: decoding, predicting, encoding the mask
+    # Base64 JPEG of an anomalous photo for the Operations page, made by the worker from the
+    # photo it decoded; empty for a normal one.
+    thumbnail_jpeg: str = ""
     # Where the time went, {stage: ms}: the worker's stages, then the web process's (handoff:
     # the round trip to the worker less the worker's own time; record: inference.operations).
     stages: dict = field(default_factory=dict)

@@ -40,7 +40,9 @@ def detection_record(*, model_version: ModelVersion, detection, latency_ms: floa
     try:
         if detection.is_anomalous:
             prefix = f"{project_files_prefix(model_version.project_id)}detections/{model_version.pk}/{uuid.uuid4().hex}"
-            photo = default_storage.save(f"{prefix}.jpg", ContentFile(thumbnail_jpeg(data)))
+            # The worker's thumbnail when it made one (it has the photo decoded already).
+            thumbnail = base64.b64decode(detection.thumbnail_jpeg) if detection.thumbnail_jpeg else thumbnail_jpeg(data)
+            photo = default_storage.save(f"{prefix}.jpg", ContentFile(thumbnail))
             mask = default_storage.save(f"{prefix}-mask.png", ContentFile(base64.b64decode(detection.mask_png)))
         with transaction.atomic():
             DetectionRecord.objects.create(

@@ -23,7 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.timing import Stages
-from engine.images import ImageError, decode_image
+from engine.images import ImageError, decode_image, thumbnail_jpeg_of_array
 from engine.render import heatmap_png
 from inference import control, handoff, runtime
 from inference.lfv import lfv_mask_png
@@ -267,12 +267,18 @@ def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, c
     class_mask = prediction.class_mask if classes else prediction.mask
     mask_png = base64.b64encode(lfv_mask_png(class_mask, [c["color"] for c in classes] or None)).decode()
     stages.mark("mask_png")
+    # The Operations page keeps the latest anomalous photos (inference.operations): made here
+    # from the decoded photo, it costs less than decoding the upload again in the web process.
+    thumbnail = base64.b64encode(thumbnail_jpeg_of_array(array)).decode() if prediction.is_anomalous else ""
+    if thumbnail:
+        stages.mark("thumbnail")
     answer = {
         "is_anomalous": bool(prediction.is_anomalous),
         "confidence": float(prediction.confidence),
         "score": float(prediction.score),
         "anomalous_fraction": float(prediction.anomalous_fraction),
         "mask_png": mask_png,
+        "thumbnail_jpeg": thumbnail,
         "inference_ms": stages.total_ms(),
         "stages": stages.ms,
         "classes": [{**c, "area": float(prediction.class_fractions.get(c["name"], 0.0))} for c in classes],

@@ -125,3 +125,14 @@ def test_a_truncated_jpeg_is_refused_when_thumbnailed_too():
     with pytest.raises(ImageError) as error:
         thumbnail_jpeg(data[: len(data) // 2])
     assert error.value.code == "corrupt"
+
+
+def test_a_thumbnail_of_a_decoded_photo_looks_like_the_thumbnail_of_its_file():
+    from engine.images import thumbnail_jpeg_of_array
+
+    photo = gradient(768, 576)
+    data = encode(Image.fromarray(photo), "JPEG", quality=95)
+    of_array = Image.open(io.BytesIO(thumbnail_jpeg_of_array(decode_image(data))))
+    of_file = Image.open(io.BytesIO(thumbnail_jpeg(data)))
+    assert of_array.format == "JPEG" and of_array.size == of_file.size == (320, 240)
+    assert np.abs(np.asarray(of_array, dtype=np.float32) - np.asarray(of_file, dtype=np.float32)).mean() < 3

@@ -132,6 +132,9 @@ def test_detect_answers_lookout_for_visions_response_on_real_photos(hosted, owne
     assert all(bool(r.photo) == bool(r.mask) == r.is_anomalous for r in records)
     mask = PILImage.open(records[-1].mask.open("rb")) if records[-1].mask else None
     assert mask is None or mask.size == PILImage.open(UNSEEN_ANOMALY[-1]).size
+    # The photo kept is a thumbnail the worker made from the photo it decoded.
+    kept = [PILImage.open(r.photo.open("rb")) for r in records if r.photo]
+    assert kept and all(p.format == "JPEG" and max(p.size) == 320 for p in kept)
 
 
 def test_a_photo_unlike_the_training_photos_is_flagged_beside_lookout_for_visions_fields(hosted, owner_api):
