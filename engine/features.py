@@ -10,6 +10,7 @@ so that a serving machine runs exactly the trained graph without torch, timm or 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import subprocess
 import sys
@@ -117,11 +118,30 @@ def input_size(height: int, width: int, long_side: int, max_stretch: float = 1.0
     return h, w
 
 
+# A tiled model (engine.training.tile_scale_for) scales every photo by its own factor and cuts it
+# into tiles of at most its input's long side; beyond MAX_TILES tiles the scale gives way, so one
+# photo costs at most MAX_TILES inputs of long_side x long_side (docs/benchmarks.md).
+MAX_TILES = 16
+
+
+def tile_grid(height: int, width: int, long_side: int, scale: float) -> tuple[int, int, int, int]:
+    """(rows, cols, tile h, tile w) a photo is cut into at `scale` input px per photo px; tile
+    sides are multiples of 16, so the scaled photo is cols * tile w by rows * tile h."""
+    while math.ceil(height * scale / long_side) * math.ceil(width * scale / long_side) > MAX_TILES:
+        scale *= 0.95
+    rows, cols = math.ceil(height * scale / long_side), math.ceil(width * scale / long_side)
+    tile_h = max(_ALIGN * 4, math.ceil(height * scale / rows / _ALIGN) * _ALIGN)
+    tile_w = max(_ALIGN * 4, math.ceil(width * scale / cols / _ALIGN) * _ALIGN)
+    return rows, cols, tile_h, tile_w
+
+
 class FeatureExtractor:
     """Patch features of images by one backbone graph at one input size.
 
     `graph` is the ONNX bytes to run (a saved model's own); without it, this engine's current
     export of `backbone` is used, exporting it first if needed (which needs torch and timm).
+    `tile_scale`: None to shrink each photo whole into the input; else input px per photo px at
+    which photos are scaled and cut into tiles (tile_grid).
     """
 
     def __init__(
@@ -132,10 +152,12 @@ class FeatureExtractor:
         directory: Path | None = None,
         *,
         graph: bytes | None = None,
+        tile_scale: float | None = None,
     ):
         self.backbone = BACKBONES[backbone]
         self.long_side = long_side
         self.max_stretch = max_stretch
+        self.tile_scale = tile_scale
         self.graph = graph if graph is not None else ensure_graph(self.backbone, directory).read_bytes()
         self.session = session(self.graph)
 
@@ -155,8 +177,26 @@ class FeatureExtractor:
     def extract(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(H, W, 3) uint8 RGB -> ((h/8, w/8, C) patch features, (h/4, w/4, C4) stride-4 features
         or None when the graph predates them (v2)), float32."""
-        resized = self.resize(image)
-        outputs = self.session.run(None, {"image": resized[None]})  # (1, C, h/8, w/8)[, (1, C4, h/4, w/4)]
-        features = np.ascontiguousarray(outputs[0][0].transpose(1, 2, 0))
-        fine = np.ascontiguousarray(outputs[1][0].transpose(1, 2, 0)) if len(outputs) > 1 else None
+        if self.tile_scale is None:
+            batch = self.resize(image)[None]
+            rows = cols = 1
+        else:
+            rows, cols, tile_h, tile_w = tile_grid(image.shape[0], image.shape[1], self.long_side, self.tile_scale)
+            scaled = np.asarray(
+                Image.fromarray(image).resize((cols * tile_w, rows * tile_h), Image.Resampling.BILINEAR)
+            )
+            # (rows * cols, tile_h, tile_w, 3), row-major: one batch, as the graph takes any batch size.
+            batch = (
+                scaled.reshape(rows, tile_h, cols, tile_w, 3).transpose(0, 2, 1, 3, 4).reshape(-1, tile_h, tile_w, 3)
+            )
+        outputs = self.session.run(None, {"image": np.ascontiguousarray(batch)})  # (n, C, fh, fw)[, (n, C4, 2fh, 2fw)]
+        features = _stitch(outputs[0], rows, cols)
+        fine = _stitch(outputs[1], rows, cols) if len(outputs) > 1 else None
         return features, fine
+
+
+def _stitch(tiles: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(rows * cols, C, fh, fw) feature grids of row-major tiles -> (rows * fh, cols * fw, C)."""
+    n, c, fh, fw = tiles.shape
+    grid = tiles.reshape(rows, cols, c, fh, fw).transpose(0, 3, 1, 4, 2).reshape(rows * fh, cols * fw, c)
+    return np.ascontiguousarray(grid)

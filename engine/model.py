@@ -135,6 +135,7 @@ class AnomalyModel:
         info: Mapping | None = None,
         graph: bytes | None = None,
         familiarity: Familiarity | None = None,
+        tile_scale: float | None = None,
     ):
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}")
@@ -145,6 +146,9 @@ class AnomalyModel:
         self.backbone = backbone
         self.long_side = long_side  # px: images are resized so their long side has this length
         self.max_stretch = max_stretch  # the short side's scale, at most this times the long side's
+        # None: photos are shrunk whole into the input; else input px per photo px at which they are
+        # cut into tiles (strips and very large photos: engine.training.tile_scale_for).
+        self.tile_scale = tile_scale
         self.scorer = PatchScorer(NearestNeighbours(bank), defects, defect_weight)
         self.calibration = calibration
         self.sigma = sigma  # feature cells; smoothing of the distance map before scoring
@@ -181,7 +185,9 @@ class AnomalyModel:
         # Created on first use, so that loading a model for its metadata starts no session.
         if self._extractor is None:
             try:
-                self._extractor = FeatureExtractor(self.backbone, self.long_side, self.max_stretch, graph=self._graph)
+                self._extractor = FeatureExtractor(
+                    self.backbone, self.long_side, self.max_stretch, graph=self._graph, tile_scale=self.tile_scale
+                )
             except BackboneUnavailable as exc:
                 # Only a model saved before models carried their graph gets here.
                 raise BackboneUnavailable(
@@ -306,6 +312,7 @@ class AnomalyModel:
             "input": {
                 "long_side": self.long_side,
                 "max_stretch": self.max_stretch,
+                "tile_scale": self.tile_scale,
                 "stride": STRIDE,
                 "mean": backbone.mean,
                 "std": backbone.std,
@@ -360,6 +367,7 @@ class AnomalyModel:
             long_side=int(meta["input"]["long_side"]),
             # Models saved before the stretch existed kept the aspect ratio.
             max_stretch=float(meta["input"].get("max_stretch", 1.0)),
+            tile_scale=meta["input"].get("tile_scale"),  # models saved before tiling shrink photos whole
             bank=tensors["bank"],
             defects=tensors.get("defects"),
             defect_weight=float(meta.get("defect_weight", DEFECT_WEIGHT)),

@@ -144,6 +144,30 @@ def long_side_for(images: Sequence[np.ndarray]) -> int:
     return int(min(1024, max(256, 32 * round(median / 4 / 32))))
 
 
+# Tiling. Photos that stretching cannot bring near a square (line-scan strips, more than
+# TILE_ASPECT times longer than wide) or more than MAX_DOWNSCALE times larger than the input
+# would lose every defect smaller than a feature cell if shrunk whole into the input: a project
+# of such photos gets a tiled model instead, at the scale its training photos suggest.
+TILE_ASPECT = 4.0
+MAX_DOWNSCALE = 4.0
+STRIP_SHORT = 256  # px of input a strip's short side keeps (or its own size, if smaller)
+MIN_TILE_GAIN = 1.25  # tiles scale the photo at least this much more than the whole input would
+
+
+def tile_scale_for(images: Sequence[np.ndarray], long_side: int) -> float | None:
+    """Input px per photo px at which a project's photos are tiled, or None when its typical
+    (median) photo goes whole into the `long_side` input as today: shrunk at most MAX_DOWNSCALE
+    times, a strip's short side kept at STRIP_SHORT px, never enlarged."""
+    height = float(np.median([i.shape[0] for i in images]))
+    width = float(np.median([i.shape[1] for i in images]))
+    long, short = max(height, width), min(height, width)
+    strip = long > TILE_ASPECT * short
+    scale = min(1.0, max(long_side / long, 1 / MAX_DOWNSCALE, STRIP_SHORT / short if strip else 0.0))
+    # Only where tiles see the photo much finer than the whole input would: a photo just past the
+    # 4x (2200 px at a 544 px input) loses the stretch to a square for nothing.
+    return scale if scale >= MIN_TILE_GAIN * long_side / long else None
+
+
 def _class_names(classes: Sequence[str]) -> tuple[str, ...]:
     names = tuple(str(c).strip() for c in classes) or DEFAULT_CLASSES
     if any(not n for n in names) or len(set(names)) != len(names):
@@ -478,7 +502,8 @@ def train(
     weak = not segmentation and len(names) == 1 and int((labels == 1).sum()) >= MIN_MASKED
 
     long_side = long_side_for([s.image for s in train])
-    extractor = FeatureExtractor(backbone, long_side, MAX_STRETCH)
+    tile_scale = tile_scale_for([s.image for s in train], long_side)
+    extractor = FeatureExtractor(backbone, long_side, MAX_STRETCH, tile_scale=tile_scale)
     everything = list(train) + test
     head_stride = HEAD_STRIDE if segmentation else WEAK_HEAD_STRIDE
     # The stride-4 features are kept only for a stride-4 head (None otherwise).
@@ -563,6 +588,7 @@ def train(
         backbone=backbone,
         long_side=long_side,
         max_stretch=MAX_STRETCH,
+        tile_scale=tile_scale,
         bank=scorer.normal.bank,
         defects=scorer.defect_bank,
         calibration=calibration,
