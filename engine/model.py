@@ -415,5 +415,9 @@ def upsample(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def class_fractions(class_mask: np.ndarray, classes: list[str]) -> dict[str, float]:
     """{class name: share of the image's pixels} of a (H, W) uint8 class mask."""
+    if len(classes) == 1:
+        # One class: counting its pixels costs 0.02 ms at 576x768, the histogram 2.5 ms (it
+        # widens every pixel to 64 bits), on every detect call. Same counts, same shares.
+        return {classes[0]: float(np.count_nonzero(class_mask) / class_mask.size)}
     counts = np.bincount(class_mask.ravel(), minlength=len(classes) + 1)
     return {name: float(counts[k + 1] / class_mask.size) for k, name in enumerate(classes)}
