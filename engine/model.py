@@ -131,6 +131,7 @@ class AnomalyModel:
         mix: Mix | None = None,
         pixel_threshold: float | None = None,
         head_stride: int = STRIDE,
+        pool: float | None = None,
         classes: tuple[str, ...] | list[str] = DEFAULT_CLASSES,
         info: Mapping | None = None,
         graph: bytes | None = None,
@@ -158,6 +159,9 @@ class AnomalyModel:
         # px of input per cell of the head's map: 8 (the patch features' grid) or FINE_STRIDE (a
         # head that also reads the stride-4 stage, so that its masks are twice as fine).
         self.head_stride = int(head_stride) if head is not None else STRIDE
+        # The image score: None, the raw map's peak; a share, the mean of that share of its
+        # highest cells (engine.model.image_raw).
+        self.pool = pool
         # Anomaly probability (0..1, from the head) at which a pixel belongs to the mask; None:
         # the mask is where the calibrated map reaches the image threshold.
         self.pixel_threshold = pixel_threshold
@@ -243,7 +247,7 @@ class AnomalyModel:
     ) -> Prediction:
         """The prediction from an image's maps (see `maps`), with its masks at `size` (H, W)."""
         anomaly_map = self.calibration(raw)  # (h, w) float32
-        score = float(anomaly_map.max())
+        score = float(self.calibration(image_raw(raw, self.pool)))
         is_anomalous = score >= threshold
         class_mask = self.class_mask(raw, probs, size, threshold) if is_anomalous else np.zeros(size, np.uint8)
         mask = class_mask > 0
@@ -326,6 +330,7 @@ class AnomalyModel:
             "mix": asdict(self.mix) if self.mix is not None else None,
             "pixel_threshold": self.pixel_threshold,
             "head_stride": self.head_stride,
+            "pool": self.pool,
             "libraries": library_versions(),
             "info": self.info,
             "familiarity": self.familiarity.to_json() if self.familiarity is not None else None,
@@ -378,6 +383,7 @@ class AnomalyModel:
             mix=Mix(**mix) if mix else None,
             pixel_threshold=meta.get("pixel_threshold"),
             head_stride=int(meta.get("head_stride", STRIDE)),
+            pool=meta.get("pool"),
             classes=meta.get("classes", DEFAULT_CLASSES),
             info=meta.get("info"),
             graph=graph,
@@ -399,6 +405,15 @@ def head_inputs(features: np.ndarray, distance: np.ndarray, fine: np.ndarray | N
         return np.concatenate([features.reshape(-1, c), log_distance.reshape(-1, 1)], axis=1)
     coarse = double(np.concatenate([features, log_distance], axis=-1))  # (2h, 2w, C + 1)
     return np.concatenate([fine.reshape(-1, fine.shape[-1]), coarse.reshape(-1, c + 1)], axis=1)
+
+
+def image_raw(raw: np.ndarray, pool: float | None) -> float:
+    """An image's raw score from its (h, w) raw map: the peak, or the mean of the `pool` share of
+    its highest cells (at least one)."""
+    if pool is None:
+        return float(raw.max())
+    k = max(1, math.ceil(pool * raw.size))
+    return float(np.partition(raw.ravel(), raw.size - k)[-k:].mean())
 
 
 def anomaly_logit(probs: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from engine.model import (
     Mix,
     anomaly_logit,
     head_inputs,
+    image_raw,
     upsample,
 )
 from engine.patchcore import (
@@ -88,6 +89,9 @@ SYNTHETIC_PER_NORMAL = 1
 # gained nothing and cost F1 (solar cells 0.840 -> 0.822): the weak head stays at 8.
 HEAD_STRIDE = 4
 WEAK_HEAD_STRIDE = 8
+# A model with masks scores an image by the mean of this share of its raw map's highest cells
+# (engine.model.image_raw), choosing its mix by the same score; None: by the peak.
+POOL = 0.01
 PIXEL_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))  # head probabilities tried for masks
 
 Progress = Callable[[str, float], None]
@@ -424,8 +428,8 @@ def synthetic_defect(image: np.ndarray, rng: np.random.Generator) -> tuple[np.nd
     return out, where.astype(np.uint8)
 
 
-def _peaks(maps: Sequence[np.ndarray]) -> np.ndarray:
-    return np.array([float(m.max()) for m in maps])
+def _peaks(maps: Sequence[np.ndarray], pool: float | None = None) -> np.ndarray:
+    return np.array([image_raw(m, pool) for m in maps])
 
 
 def _robust_centre_spread(values: np.ndarray) -> tuple[float, float]:
@@ -434,8 +438,10 @@ def _robust_centre_spread(values: np.ndarray) -> tuple[float, float]:
     return centre, spread if spread > 1e-6 else float(np.std(values)) or 1.0
 
 
-def choose_mix(u_maps, h_maps, labels: np.ndarray, weights: Sequence[float] = MIX_WEIGHTS) -> tuple[Mix, dict]:
-    """The Mix whose out-of-fold image scores (map peaks) rank anomalies above normals best.
+def choose_mix(
+    u_maps, h_maps, labels: np.ndarray, weights: Sequence[float] = MIX_WEIGHTS, pool: float | None = None
+) -> tuple[Mix, dict]:
+    """The Mix whose out-of-fold image scores (image_raw with `pool`) rank anomalies above normals best.
 
     Each part is standardised by its normal images' peaks; ties between weights go to the one
     nearest 0.5, which keeps both kinds of evidence.
@@ -445,7 +451,7 @@ def choose_mix(u_maps, h_maps, labels: np.ndarray, weights: Sequence[float] = MI
     tried = {}
     for weight in weights:
         mix = Mix(weight, u_centre, u_spread, h_centre, h_spread)
-        tried[weight] = m.roc_auc(_peaks([mix(u, h) for u, h in zip(u_maps, h_maps)]), labels) or 0.0
+        tried[weight] = m.roc_auc(_peaks([mix(u, h) for u, h in zip(u_maps, h_maps)], pool), labels) or 0.0
     best = max(weights, key=lambda w: (round(tried[w], 6), -abs(w - 0.5)))
     return Mix(best, u_centre, u_spread, h_centre, h_spread), tried
 
@@ -550,7 +556,7 @@ def train(
         report("fitting", (f + 1) / steps)
     scorer = fitter.fit(np.ones(len(train), dtype=bool), seed + k, final_normal)
 
-    head = mix = pixel_threshold = None
+    head = mix = pixel_threshold = pool = None
     oof_probs: list[np.ndarray | None] = [None] * len(train)
     fit_info: dict = {}
     if segmentation or weak:
@@ -568,7 +574,8 @@ def train(
         head = heads.fit(np.ones(len(train), dtype=bool), seed + k)
         u_maps = [heads.log_distance(i) for i in range(len(train))]
         h_maps = [anomaly_logit(p.reshape(-1, p.shape[-1])).reshape(p.shape[:2]) for p in oof_probs]
-        mix, tried = choose_mix(u_maps, h_maps, labels, MIX_WEIGHTS if segmentation else WEAK_MIX_WEIGHTS)
+        pool = POOL if segmentation else None
+        mix, tried = choose_mix(u_maps, h_maps, labels, MIX_WEIGHTS if segmentation else WEAK_MIX_WEIGHTS, pool)
         oof_raw = [mix(u, h) for u, h in zip(u_maps, h_maps)]
         fit_info = {"mix_weight": mix.weight, "mix_auroc": tried, "synthetic_defects": len(synthetic)}
         if segmentation:
@@ -580,7 +587,7 @@ def train(
             fit_info["pixel_threshold"] = pixel_threshold
     else:
         oof_raw = oof_distance
-    oof_scores = _peaks(oof_raw)
+    oof_scores = _peaks(oof_raw, pool)
     calibration, how = calibrate(oof_scores[labels == 0], oof_scores[labels == 1])
     report("fitting", 1.0)
 
@@ -597,6 +604,7 @@ def train(
         mix=mix,
         pixel_threshold=pixel_threshold,
         head_stride=head_stride,
+        pool=pool,
         classes=names,
         graph=extractor.graph,
         # What the training photos look like, so that a photo unlike all of them is told apart.

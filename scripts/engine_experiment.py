@@ -30,6 +30,7 @@ import engine.head as H  # noqa: E402
 import engine.model as M  # noqa: E402
 import engine.training as T  # noqa: E402
 from bench.benchmark import _masks, _sample, lfv30_split, score  # noqa: E402
+from engine.metrics import roc_auc  # noqa: E402
 
 DATASETS = Path(os.environ.get("KENPIN_DATASETS", "../shared/datasets"))
 CACHE = Path(os.environ.get("KENPIN_FEATURE_CACHE", "/tmp/kenpin-feature-cache"))
@@ -51,6 +52,23 @@ class CachedExtractor(F.FeatureExtractor):
         return outputs
 
 
+def _diagnostics(model, features, raw, probs) -> dict:
+    """Image scores other than the raw map's peak: top-k means, each part of the mix alone."""
+    out = {"max": float(raw.max())}
+    flat = np.sort(raw.ravel())[::-1]
+    for share in (0.005, 0.01, 0.03):
+        out[f"top{share}"] = float(flat[: max(1, int(share * flat.size))].mean())
+    distance = model.scorer.distance_map(features, model.sigma)
+    out["u"] = float(distance.max())
+    out["u_raw"] = float(model.scorer.distance_map(features, 0.0).max()) if model.sigma else out["u"]
+    if probs is not None:
+        anomaly = 1.0 - probs[..., 0]
+        out["h"] = float(anomaly.max())
+        out["h_area"] = float(anomaly.mean())
+        out["h_top1%"] = float(np.sort(anomaly.ravel())[::-1][: max(1, anomaly.size // 100)].mean())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sets", help="comma-separated data set folder names")
@@ -60,6 +78,7 @@ def main() -> None:
     parser.add_argument("--kw", action="append", default=[])
     parser.add_argument("--ls", type=int)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--diag", action="store_true", help="also print test AUROCs of other image scores")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     T.FeatureExtractor = M.FeatureExtractor = CachedExtractor
@@ -83,15 +102,23 @@ def main() -> None:
             fit, cpu = time.perf_counter() - started, time.process_time() - cpu
             served = {"scores": [], "maps": [], "masks": [], "threshold": model.threshold}
             served |= {"times_ms": [0.0], "peak_rss_mb": 0.0}
+            diag = []
             for item in test:
                 image = _sample(item, with_mask=False).image
-                raw, probs = model.maps(*model.extractor.extract(image))
+                features, fine = model.extractor.extract(image)
+                raw, probs = model.maps(features, fine)
+                if args.diag:
+                    diag.append(_diagnostics(model, features, raw, probs))
                 p = model.prediction(raw, probs, image.shape[:2], model.threshold)
                 served["scores"].append(p.score)
                 served["maps"].append(p.anomaly_map)
                 served["masks"].append(p.class_mask)
             r = score(served, test, truths, fit)
             rows.append(r)
+            if diag:
+                labels = np.array([item.label for item in test])
+                aurocs = {k: round(roc_auc(np.array([d[k] for d in diag]), labels), 3) for k in diag[0]}
+                print(f"{args.tag} {name} s{seed} diag: {aurocs}", flush=True)
             info = {k: model.info.get(k) for k in ("mix_weight", "pixel_threshold", "n_masked")}
             print(
                 f"{args.tag} {name} s{seed}: auroc={r['auroc']:.3f} f1={r['f1']:.3f} "

@@ -4,7 +4,8 @@ defects are painted where the tests choose (tests/engine/synthetic.py)."""
 import numpy as np
 import pytest
 
-from engine import AnomalyModel, TrainingError, train
+from engine import AnomalyModel, TrainingError, train, training
+from engine.model import image_raw
 from engine.training import reduced_size, synthetic_defect
 
 from .synthetic import samples
@@ -28,6 +29,19 @@ def test_the_head_learns_from_masks_and_segments_a_painted_defect(segmented):
     assert metrics["mask_iou"] > 0.5 and metrics["mask_iou_images"] == 6
     assert metrics["per_class"]["stain"]["iou"] > 0.8  # a 30 px blob, several feature cells wide
     assert metrics["per_class"]["scratch"]["recall"] == 1.0  # 6 px wide: found, drawn thicker
+
+
+def test_a_segmentation_model_scores_an_image_by_the_mean_of_its_highest_cells(segmented):
+    result, test_set = segmented
+    model = result.model
+    assert model.pool == training.POOL == 0.01
+    for sample in test_set[-2:]:
+        raw, _ = model.maps(*model.extractor.extract(sample.image))
+        # 1 % of the cells: a 64x64 stride-4 map's 41 highest.
+        top = np.sort(raw.ravel())[-int(np.ceil(0.01 * raw.size)) :]
+        assert model.predict(sample.image).score == pytest.approx(float(model.calibration(top.mean())), abs=1e-6)
+    assert image_raw(np.arange(200.0).reshape(10, 20), 0.01) == 198.5
+    assert image_raw(np.arange(200.0).reshape(10, 20), None) == 199.0
 
 
 def test_a_head_taught_by_masks_maps_cells_twice_as_fine_as_the_features(segmented):
@@ -73,7 +87,7 @@ def test_a_segmentation_model_saves_and_loads_with_identical_masks(segmented):
     model = result.model
     loaded = AnomalyModel.from_files(model.to_files())
     assert loaded.kind == "segmentation" and loaded.classes == model.classes
-    assert loaded.pixel_threshold == model.pixel_threshold
+    assert loaded.pixel_threshold == model.pixel_threshold and loaded.pool == model.pool
     for sample in test_set[-3:]:
         a, b = model.predict(sample.image), loaded.predict(sample.image)
         assert a.score == b.score
