@@ -80,6 +80,9 @@ def client_error_message(exc: BaseException) -> str | None:
 
     if isinstance(exc, OverflowError) or (isinstance(exc, DataError) and "out of range" in str(exc)):
         return "A number in the request is too large (ids and numbers are below 2⁶³)."
+    if isinstance(exc, DataError) and "NUL" in str(exc):
+        # PostgreSQL stores no NUL character (SQLite does); Django's forms refuse it, JSON may carry it.
+        return "Text in the request may not contain the NUL character (\\u0000): remove it and send it again."
     if isinstance(exc, MultiPartParserError):
         reason = str(exc)
         if "boundary" in reason:

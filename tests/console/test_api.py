@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from PIL import Image as PILImage
@@ -19,7 +20,7 @@ from PIL import Image as PILImage
 from console.api import api
 from inference.models import TrialDetection, TrialImage
 from lookout.models import PackagingJob
-from projects.models import AnomalyClass, ApiToken, ZipImport
+from projects.models import AnomalyClass, ApiToken, Project, ZipImport
 from projects.tokens import api_token_create, api_token_revoke
 from tests.factories import UserFactory, add_image, heatmap_png, image_bytes, make_project
 from training.models import ModelVersion, ModelVersionImage, Status
@@ -326,3 +327,16 @@ def test_the_docs_need_no_sign_in_even_before_the_first_account_exists(client):
     assert not get_user_model().objects.exists()
     assert client.get("/api/docs").status_code == 200
     assert client.get("/api/openapi.json").status_code == 200
+
+
+def test_text_with_the_nul_character_is_refused_with_400_not_stored(user, api_client):
+    # PostgreSQL cannot store it; schemathesis found the 500 in a project's description.
+    client = api_client(user)
+    body = '{"name": "nul", "description": "a\\u0000b"}'
+    response = client.post("/api/v1/projects", data=body, content_type="application/json")
+    if connection.vendor == "postgresql":
+        assert response.status_code == 400, response.content
+        assert response.json()["error"] == "invalid" and "NUL" in response.json()["message"]
+        assert not Project.objects.filter(name="nul").exists()
+    else:
+        assert response.status_code == 201  # SQLite stores it
