@@ -84,6 +84,10 @@ WEAK_MIX_WEIGHTS = (0.5, 0.75, 1.0)
 # 0.904 / 0.844; solar cells 0.943 / 0.840, 0.950 / 0.830, 0.954 / 0.837; aliens 0.995 / 0.963,
 # 0.996 / 0.970 at 0.03; cookies 1.000 at both. Three synthetic defects instead of one: level.
 WEAK_SHARE = 0.03
+# The same share for an unmasked anomaly in a project whose other anomalies have masks: there the
+# masks teach what a defect's extent is, and a wider guess teaches background as defect (cookies,
+# 1-3 of 10 anomalies unmasked, mask IoU seeds 0-2: 0.643 at 0.01, 0.616 at 0.03).
+MIXED_WEAK_SHARE = 0.01
 SYNTHETIC_PER_NORMAL = 1
 # px of input per cell of the head's map, with masks and without: 8 (the patch features' grid) or
 # 4 (the head also reads the backbone's stride-4 stage; the distance is interpolated to it).
@@ -356,8 +360,9 @@ class _Head:
     and synthetic defects painted on normal images (their painted masks).
     """
 
-    def __init__(self, features, fines, distances, masks, labels, n_classes: int):
-        """fines: each image's (2h, 2w, C4) stride-4 features for a stride-4 head, else None each."""
+    def __init__(self, features, fines, distances, masks, labels, n_classes: int, share: float = WEAK_SHARE):
+        """fines: each image's (2h, 2w, C4) stride-4 features for a stride-4 head, else None each;
+        share: of an unmasked anomaly's cells, those taken as its defect (weak_cells)."""
         self.n_classes = n_classes  # K + 1
         self.grids = [d.shape if fine is None else fine.shape[:2] for d, fine in zip(distances, fines)]
         # (cells, inputs) each; the last column is the log distance (engine.model.head_inputs)
@@ -367,7 +372,7 @@ class _Head:
             if label == 0 or mask is not None:
                 self.items.append((i, self.inputs[i], cell_targets(mask, self.grids[i], n_classes)))
             else:
-                top = weak_cells(self.inputs[i][:, -1])
+                top = weak_cells(self.inputs[i][:, -1], share)
                 targets = np.zeros((top.size, n_classes), np.float32)
                 targets[:, 1] = 1.0
                 self.items.append((i, self.inputs[i][top], targets))
@@ -391,9 +396,9 @@ class _Head:
         return self.inputs[i][:, -1].reshape(self.grids[i])
 
 
-def weak_cells(distance: np.ndarray) -> np.ndarray:
+def weak_cells(distance: np.ndarray, share: float = WEAK_SHARE) -> np.ndarray:
     """Flat indices of an unmasked anomaly's cells taken as its defect: those farthest from normal."""
-    k = max(1, math.ceil(WEAK_SHARE * distance.size))
+    k = max(1, math.ceil(share * distance.size))
     return np.argsort(distance.ravel())[-k:]
 
 
@@ -566,7 +571,8 @@ def train(
         # The head learns from the out-of-fold distances (a training image's own patches are in
         # the final bank, so its final distances would be near zero). Its own out-of-fold maps
         # come from heads that did not see the image's fold.
-        heads = _Head(train_features, train_fines, oof_distance, train_masks, labels, len(names) + 1)
+        share = MIXED_WEAK_SHARE if segmentation else WEAK_SHARE
+        heads = _Head(train_features, train_fines, oof_distance, train_masks, labels, len(names) + 1, share)
         for (source, feats, fine, mask), distance in zip(synthetic, synthetic_distance):
             heads.add_synthetic(source, feats, fine, distance, mask)
         for f in range(head_k):

@@ -123,6 +123,26 @@ def test_a_single_masked_anomaly_is_not_enough_for_segmentation_so_the_labels_te
     assert result.metrics["per_class"] == {}
 
 
+def test_an_unmasked_anomaly_among_masked_ones_gives_the_head_fewer_cells_than_image_labels_alone(monkeypatch):
+    shares = []
+    original = training.weak_cells
+
+    def recording(distance, share=training.WEAK_SHARE):
+        shares.append(share)
+        return original(distance, share)
+
+    monkeypatch.setattr(training, "weak_cells", recording)
+    train_set = samples(5, normal=4, anomalous=3, kinds=(STAIN,))
+    train_set[-1].mask = None
+    assert train(train=train_set).model.kind == "segmentation"
+    assert shares == [training.MIXED_WEAK_SHARE] and training.MIXED_WEAK_SHARE < training.WEAK_SHARE
+    shares.clear()
+    for sample in train_set:
+        sample.mask = None
+    assert train(train=train_set).model.kind == "classification"
+    assert shares == [training.WEAK_SHARE] * 3
+
+
 def test_image_labels_alone_teach_a_head_from_the_anomalies_and_synthetic_defects():
     train_set = samples(5, normal=10, anomalous=6, kinds=(STAIN,))
     for s in train_set:
