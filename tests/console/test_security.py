@@ -183,3 +183,21 @@ def test_api_calls_beyond_the_rate_answer_429_with_retry_after(api_client, setti
     assert response.json()["error"] == "throttled" and "at most 3 a minute" in response.json()["message"]
     # Another token has its own count.
     assert api_client(user).get("/api/v1/projects").status_code == 200
+
+
+def test_api_calls_are_answered_when_the_throttles_redis_fails_midway(api_client, settings, monkeypatch):
+    # redis-py 8 can raise ValueError ("I/O operation on closed file") when a new connection's
+    # handshake times out: not counting for a moment beats answering 500.
+    from console import security
+
+    class Broken:
+        def pipeline(self):
+            raise ValueError("I/O operation on closed file.")
+
+        def get(self, key):
+            raise OSError(9, "Bad file descriptor")
+
+    settings.KENPIN_API_RATE = 5
+    monkeypatch.setattr(security, "client", lambda: Broken())
+    client = api_client(UserFactory())
+    assert all(client.get("/api/v1/projects").status_code == 200 for _ in range(8))
