@@ -227,6 +227,20 @@ def test_detect_while_redis_is_unreachable_answers_503_with_retry_after(hosted, 
     assert "cannot reach its Redis" in response.json()["message"] and response["Retry-After"] == "5"
 
 
+def test_detect_answers_503_when_a_redis_connection_breaks_in_its_handshake(hosted, owner_api, monkeypatch):
+    class Broken:  # what redis-py 8 lets escape when a new connection's handshake times out
+        def set(self, *args, **kwargs):
+            raise ValueError("I/O operation on closed file.")
+
+        def delete(self, *keys):
+            raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(handoff, "client", lambda: Broken())
+    response = detect(owner_api, hosted, UNSEEN_NORMAL[0])
+    assert response.status_code == 503 and "cannot reach its Redis" in response.json()["message"]
+    assert response["Retry-After"] == "5"
+
+
 # --- Several photos in one request -----------------------------------------------------------------
 
 
