@@ -13,7 +13,9 @@ from a dead one: when the worker holding the call (claimed, or merely received a
 turn) is no longer alive (liveness is per process: a worker restarted under the same Celery name
 is another holder), the call is sent once more and another worker, or the same worker
 restarted, answers it, instead of the caller waiting out its whole timeout. A copy of the call
-that arrives after another worker claimed it does nothing, so no call is ever worked twice.
+that arrives after another worker claimed it does nothing, so no call is ever worked twice. A
+call that no worker has noted as held after UNHELD_SECONDS is sent once more as well: a worker
+killed while it was taking the message off the queue loses it without a trace.
 
 Redis is the hand-off whatever the broker is (KENPIN_BROKER_URL may name RabbitMQ).
 """
@@ -36,6 +38,12 @@ ALIVE_MS = 3000  # a worker whose key is this old is dead (it refreshes it every
 BEAT_SECONDS = 1.0
 POLL_SECONDS = 0.5  # how often a waiting caller looks at the worker holding its call
 RESENDS = 1  # a call that kills its worker (a poison image) must not take every worker down
+# A call no worker has noted as held for this long is sent once more. Normally a worker notes it
+# within milliseconds, or it waits its turn in the queue, where a copy does no harm; but a worker
+# killed between popping the message from Redis and noting it (kombu's BRPOP removes it before
+# anything records it) loses it without a trace, and its caller waited the whole timeout (CI's
+# 30.4 s recovery after the per-process fix).
+UNHELD_SECONDS = 3.0
 # This process, as a holder of calls. A worker that `serve` restarts keeps its Celery name
 # (inference@host) and beats within a second or two, before its predecessor's key expires: keyed by
 # the name alone, a call the dead process held looked alive and waited out the whole timeout.
@@ -97,14 +105,22 @@ def _call(*, data: bytes, timeout: float, send: Callable[[str, float], None]) ->
     r.set(image_key, data, px=max(1, int(timeout * 1000)))
     try:
         send(call_id, timeout)
+        sent = time.monotonic()
         resends = 0
+        unheld_resent = False
         while (left := deadline - time.monotonic()) > 0:
             # At least 10 ms: Redis reads a BLPOP timeout that rounds to 0 ms as "wait forever".
             item = r.blpop([answer_key], timeout=max(0.01, min(POLL_SECONDS, left)))
             if item is not None:
                 return json.loads(item[1])
             holder = r.get(claim_key) or r.get(held_key)
-            if holder is None or r.exists(_alive_key(holder.decode())):
+            if holder is None:
+                if not unheld_resent and time.monotonic() - sent > UNHELD_SECONDS:
+                    unheld_resent = True  # a copy that finds the call claimed does nothing
+                    logger.warning("no inference worker holds detect call %s yet; sending it again", call_id)
+                    send(call_id, max(0.1, deadline - time.monotonic()))
+                continue
+            if r.exists(_alive_key(holder.decode())):
                 continue
             if resends >= RESENDS:
                 continue  # a restarted worker may still take it from the queue

@@ -90,3 +90,21 @@ def test_a_worker_restarted_under_the_same_name_does_not_pass_for_the_dead_one(h
     assert answer is not None and "is_anomalous" in answer, answer
     assert len(sent) == 2
     assert elapsed < 10, f"answered after {elapsed:.1f} s"
+
+
+def test_a_call_lost_on_its_way_to_a_worker_is_sent_again_long_before_the_timeout(hosted, celery_worker):  # noqa: F811
+    """A worker killed between popping the message from Redis and noting that it holds it loses
+    the message: nobody holds the call. Here the first message is simply never published."""
+    sent = []
+    args = [hosted.pk, hosted.weights_file.name, hosted.threshold]
+
+    def send(call_id, expires):
+        sent.append(time.monotonic())
+        if len(sent) > 1:
+            detect_anomalies.apply_async(args=[*args, call_id], expires=expires)
+
+    started = time.monotonic()
+    answer = handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), timeout=20, send=send)
+    assert answer is not None and "is_anomalous" in answer, answer
+    assert len(sent) == 2 and sent[1] - started >= handoff.UNHELD_SECONDS
+    assert time.monotonic() - started < handoff.UNHELD_SECONDS + 5
