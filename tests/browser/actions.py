@@ -3,6 +3,8 @@
 import base64
 import mimetypes
 
+from playwright.sync_api import expect
+
 from tests.factories import PASSWORD
 
 
@@ -38,3 +40,14 @@ def drop_files(page, selector, paths):
     page.dispatch_event(selector, "dragenter", {"dataTransfer": data_transfer})
     page.dispatch_event(selector, "dragover", {"dataTransfer": data_transfer})
     page.dispatch_event(selector, "drop", {"dataTransfer": data_transfer})
+
+
+def run_trial(page, name, photos):
+    """On the project's trial page (its model chosen already): name a trial, drop the photos, run
+    it and wait on its page until it completed."""
+    page.fill("#id_name", name)
+    drop_files(page, "[data-drop-into]", photos)
+    expect(page.locator("#trial-files-count")).to_have_text(f"{len(photos)} photos chosen")
+    page.click("#run-trial")
+    page.wait_for_url("**/trials/*/")
+    expect(page.locator("#trial-status")).to_have_attribute("data-status", "COMPLETED", timeout=120_000)

@@ -12,7 +12,7 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from projects.models import Image
-from tests.browser.actions import drop_files, sign_in
+from tests.browser.actions import drop_files, run_trial, sign_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
 
@@ -227,12 +227,7 @@ def test_from_an_empty_console_to_compared_versions_and_a_verified_trial(
     # --- Trial detection on unseen cookies, verified and added to the dataset --------------------
     page.click("nav.projectnav >> text=Trial detections")
     expect(page.locator("#id_model_version")).to_have_value("2")
-    page.fill("#id_name", "unseen cookies")
-    drop_files(page, "[data-drop-into]", unseen)
-    expect(page.locator("#trial-files-count")).to_have_text("6 photos chosen")
-    page.click("#run-trial")
-    page.wait_for_url("**/trials/*/")
-    expect(page.locator("#trial-status")).to_have_attribute("data-status", "COMPLETED", timeout=120_000)
+    run_trial(page, "unseen cookies", unseen)
     cards = page.locator(".trial-card")
     expect(cards).to_have_count(6)
     expect(page.locator(".trial-card .heatmap")).to_have_count(6)

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from projects.images import dataset_add_image
 from projects.models import AnomalyClass, Image
 from projects.selectors import image_mask_indices
-from tests.browser.actions import drop_files, sign_in
+from tests.browser.actions import run_trial, sign_in
 from tests.conftest import cookie_photos
 from tests.datasets import COOKIES
 from tests.factories import make_project
@@ -155,12 +155,7 @@ def test_two_classes_painted_with_the_mouse_train_a_segmentation_model(page, use
     # --- A trial on unseen cookies: class masks, one corrected, all added as labels -------------
     unseen = cookie_photos("anomaly", "test", 3)
     page.click("nav.projectnav >> text=Trial detections")
-    page.fill("#id_name", "unseen cookies")
-    drop_files(page, "[data-drop-into]", unseen)
-    expect(page.locator("#trial-files-count")).to_have_text("3 photos chosen")
-    page.click("#run-trial")
-    page.wait_for_url("**/trials/*/")
-    expect(page.locator("#trial-status")).to_have_attribute("data-status", "COMPLETED", timeout=120_000)
+    run_trial(page, "unseen cookies", unseen)
     flagged = page.locator('.trial-card[data-predicted="anomaly"]')
     expect(flagged.first).to_be_visible()
     card_mask = flagged.first.locator("img.class-mask")
