@@ -11,11 +11,11 @@ URL), and a style cannot run code.
 import hashlib
 import time
 
-import redis
 from django.conf import settings
 from django.http import JsonResponse
 
 from console.middleware import API_PREFIXES
+from core.redis_errors import REDIS_UNREACHABLE
 from inference.handoff import client
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -50,12 +50,6 @@ class ContentSecurityPolicyMiddleware:
 # When Redis does not answer, nothing is throttled: refusing every sign-in because a counter is
 # out of reach would be worse than not counting for a while.
 
-# Redis out of reach, as redis-py reports it. Besides its own errors, redis-py 8 lets a ValueError
-# ("I/O operation on closed file") or an OSError escape when a new connection's handshake times
-# out and the connection is closed under it: seen as 500s at the start of 8 detect clients while
-# the embedded Redis was rewriting its append-only file (docs/benchmarks.md, issue 15).
-_UNREACHABLE = (redis.RedisError, OSError, ValueError)
-
 
 def _hit(key: str, *, window: int) -> tuple[int, int]:
     """Count one event in the current window of `key`; (count so far, seconds the window has left)."""
@@ -67,7 +61,7 @@ def _hit(key: str, *, window: int) -> tuple[int, int]:
             pipe.incr(full)
             pipe.expire(full, window + 1)
             count, _ = pipe.execute()
-    except _UNREACHABLE:
+    except REDIS_UNREACHABLE:
         return 0, 0
     return count, start + window - now
 
@@ -78,7 +72,7 @@ def _count(key: str, *, window: int) -> tuple[int, int]:
     start = now - now % window
     try:
         value = client().get(f"{settings.KENPIN_REDIS_PREFIX}throttle:{key}:{start}")
-    except _UNREACHABLE:
+    except REDIS_UNREACHABLE:
         return 0, 0
     return int(value or 0), start + window - now
 
@@ -87,7 +81,7 @@ def _forget(key: str, *, window: int) -> None:
     now = int(time.time())
     try:
         client().delete(f"{settings.KENPIN_REDIS_PREFIX}throttle:{key}:{now - now % window}")
-    except _UNREACHABLE:
+    except REDIS_UNREACHABLE:
         pass
 
 

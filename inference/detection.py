@@ -6,11 +6,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import redis
 from django.conf import settings
 from kombu.exceptions import OperationalError
 
 from core.errors import Conflict, Invalid, KenpinError, TooLarge, Unavailable
+from core.redis_errors import REDIS_UNREACHABLE
 from core.uploads import check_upload_size
 from inference import handoff
 from inference.operations import detection_record
@@ -123,7 +123,7 @@ def _hand_off(model_version: ModelVersion, data: bytes) -> tuple[Detection, floa
 
     try:
         answer = handoff.call(data=data, timeout=timeout, send=send)
-    except (redis.RedisError, OperationalError) as exc:
+    except (*REDIS_UNREACHABLE, OperationalError) as exc:
         logger.warning("detect call failed to reach Redis or the broker: %s", exc)
         raise Unavailable(
             "Kenpin cannot reach its Redis or its task broker right now, so no inference worker can take the "

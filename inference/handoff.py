@@ -20,7 +20,6 @@ killed while it was taking the message off the queue loses it without a trace.
 Redis is the hand-off whatever the broker is (KENPIN_BROKER_URL may name RabbitMQ).
 """
 
-import contextlib
 import functools
 import json
 import logging
@@ -73,30 +72,13 @@ def _holder(worker: str) -> str:
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
-@contextlib.contextmanager
-def _out_of_reach_as_redis_errors():
-    """Besides its own errors, redis-py 8 lets a ValueError ("I/O operation on closed file") or an
-    OSError escape when a new connection's handshake times out and the connection is closed under
-    it (seen under 8 detect clients while the embedded Redis rewrote its append-only file,
-    docs/benchmarks.md): Redis is out of reach all the same."""
-    try:
-        yield
-    except (OSError, ValueError) as exc:
-        raise redis.ConnectionError(f"Redis connection failed: {exc!r}") from exc
-
-
 def call(*, data: bytes, timeout: float, send: Callable[[str, float], None]) -> dict | None:
     """Hand `data` to an inference worker and wait for its answer (a JSON-able dict).
 
     `send(call_id, expires)` publishes the task message for the call. Returns None when no
-    worker answered within `timeout` seconds. Raises redis.RedisError when Redis cannot be
-    reached (the caller answers 503).
+    worker answered within `timeout` seconds. Raises one of core.redis_errors.REDIS_UNREACHABLE
+    when Redis cannot be reached (the caller answers 503).
     """
-    with _out_of_reach_as_redis_errors():
-        return _call(data=data, timeout=timeout, send=send)
-
-
-def _call(*, data: bytes, timeout: float, send: Callable[[str, float], None]) -> dict | None:
     r = client()
     call_id = uuid.uuid4().hex
     deadline = time.monotonic() + timeout
