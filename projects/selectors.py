@@ -267,11 +267,8 @@ def image_mask_indices(*, image: Image) -> np.ndarray | None:
 
 def image_mask_classes(*, image: Image) -> list[masks.MaskClass]:
     """The classes an image's mask shows, for the legend beside it."""
-    indices = image_mask_indices(image=image)
-    if indices is None:
-        return []
-    present = {int(i) for i in np.unique(indices)}
-    return [c for c in mask_classes(project=image.project) if c.index in present]
+    present = mask_class_indices(image=image)
+    return [c for c in mask_classes(project=image.project) if c.index in present] if present else []
 
 
 def mask_class_indices(*, image: Image) -> list[int]:
