@@ -8,8 +8,9 @@ class Stages:
     """Wall-clock milliseconds of each stage of one call: a clock read per stage, cheap enough
     to run on every call."""
 
-    def __init__(self):
-        self.started = self._clock = time.perf_counter()
+    def __init__(self, *, started: float | None = None):
+        """`started`: when the first stage began (time.perf_counter()), if not now."""
+        self.started = self._clock = time.perf_counter() if started is None else started
         self.ms: dict[str, float] = {}
 
     def mark(self, stage: str) -> None:

@@ -7,14 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from kombu.exceptions import OperationalError
 
 from core.errors import Conflict, Invalid, KenpinError, TooLarge, Unavailable
 from core.redis_errors import REDIS_UNREACHABLE
 from core.uploads import check_upload_size
 from inference import handoff
 from inference.operations import detection_record
-from inference.tasks import detect_anomalies
 from training.models import ModelVersion, Status
 
 logger = logging.getLogger(__name__)
@@ -46,12 +44,12 @@ class Detection:
 def model_version_detect(*, model_version: ModelVersion, data: bytes) -> Detection:
     """Detect anomalies in one encoded image with a HOSTED version, in an inference worker.
 
-    The image's bytes wait in Redis beside a small task message; inference.handoff says how, and
-    how a call outlives the death of the worker that took it.
+    The image travels on a Redis list; inference.handoff says how, and how a call outlives the
+    death of the worker that took it.
 
     Raises Conflict (409) when the version is not hosted, Invalid (400) for bytes that are not
     a usable image, TooLarge (413), Unavailable (503) when no inference worker answers within
-    KENPIN_DETECT_TIMEOUT seconds or Redis or the broker cannot be reached.
+    KENPIN_DETECT_TIMEOUT seconds or Redis cannot be reached.
     """
     _check_hosted(model_version)
     return _record(model_version, data, *_hand_off(model_version, data))
@@ -114,20 +112,18 @@ def _hand_off(model_version: ModelVersion, data: bytes) -> tuple[Detection, floa
         raise Invalid("The request body is empty: send the image's bytes as the body.", code="empty")
     started = time.perf_counter()
     timeout = settings.KENPIN_DETECT_TIMEOUT
-    args = [model_version.pk, model_version.weights_file.name, model_version.threshold]
-
-    def send(call_id: str, expires: float) -> None:
-        # `expires`: a call whose client has given up is dropped by the worker, not run late.
-        # No publishing retries: a broker that is down is reported at once (503).
-        detect_anomalies.apply_async(args=[*args, call_id], expires=expires, retry=False)
-
+    work = {
+        "model_version": model_version.pk,
+        "weights": model_version.weights_file.name,
+        "threshold": model_version.threshold,
+    }
     try:
-        answer = handoff.call(data=data, timeout=timeout, send=send)
-    except (*REDIS_UNREACHABLE, OperationalError) as exc:
-        logger.warning("detect call failed to reach Redis or the broker: %s", exc)
+        answer = handoff.call(data=data, work=work, timeout=timeout)
+    except REDIS_UNREACHABLE as exc:
+        logger.warning("detect call failed to reach Redis: %s", exc)
         raise Unavailable(
-            "Kenpin cannot reach its Redis or its task broker right now, so no inference worker can take the "
-            "call. Try again in a few seconds; if it keeps failing, check that Redis is running."
+            "Kenpin cannot reach its Redis right now, so no inference worker can take the call. Try again in a "
+            "few seconds; if it keeps failing, check that Redis is running."
         ) from None
     if answer is None:
         raise Unavailable(

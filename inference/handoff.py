@@ -1,21 +1,23 @@
 """How one detect call travels to an inference worker and back, and survives that worker's death.
 
-The image's bytes do not travel in the task message: a JSON message with a 450 KB photo inside
-cost ~20 ms more per call (kombu encodes a body again and copies it into its unacked set;
-docs/benchmarks.md), so they wait in Redis under the call's id.
+Plain Redis lists, not Celery: the web process pushes the call (a small JSON header, then the
+photo's bytes) onto the `inference` queue's list (LPUSH) and waits on the call's own answer list
+(BLPOP); one of the inference workers' detect threads pops it (BRPOP), *claims* it (SET NX of
+its name), works it and pushes the answer. Celery's publish, delivery, acknowledgement and task
+bookkeeping cost ~2.5 ms of CPU in the web process and ~6 ms in the worker per call, more than
+the whole hand-off needs (docs/benchmarks.md, issue 15). Workers listen on the list of each of
+their Celery queues named `inference` or `inference-…` (a dedicated pool; the tests' doomed
+workers).
 
-The web process puts the image's bytes in Redis under the call's id and sends a small task
-message (`send`); the worker that takes the call *claims* it (SET NX of its name), reads the
-image, and pushes its answer onto a list that the web process waits on (BLPOP). Every inference
-worker keeps a key alive in Redis while it lives (`worker_heartbeat`, refreshed each second,
-gone 3 s after the process dies). So while it waits, the web process can tell a slow worker
-from a dead one: when the worker holding the call (claimed, or merely received and waiting its
-turn) is no longer alive (liveness is per process: a worker restarted under the same Celery name
-is another holder), the call is sent once more and another worker, or the same worker
-restarted, answers it, instead of the caller waiting out its whole timeout. A copy of the call
-that arrives after another worker claimed it does nothing, so no call is ever worked twice. A
-call that no worker has noted as held after UNHELD_SECONDS is sent once more as well: a worker
-killed while it was taking the message off the queue loses it without a trace.
+Every inference worker keeps a key alive in Redis while it lives (`worker_heartbeat`, refreshed
+each second, gone 3 s after the process dies). So while it waits, the web process can tell a
+slow worker from a dead one: when the worker holding the call is no longer alive (liveness is
+per process: a worker restarted under the same Celery name is another holder), the call is sent
+once more and another worker, or the same worker restarted, answers it, instead of the caller
+waiting out its whole timeout. A copy of the call that arrives after another worker claimed it
+does nothing, so no call is ever worked twice. A call that no worker has claimed after
+UNHELD_SECONDS is sent once more as well: a worker killed between popping the call and claiming
+it loses it without a trace.
 
 Redis is the hand-off whatever the broker is (KENPIN_BROKER_URL may name RabbitMQ).
 """
@@ -27,22 +29,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
+QUEUE = "inference"  # the Celery queue whose workers answer detect calls
 ALIVE_MS = 3000  # a worker whose key is this old is dead (it refreshes it every BEAT_SECONDS)
 BEAT_SECONDS = 1.0
 POLL_SECONDS = 0.5  # how often a waiting caller looks at the worker holding its call
 RESENDS = 1  # a call that kills its worker (a poison image) must not take every worker down
-# A call no worker has noted as held for this long is sent once more. Normally a worker notes it
-# within milliseconds, or it waits its turn in the queue, where a copy does no harm; but a worker
-# killed between popping the message from Redis and noting it (kombu's BRPOP removes it before
-# anything records it) loses it without a trace, and its caller waited the whole timeout (CI's
-# 30.4 s recovery after the per-process fix).
+# A call no worker has claimed for this long is sent once more. Normally a worker claims it
+# within milliseconds, or it waits its turn in the list, where a copy does no harm; but a worker
+# killed between popping it (BRPOP removes it before anything records it) and claiming it loses
+# it without a trace, and its caller waited the whole timeout (CI's 30.4 s recovery).
 UNHELD_SECONDS = 3.0
+WAIT_SECONDS = 1.0  # how long a worker's BRPOP blocks before it looks whether it should stop
 # This process, as a holder of calls. A worker that `serve` restarts keeps its Celery name
 # (inference@host) and beats within a second or two, before its predecessor's key expires: keyed by
 # the name alone, a call the dead process held looked alive and waited out the whole timeout.
@@ -59,6 +63,15 @@ def _key(call_id: str, part: str) -> str:
     return f"{settings.KENPIN_REDIS_PREFIX}detect:{call_id}:{part}"
 
 
+def queue_key(queue: str) -> str:
+    return f"{settings.KENPIN_REDIS_PREFIX}detect-queue:{queue}"
+
+
+def detect_queues(queues) -> list[str]:
+    """Of a worker's Celery queues, those whose detect lists it serves."""
+    return sorted(q for q in queues if q == QUEUE or q.startswith(f"{QUEUE}-"))
+
+
 def _alive_key(holder: str) -> str:
     return f"{settings.KENPIN_REDIS_PREFIX}inference-worker:{holder}"
 
@@ -68,25 +81,41 @@ def _holder(worker: str) -> str:
     return f"{worker}/{_PROCESS}"
 
 
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
 # Delete the claim only if the dead worker still holds it (a live one may have claimed it since).
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
-def call(*, data: bytes, timeout: float, send: Callable[[str, float], None]) -> dict | None:
-    """Hand `data` to an inference worker and wait for its answer (a JSON-able dict).
+def push(call_id: str, message: bytes, *, queue: str = QUEUE) -> None:
+    """Put a call's message on `queue`'s list. The list expires when nothing was pushed for a
+    whole timeout, so calls that no worker ever took do not stay in Redis."""
+    with client().pipeline(transaction=False) as pipe:
+        pipe.lpush(queue_key(queue), message)
+        pipe.pexpire(queue_key(queue), _ms(settings.KENPIN_DETECT_TIMEOUT))
+        pipe.execute()
 
-    `send(call_id, expires)` publishes the task message for the call. Returns None when no
-    worker answered within `timeout` seconds. Raises one of core.redis_errors.REDIS_UNREACHABLE
-    when Redis cannot be reached (the caller answers 503).
+
+def call(*, data: bytes, work: dict, timeout: float, send: Callable[[str, bytes], None] = push) -> dict | None:
+    """Hand `data` and `work` (JSON-able: which model, its threshold) to an inference worker and
+    wait for its answer (a JSON-able dict).
+
+    `send(call_id, message)` puts the call's message on a queue (a test routes it elsewhere).
+    Returns None when no worker answered within `timeout` seconds. Raises one of
+    core.redis_errors.REDIS_UNREACHABLE when Redis cannot be reached (the caller answers 503).
     """
     r = client()
     call_id = uuid.uuid4().hex
     deadline = time.monotonic() + timeout
-    keys = [_key(call_id, part) for part in ("image", "claim", "held", "answer")]
-    image_key, claim_key, held_key, answer_key = keys
-    r.set(image_key, data, px=max(1, int(timeout * 1000)))
+    claim_key, answer_key = _key(call_id, "claim"), _key(call_id, "answer")
+    # The wall-clock time after which a worker drops the call instead of working it late (its
+    # caller has given up): the photo travels with the call, so nothing else tells the worker.
+    header = json.dumps({"call_id": call_id, "expires": time.time() + timeout, **work}).encode()
+    message = header + b"\n" + data  # JSON never holds a raw newline
     try:
-        send(call_id, timeout)
+        send(call_id, message)
         sent = time.monotonic()
         resends = 0
         unheld_resent = False
@@ -95,50 +124,58 @@ def call(*, data: bytes, timeout: float, send: Callable[[str, float], None]) -> 
             item = r.blpop([answer_key], timeout=max(0.01, min(POLL_SECONDS, left)))
             if item is not None:
                 return json.loads(item[1])
-            holder = r.get(claim_key) or r.get(held_key)
+            holder = r.get(claim_key)
             if holder is None:
                 if not unheld_resent and time.monotonic() - sent > UNHELD_SECONDS:
                     unheld_resent = True  # a copy that finds the call claimed does nothing
                     logger.warning("no inference worker holds detect call %s yet; sending it again", call_id)
-                    send(call_id, max(0.1, deadline - time.monotonic()))
+                    send(call_id, message)
                 continue
             if r.exists(_alive_key(holder.decode())):
                 continue
             if resends >= RESENDS:
-                continue  # a restarted worker may still take it from the queue
+                continue  # a restarted worker may still take it from the list
             resends += 1
             logger.warning("inference worker %s died holding detect call %s; sending it again", holder, call_id)
             r.eval(_RELEASE, 1, claim_key, holder)
-            r.delete(held_key)
-            send(call_id, max(0.1, deadline - time.monotonic()))
+            send(call_id, message)
         return None
     finally:
-        r.delete(*keys)
+        r.delete(claim_key, answer_key)
 
 
-def worker_received(*, call_id: str, worker: str, timeout: float) -> None:
-    """Note that `worker` holds the call's message (prefetched, waiting for a free thread)."""
-    client().set(_key(call_id, "held"), _holder(worker), px=max(1, int(timeout * 1000)))
+@dataclass(frozen=True)
+class Call:
+    call_id: str
+    work: dict
+    data: bytes
+    received: float  # time.perf_counter() when the call came off the list
 
 
-def worker_take(*, call_id: str, worker: str) -> bytes | None:
-    """Claim the call for `worker`; its image, or None when there is nothing to do (another
-    worker claimed it, or the caller gave up and its image expired)."""
+def worker_take(*, queues: list[str], worker: str) -> Call | None:
+    """The next call on `queues`' lists, claimed for `worker`; None when none came within
+    WAIT_SECONDS, or the one that came is not this worker's to do (another worker claimed it,
+    or its caller has given up)."""
     r = client()
-    if not r.set(
-        _key(call_id, "claim"), _holder(worker), nx=True, px=max(1, int(settings.KENPIN_DETECT_TIMEOUT * 1000))
-    ):
+    item = r.brpop([queue_key(q) for q in queues], timeout=WAIT_SECONDS)
+    if item is None:
         return None
-    return r.get(_key(call_id, "image"))
+    received = time.perf_counter()
+    header, _, data = item[1].partition(b"\n")
+    work = json.loads(header)
+    call_id = work.pop("call_id")
+    if time.time() > work.pop("expires"):
+        return None
+    if not r.set(_key(call_id, "claim"), _holder(worker), nx=True, px=_ms(settings.KENPIN_DETECT_TIMEOUT)):
+        return None
+    return Call(call_id=call_id, work=work, data=data, received=received)
 
 
 def worker_answer(*, call_id: str, answer: dict) -> None:
-    r = client()
     key = _key(call_id, "answer")
-    with r.pipeline() as pipe:
+    with client().pipeline(transaction=False) as pipe:
         pipe.rpush(key, json.dumps(answer))
-        pipe.pexpire(key, max(1, int(settings.KENPIN_DETECT_TIMEOUT * 1000)))  # nobody waits longer than this
-        pipe.delete(_key(call_id, "image"))
+        pipe.pexpire(key, _ms(settings.KENPIN_DETECT_TIMEOUT))  # nobody waits longer than this
         pipe.execute()
 
 

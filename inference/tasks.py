@@ -1,9 +1,8 @@
 import threading
 
 from celery import shared_task
-from celery.signals import task_received, worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 from celery.worker.control import control_command
-from django.conf import settings
 from django.db import connection
 
 from inference import control, handoff, operations, runtime, worker
@@ -30,26 +29,6 @@ def sweep_stale_trials() -> int:
     return worker.trial_sweep_stale()
 
 
-# Acknowledged at once, and its result is not stored: the answer travels through
-# inference.handoff, whose caller notices a worker that died holding the call and sends it again.
-@shared_task(bind=True, acks_late=False, ignore_result=True)
-def detect_anomalies(self, model_version_id: int, weights: str, threshold: float, call_id: str) -> None:
-    worker.detect_in_worker(
-        model_version_id=model_version_id,
-        weights=weights,
-        threshold=threshold,
-        call_id=call_id,
-        worker=self.request.hostname,
-    )
-
-
-@task_received.connect
-def _note_detect_received(sender, request, **kwargs):
-    """A detect call waiting in this worker for a free thread: its caller can see who holds it."""
-    if request.name == detect_anomalies.name:
-        handoff.worker_received(call_id=request.args[3], worker=sender.hostname, timeout=settings.KENPIN_DETECT_TIMEOUT)
-
-
 @shared_task(acks_late=True)
 def host_model_version(model_version_id: int) -> None:
     worker.model_version_host(model_version_id=model_version_id)
@@ -65,16 +44,40 @@ def sweep_stale_hosting() -> int:
     return worker.hosting_sweep_stale()
 
 
-@worker_ready.connect
-def _host_hosted_models(sender, **kwargs):
-    """An inference worker that (re)starts loads the HOSTED models before detect calls need them.
+# Set when the worker begins its warm shutdown: its detect threads take no new call.
+_detect_stop = threading.Event()
 
-    In a thread, so that the worker takes calls at once; a call arriving before its model is
-    loaded pins the model itself (inference.worker.detect_in_worker).
+
+@worker_ready.connect
+def _serve_detect_calls(sender, **kwargs):
+    """An inference worker that (re)starts loads the HOSTED models before detect calls need them,
+    and starts its detect threads: as many as its concurrency (one per core by default), each
+    taking one call at a time from the Redis lists of inference.handoff, beside Celery's pool
+    (which runs trials and hosting).
+
+    The models load in a thread, so that the worker takes calls at once; a call arriving before
+    its model is loaded pins the model itself (inference.worker.detect_in_worker).
     """
-    handoff.worker_heartbeat(sender.hostname)  # any worker may hold a detect call (a test's own queue)
-    if "inference" in _queues(sender):
+    queues = handoff.detect_queues(_queues(sender))
+    if not queues:
+        return
+    handoff.worker_heartbeat(sender.hostname)
+    if "inference" in queues:
         threading.Thread(target=_host_all, name="kenpin-host-on-start", daemon=True).start()
+    for n in range(sender.controller.concurrency):
+        threading.Thread(
+            target=worker.detect_serve,
+            kwargs={"queues": queues, "worker": sender.hostname, "stop": _detect_stop},
+            name=f"kenpin-detect-{n}",
+            daemon=True,
+        ).start()
+
+
+@worker_shutting_down.connect
+def _stop_detect_calls(**kwargs):
+    # A call in progress is not waited for: if the process exits under it, its caller sees the
+    # worker's alive key go and sends the call again.
+    _detect_stop.set()
 
 
 # A remote-control command (control.load_everywhere sends it): a task would reach one worker.

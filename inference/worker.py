@@ -3,14 +3,15 @@ answer detect calls with them. Called by inference.tasks; the web process never 
 
 A hosted model lives in the long-lived inference workers (`-Q inference`), loaded once and
 pinned there (inference.runtime), never re-read per request. The web process never loads a
-model: a detect call travels to an inference worker as a Celery task on the `inference` queue
-(a JSON message; the image's bytes wait in Redis beside it) and its answer comes back through
-Redis (inference.handoff). Any number of inference workers, on any machines, can serve any
-hosted model: each pins a HOSTED version at its own start, or at its first call for it.
+model: a detect call travels to an inference worker's detect threads (`detect_serve`, one per
+core) on a Redis list, and its answer comes back on another (inference.handoff). Any number of
+inference workers, on any machines, can serve any hosted model: each pins a HOSTED version at
+its own start, or at its first call for it.
 """
 
 import base64
 import logging
+import threading
 import uuid
 from datetime import timedelta
 
@@ -22,6 +23,7 @@ from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
+from core.redis_errors import REDIS_UNREACHABLE
 from core.timing import Stages
 from engine.images import ImageError, decode_image, thumbnail_jpeg_of_array
 from engine.render import heatmap_png
@@ -229,17 +231,40 @@ def hosting_sweep_stale() -> int:
 # --- Detection ------------------------------------------------------------------------------------
 
 
-def detect_in_worker(*, model_version_id: int, weights: str, threshold: float, call_id: str, worker: str) -> None:
-    """The worker's side of model_version_detect: claim the call, predict, push the answer.
+def detect_serve(*, queues: list[str], worker: str, stop: threading.Event) -> None:
+    """One detect thread of an inference worker: take calls from `queues` one at a time and
+    answer them, until `stop` is set. A worker runs one such thread per core.
 
-    `weights` names the version's weights file, so that a model pinned under a reused primary
-    key is never taken for another one.
+    A call that fails unexpectedly is logged and left unanswered, so that its caller answers
+    503 at its timeout; the thread goes on with the next call.
     """
-    stages = Stages()
-    data = handoff.worker_take(call_id=call_id, worker=worker)
-    if data is None:  # claimed by another worker, or the caller gave up before we got to it
-        return
+    while not stop.is_set():
+        try:
+            call = handoff.worker_take(queues=queues, worker=worker)
+        except REDIS_UNREACHABLE as exc:
+            logger.warning("detect thread cannot reach Redis (%s); trying again in a second", exc)
+            stop.wait(1.0)
+            continue
+        if call is None:  # none came, or not ours to do (claimed by another worker, or given up)
+            continue
+        try:
+            detect_in_worker(call=call)
+        except Exception:
+            logger.exception("detect call %s failed", call.call_id)
+        finally:
+            close_old_connections()  # as Celery does around each task: drop a broken connection
+
+
+def detect_in_worker(*, call: handoff.Call) -> None:
+    """The worker's side of model_version_detect: predict a claimed call, push the answer.
+
+    `call.work` names the version by primary key and weights file, so that a model pinned under
+    a reused primary key is never taken for another one.
+    """
+    stages = Stages(started=call.received)  # the worker's own time starts when the call arrives
     stages.mark("take")
+    call_id, data = call.call_id, call.data
+    model_version_id, weights, threshold = (call.work[k] for k in ("model_version", "weights", "threshold"))
     model = runtime.hosted_model(model_version_id, weights)
     if model is None:
         # Hosted since this worker started, or unloaded by a stop racing a start: pin it now.

@@ -1,5 +1,5 @@
 """KENPIN_BROKER_URL: Kenpin on RabbitMQ (this machine's, guest/guest on 127.0.0.1:5672), with
-Redis kept for results and detect calls' image hand-off. A whole Kenpin (`manage.py serve`) runs on
+Redis kept for results and detect calls (Redis lists). A whole Kenpin (`manage.py serve`) runs on
 its own virtual host, so that its queues meet no one else's."""
 
 import shutil
@@ -44,7 +44,7 @@ def test_kenpin_runs_on_rabbitmq_with_the_consumer_timeout_long_trainings_need(
         wait_for(
             lambda: detect_once(session, f"{url}/models/1/detect", info["token"], photo).status_code == 200,
             60,
-            "detect answers through RabbitMQ",
+            "detect answers with RabbitMQ as the broker",
             interval=0.5,
         )
         # A late-acknowledged background task through RabbitMQ: a trial detection.

@@ -8,42 +8,43 @@ import pytest
 from django.conf import settings
 
 from inference import handoff
-from inference.tasks import detect_anomalies
 from tests.inference.test_api import UNSEEN_ANOMALY, hosted, owner_api  # noqa: F401  (fixtures)
 from tests.workers import Worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
+def work(mv) -> dict:
+    return {"model_version": mv.pk, "weights": mv.weights_file.name, "threshold": mv.threshold}
+
+
 def test_a_call_whose_worker_dies_is_answered_by_another_worker_long_before_the_timeout(hosted, celery_worker):  # noqa: F811
-    """kill -9 the worker that received the call: the caller sees it dead within seconds and
-    sends the call again, which the session's worker answers."""
-    queue = f"doomed-{uuid.uuid4().hex[:8]}"
+    """kill -9 the worker that took the call: the caller sees it dead within seconds and sends
+    the call again, which the session's worker answers."""
+    queue = f"inference-doomed-{uuid.uuid4().hex[:8]}"
     doomed = Worker(queues=queue, concurrency=1).wait_ready()
     sent = []
-    args = [hosted.pk, hosted.weights_file.name, hosted.threshold]
 
     def kill_when_held(call_id):
-        held = f"{settings.KENPIN_REDIS_PREFIX}detect:{call_id}:held"
         claim = f"{settings.KENPIN_REDIS_PREFIX}detect:{call_id}:claim"
         deadline = time.monotonic() + 20
-        while not (handoff.client().exists(held) or handoff.client().exists(claim)):
+        while not handoff.client().exists(claim):
             assert time.monotonic() < deadline, doomed.tail()
             time.sleep(0.005)
         doomed.kill()
 
-    def send(call_id, expires):
+    def send(call_id, message):
         # The first copy goes where only the doomed worker listens; a copy sent again, anywhere.
         sent.append(call_id)
         if len(sent) == 1:
             threading.Thread(target=kill_when_held, args=(call_id,), daemon=True).start()
-            detect_anomalies.apply_async(args=[*args, call_id], expires=expires, queue=queue)
+            handoff.push(call_id, message, queue=queue)
         else:
-            detect_anomalies.apply_async(args=[*args, call_id], expires=expires)
+            handoff.push(call_id, message)
 
     started = time.monotonic()
     try:
-        answer = handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), timeout=30, send=send)
+        answer = handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), work=work(hosted), timeout=30, send=send)
     finally:
         doomed.stop()
     elapsed = time.monotonic() - started
@@ -57,11 +58,10 @@ def test_a_worker_restarted_under_the_same_name_does_not_pass_for_the_dead_one(h
     """`serve` restarts a killed inference worker under its Celery name within a second or two,
     before the dead process's alive key expires: the call it held must still be sent again, not
     wait out the timeout because someone beats under that name (the 30.2 s recovery of CI)."""
-    queue = f"doomed-{uuid.uuid4().hex[:8]}"
+    queue = f"inference-doomed-{uuid.uuid4().hex[:8]}"
     doomed = Worker(queues=queue, concurrency=1).wait_ready()
     successor = threading.Event()  # set to stop the successor's beat
     sent = []
-    args = [hosted.pk, hosted.weights_file.name, hosted.threshold]
 
     def kill_when_held_and_restart(call_id):
         claim = f"{settings.KENPIN_REDIS_PREFIX}detect:{call_id}:claim"
@@ -72,17 +72,17 @@ def test_a_worker_restarted_under_the_same_name_does_not_pass_for_the_dead_one(h
         doomed.kill()
         handoff.worker_heartbeat(doomed.name, stop=successor)  # the successor, alive at once
 
-    def send(call_id, expires):
+    def send(call_id, message):
         sent.append(call_id)
         if len(sent) == 1:
             threading.Thread(target=kill_when_held_and_restart, args=(call_id,), daemon=True).start()
-            detect_anomalies.apply_async(args=[*args, call_id], expires=expires, queue=queue)
+            handoff.push(call_id, message, queue=queue)
         else:
-            detect_anomalies.apply_async(args=[*args, call_id], expires=expires)
+            handoff.push(call_id, message)
 
     started = time.monotonic()
     try:
-        answer = handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), timeout=20, send=send)
+        answer = handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), work=work(hosted), timeout=20, send=send)
     finally:
         successor.set()
         doomed.stop()
@@ -93,18 +93,17 @@ def test_a_worker_restarted_under_the_same_name_does_not_pass_for_the_dead_one(h
 
 
 def test_a_call_lost_on_its_way_to_a_worker_is_sent_again_long_before_the_timeout(hosted, celery_worker):  # noqa: F811
-    """A worker killed between popping the message from Redis and noting that it holds it loses
-    the message: nobody holds the call. Here the first message is simply never published."""
+    """A worker killed between popping the call from its list and claiming it loses the call:
+    nobody holds it. Here the first message is simply never pushed."""
     sent = []
-    args = [hosted.pk, hosted.weights_file.name, hosted.threshold]
 
-    def send(call_id, expires):
+    def send(call_id, message):
         sent.append(time.monotonic())
         if len(sent) > 1:
-            detect_anomalies.apply_async(args=[*args, call_id], expires=expires)
+            handoff.push(call_id, message)
 
     started = time.monotonic()
-    answer = handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), timeout=20, send=send)
+    answer = handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), work=work(hosted), timeout=20, send=send)
     assert answer is not None and "is_anomalous" in answer, answer
     assert len(sent) == 2 and sent[1] - started >= handoff.UNHELD_SECONDS
     assert time.monotonic() - started < handoff.UNHELD_SECONDS + 5
