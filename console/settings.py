@@ -102,6 +102,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
+    # Each thread keeps its connection: opening one and closing it (the last connection to
+    # close checkpoints the WAL) cost ~2.5 ms of every detect call (docs/benchmarks.md).
+    DATABASES["default"]["CONN_MAX_AGE"] = None
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
