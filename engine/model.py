@@ -2,7 +2,8 @@
 
 A model scores each feature cell by its distance to a bank of normal patches (unsupervised) and,
 when it learned from labelled anomalies, by a small head on the same features (engine.head);
-the two make one raw map. Scores are calibrated: a raw value r becomes
+the two make one raw map, and the image score may add a whole-image term learned from the labels
+(engine.discriminant). Scores are calibrated: a raw value r becomes
 sigmoid((r - raw_threshold) / raw_scale), so the threshold chosen at training sits at 0.5 and a
 person can read 0.9 as "well past it". The calibration is fixed at training; moving the
 threshold later never changes any score.
@@ -22,6 +23,7 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from engine.backbones import BACKBONES
+from engine.discriminant import Discriminant
 from engine.familiarity import Assessment, Familiarity, embedding, image_stats
 from engine.features import (
     GRAPH_VERSION,
@@ -35,8 +37,10 @@ from engine.features import (
 from engine.head import PixelHead, double, softmax
 from engine.patchcore import DEFECT_WEIGHT, NearestNeighbours, PatchScorer
 
-FORMAT_VERSION = 2  # 2: optional head, classes, pixel threshold; version 1 files load unchanged
-READABLE_FORMATS = (1, 2)
+# 2: optional head, classes, pixel threshold; 3: optional whole-image discriminant, which an
+# engine that reads only 2 would silently leave out of the score. Older files load unchanged.
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 # The files a saved model consists of (AnomalyModel.to_files / from_files).
 MODEL_FILES = ("model.safetensors", "model.json", "backbone.onnx")
 DEFAULT_THRESHOLD = 0.5  # calibrated units: where the trained threshold sits by construction
@@ -137,6 +141,7 @@ class AnomalyModel:
         graph: bytes | None = None,
         familiarity: Familiarity | None = None,
         tile_scale: float | None = None,
+        discriminant: Discriminant | None = None,
     ):
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}")
@@ -162,6 +167,9 @@ class AnomalyModel:
         # The image score: None, the raw map's peak; a share, the mean of that share of its
         # highest cells (engine.model.image_raw).
         self.pool = pool
+        # None, or a whole-image score learned from the image labels, which adds its term to the
+        # image score (not to the map): engine.discriminant.
+        self.discriminant = discriminant
         # Anomaly probability (0..1, from the head) at which a pixel belongs to the mask; None:
         # the mask is where the calibrated map reaches the image threshold.
         self.pixel_threshold = pixel_threshold
@@ -237,17 +245,31 @@ class AnomalyModel:
         threshold = self.threshold if threshold is None else float(threshold)
         features, fine = self.extractor.extract(image)
         raw, probs = self.maps(features, fine)
-        prediction = self.prediction(raw, probs, image.shape[:2], threshold)
+        prediction = self.prediction(raw, probs, image.shape[:2], threshold, whole=self.whole_image(features))
         if self.familiarity is not None:
             prediction.familiarity = self.familiarity.assess(image_stats(image), embedding(features))
         return prediction
 
+    def whole_image(self, features: np.ndarray) -> float | None:
+        """(h, w, C) patch features -> the whole image's term of the raw image score (see
+        `prediction`), or None for a model without one."""
+        return None if self.discriminant is None else self.discriminant.term(features)
+
     def prediction(
-        self, raw: np.ndarray, probs: np.ndarray | None, size: tuple[int, int], threshold: float
+        self,
+        raw: np.ndarray,
+        probs: np.ndarray | None,
+        size: tuple[int, int],
+        threshold: float,
+        *,
+        whole: float | None = None,
     ) -> Prediction:
-        """The prediction from an image's maps (see `maps`), with its masks at `size` (H, W)."""
+        """The prediction from an image's maps (see `maps`) and, for a model that scores the whole
+        image too, its `whole_image` term, with its masks at `size` (H, W)."""
+        if (whole is None) != (self.discriminant is None):
+            raise ValueError("pass whole=model.whole_image(features) exactly when the model has a whole-image score")
         anomaly_map = self.calibration(raw)  # (h, w) float32
-        score = float(self.calibration(image_raw(raw, self.pool)))
+        score = float(self.calibration(image_raw(raw, self.pool) + (whole or 0.0)))
         is_anomalous = score >= threshold
         class_mask = self.class_mask(raw, probs, size, threshold) if is_anomalous else np.zeros(size, np.uint8)
         mask = class_mask > 0
@@ -331,6 +353,7 @@ class AnomalyModel:
             "pixel_threshold": self.pixel_threshold,
             "head_stride": self.head_stride,
             "pool": self.pool,
+            "discriminant": self.discriminant.to_json() if self.discriminant is not None else None,
             "libraries": library_versions(),
             "info": self.info,
             "familiarity": self.familiarity.to_json() if self.familiarity is not None else None,
@@ -340,6 +363,8 @@ class AnomalyModel:
             tensors.update(self.head.to_tensors())
         if self.familiarity is not None:
             tensors.update(self.familiarity.tensors())
+        if self.discriminant is not None:
+            tensors.update(self.discriminant.to_tensors())
         return {
             "model.safetensors": save_tensors(tensors),
             "model.json": json.dumps(meta, indent=2, sort_keys=True).encode(),
@@ -388,6 +413,8 @@ class AnomalyModel:
             info=meta.get("info"),
             graph=graph,
             familiarity=Familiarity.from_json(meta["familiarity"], tensors) if meta.get("familiarity") else None,
+            # Models saved before the whole-image score have none and score as they did.
+            discriminant=Discriminant.from_files(meta["discriminant"], tensors) if meta.get("discriminant") else None,
         )
 
 

@@ -109,7 +109,7 @@ def main() -> None:
                 raw, probs = model.maps(features, fine)
                 if args.diag:
                     diag.append(_diagnostics(model, features, raw, probs))
-                p = model.prediction(raw, probs, image.shape[:2], model.threshold)
+                p = model.prediction(raw, probs, image.shape[:2], model.threshold, whole=model.whole_image(features))
                 served["scores"].append(p.score)
                 served["maps"].append(p.anomaly_map)
                 served["masks"].append(p.class_mask)
@@ -119,7 +119,7 @@ def main() -> None:
                 labels = np.array([item.label for item in test])
                 aurocs = {k: round(roc_auc(np.array([d[k] for d in diag]), labels), 3) for k in diag[0]}
                 print(f"{args.tag} {name} s{seed} diag: {aurocs}", flush=True)
-            info = {k: model.info.get(k) for k in ("mix_weight", "pixel_threshold", "n_masked")}
+            info = {k: model.info.get(k) for k in ("mix_weight", "pixel_threshold", "n_masked", "discriminant_auroc")}
             print(
                 f"{args.tag} {name} s{seed}: auroc={r['auroc']:.3f} f1={r['f1']:.3f} "
                 f"pix={r['pixel_auroc'] or 0:.3f} iou={r['mask_iou'] or 0:.3f} fit={fit:.1f} cpu={cpu:.1f} {info}",

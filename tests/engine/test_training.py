@@ -14,7 +14,9 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from engine import AnomalyModel, TrainingError, train, training
+from engine.discriminant import Discriminant, pooled
 from engine.features import input_size
+from engine.model import image_raw
 from engine.training import long_side_for
 
 from .conftest import load_set
@@ -353,3 +355,41 @@ def test_a_cancelling_progress_callback_stops_training():
 
     with pytest.raises(Cancelled):
         train(train=load_set("cookies", normal=4, anomaly=0), progress=cancel)
+
+
+@pytest.mark.shared_data
+def test_a_whole_image_discriminant_adds_its_term_to_the_score_and_is_saved_with_the_model(trained, aliens):
+    plain = AnomalyModel.from_files(trained[0].model.to_files())
+    plain.discriminant = None
+    with_term = AnomalyModel.from_files(plain.to_files())
+    labels = np.array([s.label for s in aliens[0]])
+    vectors = np.stack([pooled(with_term.extractor.extract(s.image)[0]) for s in aliens[0]])
+    with_term.discriminant = Discriminant.fit(vectors, labels)
+    with_term.discriminant.offset, with_term.discriminant.gain = 0.5, 0.25
+    files = with_term.to_files()
+    meta = json.loads(files["model.json"])
+    assert meta["format_version"] == 3 and meta["discriminant"] == {
+        "pools": ["mean", "std"],
+        "offset": 0.5,
+        "gain": 0.25,
+    }
+    assert {"discriminant.centre", "discriminant.direction"} <= set(load_tensors(files["model.safetensors"]))
+    loaded = AnomalyModel.from_files(files)
+    for sample in aliens[1][:2] + aliens[1][-2:]:
+        features, fine = with_term.extractor.extract(sample.image)
+        raw, probs = with_term.maps(features, fine)
+        term = with_term.whole_image(features)
+        assert term != 0 and term == loaded.whole_image(features)
+        score = with_term.predict(sample.image).score
+        assert score == loaded.predict(sample.image).score
+        assert score == float(with_term.calibration(image_raw(raw, with_term.pool) + term))
+        assert plain.predict(sample.image).score == float(plain.calibration(image_raw(raw, plain.pool)))
+        with pytest.raises(ValueError, match="whole"):
+            with_term.prediction(raw, probs, sample.image.shape[:2], 0.5)
+    # A model saved before the discriminant (format 2) loads without one and scores as it did.
+    meta = json.loads(plain.to_files()["model.json"])
+    del meta["discriminant"]
+    meta["format_version"] = 2
+    old = AnomalyModel.from_files({**plain.to_files(), "model.json": json.dumps(meta).encode()})
+    assert old.discriminant is None
+    assert old.predict(aliens[1][-1].image).score == plain.predict(aliens[1][-1].image).score
