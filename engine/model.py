@@ -134,6 +134,7 @@ class AnomalyModel:
         head: PixelHead | None = None,
         mix: Mix | None = None,
         pixel_threshold: float | None = None,
+        pixel_ratio: float = 0.0,
         head_stride: int = STRIDE,
         pool: float | None = None,
         classes: tuple[str, ...] | list[str] = DEFAULT_CLASSES,
@@ -173,6 +174,9 @@ class AnomalyModel:
         # Anomaly probability (0..1, from the head) at which a pixel belongs to the mask; None:
         # the mask is where the calibrated map reaches the image threshold.
         self.pixel_threshold = pixel_threshold
+        # A mask pixel also needs this share of the image's highest anomaly probability, so that
+        # a faint blob around a small defect's sure peak is left out (0: the fixed threshold alone).
+        self.pixel_ratio = float(pixel_ratio)
         self.classes = list(classes)
         self.familiarity = familiarity  # what the training photos look like (engine.familiarity)
         self.info = dict(info or {})  # training summary stored alongside (JSON)
@@ -298,7 +302,7 @@ class AnomalyModel:
         mask = None
         if probs is not None and self.pixel_threshold is not None:
             anomaly = 1.0 - probs[..., 0]
-            mask = upsample(anomaly, size) >= self.pixel_threshold
+            mask = upsample(anomaly, size) >= max(self.pixel_threshold, self.pixel_ratio * float(anomaly.max()))
             if not mask.any():
                 mask = None
         if mask is None:
@@ -351,6 +355,7 @@ class AnomalyModel:
             "classes": self.classes,
             "mix": asdict(self.mix) if self.mix is not None else None,
             "pixel_threshold": self.pixel_threshold,
+            "pixel_ratio": self.pixel_ratio,
             "head_stride": self.head_stride,
             "pool": self.pool,
             "discriminant": self.discriminant.to_json() if self.discriminant is not None else None,
@@ -407,6 +412,7 @@ class AnomalyModel:
             head=PixelHead.from_tensors(tensors),
             mix=Mix(**mix) if mix else None,
             pixel_threshold=meta.get("pixel_threshold"),
+            pixel_ratio=float(meta.get("pixel_ratio", 0.0)),  # models saved before it: the threshold alone
             head_stride=int(meta.get("head_stride", STRIDE)),
             pool=meta.get("pool"),
             classes=meta.get("classes", DEFAULT_CLASSES),

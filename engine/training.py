@@ -109,6 +109,8 @@ DISCRIMINANT_WEIGHTS = (0.0, 0.25, 0.5, 0.75)
 # Images of each class it needs, below which ten folds' choice of a weight would be noise.
 DISCRIMINANT_MIN_IMAGES = 5
 PIXEL_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))  # head probabilities tried for masks
+# Shares of an image's highest head probability a mask pixel must also reach, tried with them.
+PIXEL_RATIOS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 Progress = Callable[[str, float], None]
 
@@ -504,15 +506,22 @@ def choose_discriminant(
     return discriminant, discriminant.gain * (value - v_centre), tried
 
 
-def choose_pixel_threshold(anomaly_maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float:
-    """Head anomaly probability that maximises the mean IoU of out-of-fold masks with the true ones.
+def choose_pixel_threshold(anomaly_maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> tuple[float, float]:
+    """(head anomaly probability, share of each image's highest) that maximise the mean IoU of
+    out-of-fold masks with the true ones; ties go to the smaller share, then the lower threshold.
 
     anomaly_maps: (h, w) head anomaly probabilities on the feature grid; truths: (H', W') bool on
     the reduced grid. Each map is upsampled to its truth's grid once, then every candidate tried.
     """
     ups = [upsample(a, t.shape) for a, t in zip(anomaly_maps, truths)]
-    means = [np.mean([mask_iou(u >= t, truth) for u, truth in zip(ups, truths)]) for t in PIXEL_THRESHOLDS]
-    return float(PIXEL_THRESHOLDS[int(np.argmax(means))])
+    peaks = [float(a.max()) for a in anomaly_maps]
+    best, best_iou = (float(PIXEL_THRESHOLDS[0]), 0.0), -1.0
+    for ratio in PIXEL_RATIOS:
+        for t in PIXEL_THRESHOLDS:
+            iou = np.mean([mask_iou(u >= max(t, ratio * p), truth) for u, p, truth in zip(ups, peaks, truths)])
+            if iou > best_iou + 1e-9:
+                best, best_iou = (float(t), float(ratio)), iou
+    return best
 
 
 def train(
@@ -605,6 +614,7 @@ def train(
     scorer = fitter.fit(np.ones(len(train), dtype=bool), seed + k, final_normal)
 
     head = mix = pixel_threshold = pool = None
+    pixel_ratio = 0.0
     oof_probs: list[np.ndarray | None] = [None] * len(train)
     fit_info: dict = {}
     if segmentation or weak:
@@ -629,11 +639,12 @@ def train(
         fit_info = {"mix_weight": mix.weight, "mix_auroc": tried, "synthetic_defects": len(synthetic)}
         if segmentation:
             masked = [i for i, mask in enumerate(train_masks) if mask is not None]
-            pixel_threshold = choose_pixel_threshold(
+            pixel_threshold, pixel_ratio = choose_pixel_threshold(
                 [1.0 - oof_probs[i][..., 0] for i in masked],
                 [_reduce_mask(train_masks[i], len(names)) > 0 for i in masked],
             )
             fit_info["pixel_threshold"] = pixel_threshold
+            fit_info["pixel_ratio"] = pixel_ratio
     else:
         oof_raw = oof_distance
     oof_scores = _peaks(oof_raw, pool)
@@ -659,6 +670,7 @@ def train(
         head=head,
         mix=mix,
         pixel_threshold=pixel_threshold,
+        pixel_ratio=pixel_ratio,
         head_stride=head_stride,
         pool=pool,
         classes=names,

@@ -6,7 +6,7 @@ import pytest
 
 from engine import AnomalyModel, TrainingError, train, training
 from engine.model import image_raw
-from engine.training import reduced_size, synthetic_defect
+from engine.training import mask_iou, reduced_size, synthetic_defect
 
 from .synthetic import samples
 
@@ -180,3 +180,39 @@ def test_a_synthetic_defect_changes_the_image_only_where_its_mask_says():
         assert painted.shape == image.shape and mask.shape == image.shape[:2] and mask.any()
         assert 0.0002 < mask.mean() < 0.05
         np.testing.assert_array_equal(painted[mask == 0], image[mask == 0])
+
+
+def test_the_mask_rule_chosen_out_of_fold_drops_the_faint_blob_around_a_small_defects_sure_peak(monkeypatch):
+    # A one-cell defect the head is sure of, inside a halo of 0.5; and a 3x3 defect it finds at
+    # 0.45. No single threshold draws both; a pixel that must also reach 60 % of its image's peak does.
+    small, large = np.full((16, 16), 0.05), np.full((16, 16), 0.05)
+    small[4:7, 4:7], small[5, 5] = 0.5, 0.9
+    large[10:13, 10:13] = 0.45
+    truth_small, truth_large = np.zeros((16, 16), bool), np.zeros((16, 16), bool)
+    truth_small[5, 5], truth_large[10:13, 10:13] = True, True
+    maps, truths = [small, large], [truth_small, truth_large]
+
+    def mean_iou(threshold, ratio):
+        return np.mean([mask_iou(m >= max(threshold, ratio * m.max()), t) for m, t in zip(maps, truths)])
+
+    threshold, ratio = training.choose_pixel_threshold(maps, truths)
+    assert threshold <= 0.45 and 0.5 / 0.9 < ratio <= 0.8 and mean_iou(threshold, ratio) == 1.0
+    monkeypatch.setattr(training, "PIXEL_RATIOS", (0.0,))  # the fixed threshold alone
+    assert training.choose_pixel_threshold(maps, truths)[1] == 0.0
+    assert mean_iou(*training.choose_pixel_threshold(maps, truths)) < 0.6
+
+
+def test_a_segmentation_model_masks_by_its_pixel_ratio_and_keeps_it_when_saved(segmented):
+    result, _ = segmented
+    model = AnomalyModel.from_files(result.model.to_files())
+    model.pixel_threshold, model.pixel_ratio = 0.3, 0.6
+    anomaly = np.full((16, 16), 0.05)
+    anomaly[4:7, 4:7], anomaly[5, 5] = 0.5, 0.9
+    probs = np.stack([1 - anomaly, anomaly * 0.5, anomaly * 0.5], axis=-1)  # background, scratch, stain
+    raw = np.log(anomaly)
+    mask = model.class_mask(raw, probs, (16, 16), 0.5) > 0
+    assert mask[5, 5] and mask.sum() == 1
+    model.pixel_ratio = 0.0
+    assert (model.class_mask(raw, probs, (16, 16), 0.5) > 0).sum() == 9
+    model.pixel_ratio = 0.6
+    assert AnomalyModel.from_files(model.to_files()).pixel_ratio == 0.6
