@@ -119,7 +119,10 @@ def main() -> None:
                 labels = np.array([item.label for item in test])
                 aurocs = {k: round(roc_auc(np.array([d[k] for d in diag]), labels), 3) for k in diag[0]}
                 print(f"{args.tag} {name} s{seed} diag: {aurocs}", flush=True)
-            info = {k: model.info.get(k) for k in ("mix_weight", "pixel_threshold", "pixel_ratio", "n_masked", "discriminant_auroc")}
+            info = {
+                k: model.info.get(k)
+                for k in ("mix_weight", "pixel_threshold", "pixel_ratio", "n_masked", "discriminant_auroc")
+            }
             print(
                 f"{args.tag} {name} s{seed}: auroc={r['auroc']:.3f} f1={r['f1']:.3f} "
                 f"pix={r['pixel_auroc'] or 0:.3f} iou={r['mask_iou'] or 0:.3f} fit={fit:.1f} cpu={cpu:.1f} {info}",
