@@ -107,3 +107,21 @@ def test_a_call_lost_on_its_way_to_a_worker_is_sent_again_long_before_the_timeou
     assert answer is not None and "is_anomalous" in answer, answer
     assert len(sent) == 2 and sent[1] - started >= handoff.UNHELD_SECONDS
     assert time.monotonic() - started < handoff.UNHELD_SECONDS + 5
+
+
+def test_a_call_whose_caller_gave_up_is_dropped_not_worked_late(hosted, celery_worker):  # noqa: F811
+    """The photo travels with the call, so the worker must learn from the call itself that its
+    caller is gone (a list that grew while no worker ran, or a resend that arrives too late)."""
+    late = []
+
+    def send(call_id, message):
+        late.append(call_id)
+        timer = threading.Timer(0.5, handoff.push, args=(call_id, message))  # after the caller's timeout
+        timer.daemon = True
+        timer.start()
+
+    assert handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), work=work(hosted), timeout=0.3, send=send) is None
+    time.sleep(1.5)  # the worker has popped it by now
+    claim = f"{settings.KENPIN_REDIS_PREFIX}detect:{late[0]}:claim"
+    assert not handoff.client().exists(claim), "the worker claimed a call whose caller had given up"
+    assert not handoff.client().llen(handoff.queue_key(handoff.QUEUE))
