@@ -25,6 +25,15 @@ def test_nearest_neighbour_distances_are_exact():
     np.testing.assert_allclose(NearestNeighbours(bank).distance(queries), brute, rtol=1e-4, atol=1e-4)
 
 
+def test_one_search_of_two_banks_gives_each_banks_own_distances():
+    rng = np.random.default_rng(0)
+    normal, defects = rng.standard_normal((300, 16)).astype(np.float32), rng.standard_normal((7, 16)).astype(np.float32)
+    queries = rng.standard_normal((3000, 16)).astype(np.float32)  # more than one chunk
+    to_normal, to_defects = NearestNeighbours(normal, defects).distances(queries)
+    np.testing.assert_allclose(to_normal, NearestNeighbours(normal).distance(queries), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_defects, NearestNeighbours(defects).distance(queries), rtol=1e-6, atol=1e-6)
+
+
 def test_the_coreset_keeps_the_rare_patch_that_sampling_would_drop():
     rng = np.random.default_rng(0)
     images = [rng.normal(0, 0.1, (8, 8, 4)).astype(np.float32) for _ in range(10)]
