@@ -54,10 +54,24 @@ WAIT_SECONDS = 1.0  # how long a worker's BRPOP blocks before it looks whether i
 _PROCESS = uuid.uuid4().hex[:12]
 
 
+_client_lock = threading.Lock()
+
+
 @functools.cache
-def client() -> redis.Redis:
-    """One client (a thread-safe connection pool) per process, on the hand-off Redis."""
+def _client() -> redis.Redis:
     return redis.Redis.from_url(settings.KENPIN_HANDOFF_REDIS_URL)
+
+
+def client() -> redis.Redis:
+    """One client (a thread-safe connection pool) per process, on the hand-off Redis.
+
+    Made under a lock: functools.cache alone lets threads that miss it together each make a client,
+    and keeps one. A client made by `from_url` closes its pool when it is garbage-collected, every
+    connection of it, also those that other threads' pipelines are reading at that moment (a 500:
+    `'NoneType' object has no attribute 'readline'` inside redis-py); a gunicorn worker's first
+    calls do come together under concurrent load (docs/benchmarks.md, issue 15)."""
+    with _client_lock:
+        return _client()
 
 
 def _key(call_id: str, part: str) -> str:

@@ -220,11 +220,11 @@ def test_no_inference_worker_answering_in_time_is_503(hosted, owner_api, setting
 
 def test_detect_while_redis_is_unreachable_answers_503_with_retry_after(hosted, owner_api, settings):
     settings.KENPIN_HANDOFF_REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens on the discard port
-    handoff.client.cache_clear()
+    handoff._client.cache_clear()
     try:
         response = detect(owner_api, hosted, UNSEEN_NORMAL[0])
     finally:
-        handoff.client.cache_clear()
+        handoff._client.cache_clear()
     assert response.status_code == 503 and response.json()["error"] == "unavailable"
     assert "cannot reach its Redis" in response.json()["message"] and response["Retry-After"] == "5"
 
