@@ -649,7 +649,7 @@ def train(
         oof_raw = oof_distance
     oof_scores = _peaks(oof_raw, pool)
     discriminant = oof_whole = None
-    if min(n_normal, int((labels == 1).sum())) >= DISCRIMINANT_MIN_IMAGES and any(DISCRIMINANT_WEIGHTS):
+    if min(n_normal, int((labels == 1).sum())) >= DISCRIMINANT_MIN_IMAGES:
         discriminant, oof_whole, tried = choose_discriminant(train_features, labels, fold, oof_scores)
         fit_info["discriminant_auroc"] = tried
         if discriminant is not None:
