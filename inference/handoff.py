@@ -102,6 +102,12 @@ def _ms(seconds: float) -> int:
 
 # Delete the claim only if the dead worker still holds it (a live one may have claimed it since).
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# Claim the call (KEYS[1]) only while its caller still waits (KEYS[2] exists). The caller's key
+# lives on Redis's one clock, so web and inference machines need not agree on the time.
+_CLAIM = (
+    "if redis.call('exists', KEYS[2]) == 0 then return false end "
+    "return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])"
+)
 
 
 def push(call_id: str, message: bytes, *, queue: str = QUEUE) -> None:
@@ -124,12 +130,14 @@ def call(*, data: bytes, work: dict, timeout: float, send: Callable[[str, bytes]
     r = client()
     call_id = uuid.uuid4().hex
     deadline = time.monotonic() + timeout
-    claim_key, answer_key = _key(call_id, "claim"), _key(call_id, "answer")
-    # The wall-clock time after which a worker drops the call instead of working it late (its
-    # caller has given up): the photo travels with the call, so nothing else tells the worker.
-    header = json.dumps({"call_id": call_id, "expires": time.time() + timeout, **work}).encode()
+    claim_key, answer_key, waiting_key = _key(call_id, "claim"), _key(call_id, "answer"), _key(call_id, "waiting")
+    header = json.dumps({"call_id": call_id, **work}).encode()
     message = header + b"\n" + data  # JSON never holds a raw newline
     try:
+        # While this key lives the caller waits; a worker that takes the call after it is gone
+        # drops it instead of working it late (the photo travels with the call, so nothing else
+        # tells the worker). It outlives a caller that dies by at most the timeout.
+        r.set(waiting_key, b"1", px=_ms(timeout))
         send(call_id, message)
         sent = time.monotonic()
         resends = 0
@@ -156,7 +164,7 @@ def call(*, data: bytes, work: dict, timeout: float, send: Callable[[str, bytes]
             send(call_id, message)
         return None
     finally:
-        r.delete(claim_key, answer_key)
+        r.delete(waiting_key, claim_key, answer_key)
 
 
 @dataclass(frozen=True)
@@ -179,10 +187,9 @@ def worker_take(*, queues: list[str], worker: str) -> Call | None:
     header, _, data = item[1].partition(b"\n")
     work = json.loads(header)
     call_id = work.pop("call_id")
-    if time.time() > work.pop("expires"):
-        return None
-    if not r.set(_key(call_id, "claim"), _holder(worker), nx=True, px=_ms(settings.KENPIN_DETECT_TIMEOUT)):
-        return None
+    claim = (_key(call_id, "claim"), _key(call_id, "waiting"))
+    if not r.eval(_CLAIM, 2, *claim, _holder(worker), _ms(settings.KENPIN_DETECT_TIMEOUT)):
+        return None  # another worker claimed it, or its caller has given up
     return Call(call_id=call_id, work=work, data=data, received=received)
 
 

@@ -2,6 +2,7 @@
 
 import threading
 import time
+import types
 import uuid
 
 import pytest
@@ -125,3 +126,13 @@ def test_a_call_whose_caller_gave_up_is_dropped_not_worked_late(hosted, celery_w
     claim = f"{settings.KENPIN_REDIS_PREFIX}detect:{late[0]}:claim"
     assert not handoff.client().exists(claim), "the worker claimed a call whose caller had given up"
     assert not handoff.client().llen(handoff.queue_key(handoff.QUEUE))
+
+
+def test_a_call_is_answered_when_the_callers_clock_disagrees_with_the_workers(hosted, celery_worker, monkeypatch):  # noqa: F811
+    """Web and inference machines with clocks an hour apart: whether the caller still waits is
+    Redis's to say, not a time the web process wrote."""
+    skewed = types.SimpleNamespace(**{name: getattr(time, name) for name in ("monotonic", "perf_counter", "sleep")})
+    skewed.time = lambda: time.time() - 3600
+    monkeypatch.setattr(handoff, "time", skewed)
+    answer = handoff.call(data=UNSEEN_ANOMALY[0].read_bytes(), work=work(hosted), timeout=20)
+    assert answer is not None and "is_anomalous" in answer, answer
