@@ -38,13 +38,20 @@ from engine.head import PixelHead, double, softmax
 from engine.patchcore import DEFECT_WEIGHT, NearestNeighbours, PatchScorer
 
 # 2: optional head, classes, pixel threshold; 3: optional whole-image discriminant, which an
-# engine that reads only 2 would silently leave out of the score. Older files load unchanged.
-FORMAT_VERSION = 3
-READABLE_FORMATS = (1, 2, 3)
+# engine that reads only 2 would silently leave out of the score; 4: optional guide for masks,
+# without which a pixel threshold chosen on guided maps draws other masks. Older files load unchanged.
+FORMAT_VERSION = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 # The files a saved model consists of (AnomalyModel.to_files / from_files).
 MODEL_FILES = ("model.safetensors", "model.json", "backbone.onnx")
 DEFAULT_THRESHOLD = 0.5  # calibrated units: where the trained threshold sits by construction
 DEFAULT_CLASSES = ("anomaly",)  # a mask without named classes is one class
+# A guided filter (guided_map) draws a segmentation model's mask on a grid GUIDE_SCALE times finer
+# than its head's map (for a stride-4 head: the model's input), from a fit on a grid GUIDE_FIT_SCALE
+# times finer (He and Sun's "fast guided filter"). ball_screw / cookies mask IoU, seeds 0-2, offline:
+# fitted at 2x 0.394 / 0.681, at 4x 0.392 / 0.679 for 4x the arithmetic; drawn at 2x 0.367 / 0.682.
+GUIDE_SCALE = 4
+GUIDE_FIT_SCALE = 2
 
 
 @dataclass
@@ -69,6 +76,14 @@ class Calibration:
     def __call__(self, raw: np.ndarray | float) -> np.ndarray:
         z = (np.asarray(raw, dtype=np.float64) - self.raw_threshold) / self.raw_scale
         return (1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Guide:
+    """A guided filter's settings (He, Sun and Tang, "Guided Image Filtering", 2013; guided_map)."""
+
+    radius: float  # cells of the head's map: the filter's windows are 2 * radius + 1 cells across
+    eps: float  # (grey level 0..1)^2: photo variation below this in a window is smoothed over, not followed
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,7 @@ class AnomalyModel:
         mix: Mix | None = None,
         pixel_threshold: float | None = None,
         pixel_ratio: float = 0.0,
+        guide: Guide | None = None,
         head_stride: int = STRIDE,
         pool: float | None = None,
         classes: tuple[str, ...] | list[str] = DEFAULT_CLASSES,
@@ -177,6 +193,9 @@ class AnomalyModel:
         # A mask pixel also needs this share of the image's highest anomaly probability, so that
         # a faint blob around a small defect's sure peak is left out (0: the fixed threshold alone).
         self.pixel_ratio = float(pixel_ratio)
+        # None, or how the head's anomaly probabilities are filtered with the photo as guide before
+        # the mask is drawn, so that its edges follow the defect's edges in the photo (guided_map).
+        self.guide = guide
         self.classes = list(classes)
         self.familiarity = familiarity  # what the training photos look like (engine.familiarity)
         self.info = dict(info or {})  # training summary stored alongside (JSON)
@@ -249,7 +268,9 @@ class AnomalyModel:
         threshold = self.threshold if threshold is None else float(threshold)
         features, fine = self.extractor.extract(image)
         raw, probs = self.maps(features, fine)
-        prediction = self.prediction(raw, probs, image.shape[:2], threshold, whole=self.whole_image(features))
+        prediction = self.prediction(
+            raw, probs, image.shape[:2], threshold, whole=self.whole_image(features), image=image
+        )
         if self.familiarity is not None:
             prediction.familiarity = self.familiarity.assess(image_stats(image), embedding(features))
         return prediction
@@ -267,15 +288,19 @@ class AnomalyModel:
         threshold: float,
         *,
         whole: float | None = None,
+        image: np.ndarray | None = None,
     ) -> Prediction:
         """The prediction from an image's maps (see `maps`) and, for a model that scores the whole
-        image too, its `whole_image` term, with its masks at `size` (H, W)."""
+        image too, its `whole_image` term, with its masks at `size` (H, W). A model with a guide
+        needs the (H', W', 3) uint8 photo itself to draw its masks."""
         if (whole is None) != (self.discriminant is None):
             raise ValueError("pass whole=model.whole_image(features) exactly when the model has a whole-image score")
+        if image is None and self.guide is not None:
+            raise ValueError("this model draws its masks along the photo's edges; pass image=")
         anomaly_map = self.calibration(raw)  # (h, w) float32
         score = float(self.calibration(image_raw(raw, self.pool) + (whole or 0.0)))
         is_anomalous = score >= threshold
-        class_mask = self.class_mask(raw, probs, size, threshold) if is_anomalous else np.zeros(size, np.uint8)
+        class_mask = self.class_mask(raw, probs, size, threshold, image) if is_anomalous else np.zeros(size, np.uint8)
         mask = class_mask > 0
         return Prediction(
             is_anomalous=is_anomalous,
@@ -289,12 +314,18 @@ class AnomalyModel:
         )
 
     def class_mask(
-        self, raw: np.ndarray, probs: np.ndarray | None, size: tuple[int, int], threshold: float
+        self,
+        raw: np.ndarray,
+        probs: np.ndarray | None,
+        size: tuple[int, int],
+        threshold: float,
+        image: np.ndarray | None = None,
     ) -> np.ndarray:
         """(H, W) uint8 class ids of a flagged image at `size`: where the defect is, and which class.
 
-        A segmentation model marks where its head's anomaly probability reaches the pixel
-        threshold, each pixel with its most likely class. Where the head marks nothing (the
+        A segmentation model marks where its head's anomaly probability (filtered with the photo
+        `image` as guide, for a model with a guide) reaches the pixel threshold, each pixel with
+        its most likely class. Where the head marks nothing (the
         image was flagged by its distance to normal: a defect unlike the labelled ones), and for
         classification models, the mask is where the calibrated map reaches the threshold.
         """
@@ -302,6 +333,8 @@ class AnomalyModel:
         mask = None
         if probs is not None and self.pixel_threshold is not None:
             anomaly = 1.0 - probs[..., 0]
+            if self.guide is not None:
+                anomaly = guided_map(anomaly, image, self.guide)
             mask = upsample(anomaly, size) >= max(self.pixel_threshold, self.pixel_ratio * float(anomaly.max()))
             if not mask.any():
                 mask = None
@@ -356,6 +389,7 @@ class AnomalyModel:
             "mix": asdict(self.mix) if self.mix is not None else None,
             "pixel_threshold": self.pixel_threshold,
             "pixel_ratio": self.pixel_ratio,
+            "guide": asdict(self.guide) if self.guide is not None else None,
             "head_stride": self.head_stride,
             "pool": self.pool,
             "discriminant": self.discriminant.to_json() if self.discriminant is not None else None,
@@ -413,6 +447,7 @@ class AnomalyModel:
             mix=Mix(**mix) if mix else None,
             pixel_threshold=meta.get("pixel_threshold"),
             pixel_ratio=float(meta.get("pixel_ratio", 0.0)),  # models saved before it: the threshold alone
+            guide=Guide(**meta["guide"]) if meta.get("guide") else None,  # models saved before it: none
             head_stride=int(meta.get("head_stride", STRIDE)),
             pool=meta.get("pool"),
             classes=meta.get("classes", DEFAULT_CLASSES),
@@ -459,6 +494,47 @@ def upsample(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(h, w) float map -> (H, W) float32 by bilinear interpolation."""
     height, width = size
     return np.asarray(Image.fromarray(grid.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def guided_map(anomaly: np.ndarray, image: np.ndarray, guide: Guide) -> np.ndarray:
+    """(h, w) anomaly probabilities -> (GUIDE_SCALE * h, GUIDE_SCALE * w) float32, filtered with the
+    (H, W, 3) uint8 photo's grey levels as guide.
+
+    The head sees a small pit as a soft blob a cell or two wide; the guided filter makes the map,
+    window by window, the linear function of the photo's grey level that best fits the blob, so
+    that the map's edges move onto the pit's dark rim.
+    """
+    h, w = anomaly.shape
+    fit, out = (GUIDE_FIT_SCALE * h, GUIDE_FIT_SCALE * w), (GUIDE_SCALE * h, GUIDE_SCALE * w)
+    fine_grey = Image.fromarray(image).convert("L").resize(out[::-1], Image.Resampling.BILINEAR)
+    # 2x2 means of the finer guide: resizing the photo a second time would cost 1.3 ms more.
+    g = np.asarray(fine_grey.reduce(GUIDE_SCALE // GUIDE_FIT_SCALE), np.float32) / 255.0  # (2h, 2w) 0..1
+    p = upsample(anomaly, fit)
+    r = max(1, round(guide.radius * GUIDE_FIT_SCALE))  # px of the fitting grid
+    g_mean, p_mean, gp_mean, gg_mean = box_mean(np.stack([g, p, g * p, g * g]), r)
+    a = (gp_mean - g_mean * p_mean) / (gg_mean - g_mean * g_mean + guide.eps)  # per window: p ~ a * g + b
+    a_mean, b_mean = box_mean(np.stack([a, p_mean - a * g_mean]), r)
+    fine = np.asarray(fine_grey, np.float32) / 255.0  # (4h, 4w)
+    # Still a probability: the linear fit can overshoot at strong edges.
+    return np.clip(upsample(a_mean, out) * fine + upsample(b_mean, out), 0.0, 1.0)
+
+
+def box_mean(x: np.ndarray, r: int) -> np.ndarray:
+    """(..., h, w) -> the mean of each (2r + 1, 2r + 1) window of the last two axes, windows clipped
+    at the borders."""
+    out = x
+    for _ in range(2):
+        # Each pass sums shifted slices along the second-last axis, which numpy adds 4x faster
+        # than the last axis's (numpy's cumsum is slower still), then transposes, contiguously: the
+        # second pass does the other axis and transposes back.
+        n = out.shape[-2]
+        k = min(r, n - 1)
+        padded = np.pad(out, [(0, 0)] * (out.ndim - 2) + [(k, k), (0, 0)])
+        sums = sum(padded[..., d : d + n, :] for d in range(2 * k + 1))
+        i = np.arange(n)
+        counts = (np.minimum(i + k, n - 1) - np.maximum(i - k, 0) + 1).astype(x.dtype)
+        out = np.ascontiguousarray(np.swapaxes(sums / counts[:, None], -1, -2))
+    return out
 
 
 def class_fractions(class_mask: np.ndarray, classes: list[str]) -> dict[str, float]:

@@ -109,7 +109,9 @@ def main() -> None:
                 raw, probs = model.maps(features, fine)
                 if args.diag:
                     diag.append(_diagnostics(model, features, raw, probs))
-                p = model.prediction(raw, probs, image.shape[:2], model.threshold, whole=model.whole_image(features))
+                p = model.prediction(
+                    raw, probs, image.shape[:2], model.threshold, whole=model.whole_image(features), image=image
+                )
                 served["scores"].append(p.score)
                 served["maps"].append(p.anomaly_map)
                 served["masks"].append(p.class_mask)

@@ -1,11 +1,13 @@
 """Segmentation models: a head learns from masks with named classes, on a synthetic product whose
 defects are painted where the tests choose (tests/engine/synthetic.py)."""
 
+import json
+
 import numpy as np
 import pytest
 
 from engine import AnomalyModel, TrainingError, train, training
-from engine.model import image_raw
+from engine.model import box_mean, guided_map, image_raw, upsample
 from engine.training import mask_iou, reduced_size, synthetic_defect
 
 from .synthetic import samples
@@ -206,6 +208,7 @@ def test_a_segmentation_model_masks_by_its_pixel_ratio_and_keeps_it_when_saved(s
     result, _ = segmented
     model = AnomalyModel.from_files(result.model.to_files())
     model.pixel_threshold, model.pixel_ratio = 0.3, 0.6
+    model.guide = None  # the rule on the head's own map
     anomaly = np.full((16, 16), 0.05)
     anomaly[4:7, 4:7], anomaly[5, 5] = 0.5, 0.9
     probs = np.stack([1 - anomaly, anomaly * 0.5, anomaly * 0.5], axis=-1)  # background, scratch, stain
@@ -216,3 +219,76 @@ def test_a_segmentation_model_masks_by_its_pixel_ratio_and_keeps_it_when_saved(s
     assert (model.class_mask(raw, probs, (16, 16), 0.5) > 0).sum() == 9
     model.pixel_ratio = 0.6
     assert AnomalyModel.from_files(model.to_files()).pixel_ratio == 0.6
+
+
+def test_a_guided_map_moves_a_blurred_blob_onto_the_dark_pit_in_the_photo():
+    # A dark pit 11 px across in a grey photo; the head saw it as a soft blob, wider and 2 px off,
+    # on a 4 px grid. No threshold draws the pit from the blob; filtered with the photo as guide,
+    # 60 % of the map's peak draws it exactly.
+    yy, xx = np.mgrid[:128, :128]
+    pit = (yy - 50) ** 2 + (xx - 70) ** 2 <= 5**2
+    photo = np.full((128, 128, 3), 170, np.uint8)
+    photo[pit] = 60
+    photo = np.clip(photo + np.random.default_rng(0).normal(0, 4, photo.shape), 0, 255).astype(np.uint8)
+    cy, cx = np.mgrid[:32, :32] * 4 + 1.5
+    head = (0.8 * np.exp(-((cy - 52) ** 2 + (cx - 72) ** 2) / (2 * 6.0**2))).astype(np.float32)
+    plain = upsample(head, (128, 128))
+    assert max(mask_iou(plain >= t, pit) for t in np.linspace(0.01, 0.8, 80)) < 0.55
+    guided = guided_map(head, photo, training.GUIDE)
+    assert guided.shape == (128, 128) and guided.dtype == np.float32 and 0 <= guided.min() <= guided.max() <= 1
+    assert mask_iou(guided >= 0.6 * guided.max(), pit) > 0.95
+
+
+def test_box_mean_averages_each_window_clipped_at_the_borders():
+    x = np.random.default_rng(1).random((2, 9, 14)).astype(np.float32)
+    for r in (1, 3, 6, 20):
+        expected = np.empty_like(x)
+        for i in range(9):
+            for j in range(14):
+                expected[:, i, j] = x[:, max(0, i - r) : i + r + 1, max(0, j - r) : j + r + 1].mean(axis=(1, 2))
+        np.testing.assert_allclose(box_mean(x, r), expected, rtol=1e-5)
+
+
+def test_a_segmentation_model_draws_its_masks_along_the_photo_and_keeps_its_guide_when_saved(segmented):
+    result, test_set = segmented
+    model = result.model
+    assert model.guide == training.GUIDE
+    loaded = AnomalyModel.from_files(model.to_files())
+    assert loaded.guide == model.guide
+    sample = next(s for s in test_set if s.label == 1)
+    features, fine = model.extractor.extract(sample.image)
+    raw, probs = model.maps(features, fine)
+    with pytest.raises(ValueError, match="image="):
+        model.prediction(raw, probs, sample.image.shape[:2], 0.0)
+    anomaly = guided_map(1.0 - probs[..., 0], sample.image, model.guide)
+    expected = upsample(anomaly, sample.image.shape[:2]) >= max(
+        model.pixel_threshold, model.pixel_ratio * float(anomaly.max())
+    )
+    assert expected.any()
+    np.testing.assert_array_equal(
+        model.prediction(raw, probs, sample.image.shape[:2], 0.0, image=sample.image).mask, expected
+    )
+
+
+def test_a_model_saved_before_guided_masks_draws_them_exactly_as_before(segmented):
+    result, test_set = segmented
+    files = result.model.to_files()
+    meta = json.loads(files["model.json"])
+    del meta["guide"]
+    meta["format_version"] = 3
+    old = AnomalyModel.from_files({**files, "model.json": json.dumps(meta).encode()})
+    assert old.guide is None
+    compared = 0
+    for sample in test_set:
+        features, fine = old.extractor.extract(sample.image)
+        raw, probs = old.maps(features, fine)
+        anomaly = 1.0 - probs[..., 0]
+        # The rule before: the head's probabilities upsampled bilinearly, then thresholded.
+        expected = upsample(anomaly, sample.image.shape[:2]) >= max(
+            old.pixel_threshold, old.pixel_ratio * float(anomaly.max())
+        )
+        if expected.any():  # else the mask comes from the calibrated map, as it always did
+            np.testing.assert_array_equal(old.prediction(raw, probs, sample.image.shape[:2], 0.0).mask, expected)
+            np.testing.assert_array_equal(old.predict(sample.image, threshold=0.0).mask, expected)
+            compared += 1
+    assert compared >= 6
