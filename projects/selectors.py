@@ -48,9 +48,12 @@ def project_get_for_user(*, user, name: str, write: bool = False, owner: bool = 
     """
     if not user.is_authenticated:
         raise Http404
-    project = Project.objects.filter(name=name, memberships__user=user).annotate(role=F("memberships__role")).first()
-    if project is None:
-        raise Http404
+    # get(), not first(): the name and the membership are unique, and first() would sort by name
+    # for nothing on every API call.
+    try:
+        project = Project.objects.filter(name=name, memberships__user=user).annotate(role=F("memberships__role")).get()
+    except Project.DoesNotExist:
+        raise Http404 from None
     if owner and project.role != Role.OWNER:
         raise PermissionDenied("Only the project's owners can do this.")
     if write and project.role == Role.VIEWER:

@@ -33,8 +33,12 @@ def api_token_authenticate(*, token: str):
     """The active user owning `token`, or None. Records when the token was last used."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    row = ApiToken.objects.select_related("user").filter(digest=_digest(token), revoked_at__isnull=True).first()
-    if row is None or not row.user.is_active:
+    # get(), not first(): the digest is unique, so sorting the one row (first()) is work for nothing.
+    try:
+        row = ApiToken.objects.select_related("user").get(digest=_digest(token), revoked_at__isnull=True)
+    except ApiToken.DoesNotExist:
+        return None
+    if not row.user.is_active:
         return None
     now = timezone.now()
     # At most one write a minute per token: detect calls are hot, the timestamp is for people.

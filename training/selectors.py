@@ -38,10 +38,12 @@ def model_version_list_with_performance(*, project: Project) -> list[ModelVersio
 
 
 def model_version_get(*, project: Project, version: int) -> ModelVersion:
-    mv = ModelVersion.objects.filter(project=project, version=version).first()
-    if mv is None:
-        raise Http404
-    return mv
+    # get(), not first(): (project, version) is unique, and first() would join the project to
+    # sort by its name (ModelVersion's default ordering) on every detect call.
+    try:
+        return ModelVersion.objects.get(project=project, version=version)
+    except ModelVersion.DoesNotExist:
+        raise Http404 from None
 
 
 def model_version_results(*, model_version: ModelVersion) -> QuerySet[ModelVersionImage]:

@@ -1,6 +1,8 @@
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.http import Http404
+from django.test.utils import CaptureQueriesContext
 
 from projects.selectors import dataset_counts, project_get_for_user, project_list_for_user, training_readiness
 from tests.factories import UserFactory, add_image, fill_project, make_project
@@ -73,3 +75,12 @@ def test_readiness_with_a_test_dataset_uses_lookout_for_visions_rules(user):
     ]
     add_image(project, label="anomaly", split="test")
     assert training_readiness(project=project).ready
+
+
+def test_a_project_is_found_in_one_query_that_sorts_nothing(user):
+    # Every API call asks; sorting the one row it can find (first()) was work for nothing.
+    project = make_project(owner=user)
+    with CaptureQueriesContext(connection) as queries:
+        assert project_get_for_user(user=user, name=project.name).role == "owner"
+    [query] = queries.captured_queries
+    assert "ORDER BY" not in query["sql"]
