@@ -133,6 +133,7 @@ def call(*, data: bytes, work: dict, timeout: float, send: Callable[[str, bytes]
     claim_key, answer_key, waiting_key = _key(call_id, "claim"), _key(call_id, "answer"), _key(call_id, "waiting")
     header = json.dumps({"call_id": call_id, **work}).encode()
     message = header + b"\n" + data  # JSON never holds a raw newline
+    answered = False
     try:
         # While this key lives the caller waits; a worker that takes the call after it is gone
         # drops it instead of working it late (the photo travels with the call, so nothing else
@@ -146,6 +147,7 @@ def call(*, data: bytes, work: dict, timeout: float, send: Callable[[str, bytes]
             # At least 10 ms: Redis reads a BLPOP timeout that rounds to 0 ms as "wait forever".
             item = r.blpop([answer_key], timeout=max(0.01, min(POLL_SECONDS, left)))
             if item is not None:
+                answered = True
                 return json.loads(item[1])
             holder = r.get(claim_key)
             if holder is None:
@@ -164,7 +166,11 @@ def call(*, data: bytes, work: dict, timeout: float, send: Callable[[str, bytes]
             send(call_id, message)
         return None
     finally:
-        r.delete(waiting_key, claim_key, answer_key)
+        # An answered call leaves its keys to expire with the call's timeout (BLPOP took the answer
+        # list's only item, and Redis removes an empty list): one round trip less per call, and a
+        # copy of the call resent meanwhile still finds it claimed, so it is not worked again.
+        if not answered:
+            r.delete(waiting_key, claim_key, answer_key)
 
 
 @dataclass(frozen=True)
