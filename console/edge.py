@@ -43,30 +43,35 @@ DRAIN_SECONDS = 10  # a client that sends its unread body slower than this gets 
 LARGE_BODY_ROUTES = {"projects:images_import", "api:start_zip_import", "inference:list", "api:create_trial"}
 
 
+def _limits() -> dict[str, int]:
+    """The largest body (bytes) by kind of route: a path no route answers, the routes in
+    LARGE_BODY_ROUTES, and every other route (one image, its mask and a few form fields)."""
+    return {
+        "unknown": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+        "large": settings.KENPIN_MAX_ZIP_BYTES,
+        "one_image": 2 * settings.KENPIN_MAX_UPLOAD_BYTES + MB,
+    }
+
+
 def body_limit(path: str) -> int:
     """The largest body (bytes) the route at `path` accepts."""
     try:
         view_name = resolve(path).view_name
     except Resolver404:
-        return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    if view_name in LARGE_BODY_ROUTES:
-        return settings.KENPIN_MAX_ZIP_BYTES
-    # One image, its mask and a few form fields.
-    return 2 * settings.KENPIN_MAX_UPLOAD_BYTES + MB
+        return _limits()["unknown"]
+    return _limits()["large" if view_name in LARGE_BODY_ROUTES else "one_image"]
 
 
 def smallest_body_limit() -> int:
     """A body no larger than this is within body_limit(path) whatever the path, so its URL need
     not be resolved here: Django resolves it for the view anyway, and the resolver walks the
     API's routes one by one (0.1-0.3 ms of every detect call, docs/benchmarks.md)."""
-    return min(
-        settings.DATA_UPLOAD_MAX_MEMORY_SIZE, settings.KENPIN_MAX_ZIP_BYTES, 2 * settings.KENPIN_MAX_UPLOAD_BYTES + MB
-    )
+    return min(_limits().values())
 
 
 def drain_limit() -> int:
     """The largest unread body that is read and thrown away to keep the connection."""
-    return 2 * settings.KENPIN_MAX_UPLOAD_BYTES + MB
+    return _limits()["one_image"]
 
 
 def megabytes(n: int) -> str:
