@@ -178,17 +178,19 @@ class FeatureExtractor:
         """(H, W, 3) uint8 RGB -> ((h/8, w/8, C) patch features, (h/4, w/4, C4) stride-4 features
         or None when the graph predates them (v2)), float32."""
         if self.tile_scale is None:
-            batch = self.resize(image)[None]
-            rows = cols = 1
-        else:
-            rows, cols, tile_h, tile_w = tile_grid(image.shape[0], image.shape[1], self.long_side, self.tile_scale)
-            scaled = np.asarray(
-                Image.fromarray(image).resize((cols * tile_w, rows * tile_h), Image.Resampling.BILINEAR)
-            )
-            # (rows * cols, tile_h, tile_w, 3), row-major: one batch, as the graph takes any batch size.
-            batch = (
-                scaled.reshape(rows, tile_h, cols, tile_w, 3).transpose(0, 2, 1, 3, 4).reshape(-1, tile_h, tile_w, 3)
-            )
+            return self.extract_input(self.resize(image))
+        rows, cols, tile_h, tile_w = tile_grid(image.shape[0], image.shape[1], self.long_side, self.tile_scale)
+        scaled = np.asarray(Image.fromarray(image).resize((cols * tile_w, rows * tile_h), Image.Resampling.BILINEAR))
+        # (rows * cols, tile_h, tile_w, 3), row-major: one batch, as the graph takes any batch size.
+        batch = scaled.reshape(rows, tile_h, cols, tile_w, 3).transpose(0, 2, 1, 3, 4).reshape(-1, tile_h, tile_w, 3)
+        return self._run(batch, rows, cols)
+
+    def extract_input(self, resized: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """`extract` of a photo already at the model's input size (`resize`'s output; an untiled
+        extractor only), for a caller that needs that image too."""
+        return self._run(resized[None], 1, 1)
+
+    def _run(self, batch: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = self.session.run(None, {"image": np.ascontiguousarray(batch)})  # (n, C, fh, fw)[, (n, C4, 2fh, 2fw)]
         features = _stitch(outputs[0], rows, cols)
         fine = _stitch(outputs[1], rows, cols) if len(outputs) > 1 else None

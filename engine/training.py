@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -117,8 +117,9 @@ PIXEL_RATIOS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 # the photo as guide (engine.model.guided_map) before the pixel threshold, out of fold and served.
 # LFV-30 with masks, seeds 0-2, mask IoU: ball_screw 0.351 -> 0.394, cookies 0.643 -> 0.680. Radius
 # and eps had the best out-of-fold IoU of both sets together among radius 1-2.5 cells and eps
-# 3e-5-1e-3 (docs/benchmarks.md).
-GUIDE = Guide(radius=1.5, eps=3e-5)
+# 3e-5-1e-3 (docs/benchmarks.md). The guide is the model's input, which the backbone was given anyway
+# (a tiled model's, the photo).
+GUIDE = Guide(radius=1.5, eps=3e-5, on_input=True)
 
 Progress = Callable[[str, float], None]
 
@@ -648,9 +649,10 @@ def train(
         fit_info = {"mix_weight": mix.weight, "mix_auroc": tried, "synthetic_defects": len(synthetic)}
         if segmentation:
             masked = [i for i, mask in enumerate(train_masks) if mask is not None]
-            guide = GUIDE
+            guide = GUIDE if tile_scale is None else replace(GUIDE, on_input=False)
+            seen = [extractor.resize(train[i].image) if guide.on_input else train[i].image for i in masked]
             pixel_threshold, pixel_ratio = choose_pixel_threshold(
-                [guided_map(1.0 - oof_probs[i][..., 0], train[i].image, guide) for i in masked],
+                [guided_map(1.0 - oof_probs[i][..., 0], image, guide) for i, image in zip(masked, seen)],
                 [_reduce_mask(train_masks[i], len(names)) > 0 for i in masked],
             )
             fit_info["pixel_threshold"] = pixel_threshold
@@ -719,7 +721,9 @@ def train(
     threshold = DEFAULT_THRESHOLD
     per_image = []
     for s, (raw, probs), whole in zip(evaluated, maps, wholes):
-        small = model.prediction(raw, probs, reduced_size(*s.image.shape[:2]), threshold, whole=whole, image=s.image)
+        small = model.prediction(
+            raw, probs, reduced_size(*s.image.shape[:2]), threshold, whole=whole, image=model.guide_image(s.image)
+        )
         per_image.append(
             ImageResult(
                 key=s.key,

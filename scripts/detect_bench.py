@@ -383,7 +383,8 @@ def stages(args) -> None:
             raw, probs = model.maps(features, fine)  # the search again, then the head: the head is the rest
             clock.mark("head", less=clock.marks["search"])
             whole = model.whole_image(features)  # the whole-image term, where the model has one
-            prediction = model.prediction(raw, probs, image.shape[:2], model.threshold, whole=whole, image=image)
+            seen = resized if model.guides_on_input else image  # as AnomalyModel.predict
+            prediction = model.prediction(raw, probs, image.shape[:2], model.threshold, whole=whole, image=seen)
             clock.mark("mask")
             if model.familiarity is not None:
                 model.familiarity.assess(image_stats(image), embedding(features))

@@ -110,7 +110,12 @@ def main() -> None:
                 if args.diag:
                     diag.append(_diagnostics(model, features, raw, probs))
                 p = model.prediction(
-                    raw, probs, image.shape[:2], model.threshold, whole=model.whole_image(features), image=image
+                    raw,
+                    probs,
+                    image.shape[:2],
+                    model.threshold,
+                    whole=model.whole_image(features),
+                    image=model.guide_image(image),
                 )
                 served["scores"].append(p.score)
                 served["maps"].append(p.anomaly_map)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine import AnomalyModel, TrainingError, train, training
-from engine.model import box_mean, guided_map, image_raw, upsample
+from engine.model import Guide, box_mean, guided_map, image_raw, upsample
 from engine.training import mask_iou, reduced_size, synthetic_defect
 
 from .synthetic import samples
@@ -260,14 +260,17 @@ def test_a_segmentation_model_draws_its_masks_along_the_photo_and_keeps_its_guid
     raw, probs = model.maps(features, fine)
     with pytest.raises(ValueError, match="image="):
         model.prediction(raw, probs, sample.image.shape[:2], 0.0)
-    anomaly = guided_map(1.0 - probs[..., 0], sample.image, model.guide)
+    # The guide is the model's input, which the backbone saw: on the map's finest grid already.
+    seen = model.guide_image(sample.image)
+    assert model.guides_on_input and seen.shape[:2] == (4 * probs.shape[0], 4 * probs.shape[1])
+    np.testing.assert_array_equal(seen, model.extractor.resize(sample.image))
+    anomaly = guided_map(1.0 - probs[..., 0], seen, model.guide)
     expected = upsample(anomaly, sample.image.shape[:2]) >= max(
         model.pixel_threshold, model.pixel_ratio * float(anomaly.max())
     )
     assert expected.any()
-    np.testing.assert_array_equal(
-        model.prediction(raw, probs, sample.image.shape[:2], 0.0, image=sample.image).mask, expected
-    )
+    np.testing.assert_array_equal(model.prediction(raw, probs, sample.image.shape[:2], 0.0, image=seen).mask, expected)
+    np.testing.assert_array_equal(model.predict(sample.image, threshold=0.0).mask, expected)
 
 
 def test_a_model_saved_before_guided_masks_draws_them_exactly_as_before(segmented):
@@ -292,3 +295,34 @@ def test_a_model_saved_before_guided_masks_draws_them_exactly_as_before(segmente
             np.testing.assert_array_equal(old.predict(sample.image, threshold=0.0).mask, expected)
             compared += 1
     assert compared >= 6
+
+
+def test_a_model_saved_when_the_guide_was_the_photo_still_guides_by_the_photo_exactly(segmented):
+    result, test_set = segmented
+    files = result.model.to_files()
+    meta = json.loads(files["model.json"])
+    assert meta["format_version"] == 5 and meta["guide"]["on_input"] is True
+    del meta["guide"]["on_input"]
+    meta["format_version"] = 4
+    old = AnomalyModel.from_files({**files, "model.json": json.dumps(meta).encode()})
+    assert old.guide == Guide(radius=training.GUIDE.radius, eps=training.GUIDE.eps) and not old.guides_on_input
+    compared = 0
+    for sample in test_set:
+        assert old.guide_image(sample.image) is sample.image
+        features, fine = old.extractor.extract(sample.image)
+        raw, probs = old.maps(features, fine)
+        anomaly = guided_map(1.0 - probs[..., 0], sample.image, old.guide)  # the photo, resized to the map
+        expected = upsample(anomaly, sample.image.shape[:2]) >= max(
+            old.pixel_threshold, old.pixel_ratio * float(anomaly.max())
+        )
+        prediction = old.predict(sample.image, threshold=0.0)
+        # Scores do not depend on where the guide comes from: the backbone sees the same input.
+        assert prediction.score == result.model.predict(sample.image, threshold=0.0).score
+        if expected.any():
+            np.testing.assert_array_equal(prediction.mask, expected)
+            compared += 1
+    assert compared >= 6
+    meta = json.loads(files["model.json"])
+    meta["input"]["tile_scale"] = 0.5
+    with pytest.raises(ValueError, match="tiled"):
+        AnomalyModel.from_files({**files, "model.json": json.dumps(meta).encode()})
