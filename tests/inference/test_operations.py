@@ -13,7 +13,7 @@ from django.core.files.storage import default_storage
 from inference.detection import Detection
 from inference.lfv import lfv_mask_png
 from inference.models import DetectionRecord
-from inference.operations import KEEP_PHOTOS, detection_record, detection_records_prune
+from inference.operations import KEEP_PHOTOS, TRIM_PHOTOS_AT, detection_record, detection_records_prune
 from inference.selectors import model_version_operations
 from tests.factories import PASSWORD, UserFactory, add_image, image_bytes, make_project, make_trained_version
 
@@ -59,16 +59,32 @@ def _record(mv, *, at, anomalous=False, latency=50.0, unlike=False):
 
 
 def test_each_call_is_recorded_and_only_the_latest_anomalous_photos_are_kept(mv):
-    for i in range(KEEP_PHOTOS + 3):
-        detection_record(model_version=mv, detection=_detection(True), latency_ms=40 + i, data=image_bytes())
-    detection_record(model_version=mv, detection=_detection(False, unlike=True), latency_ms=41, data=image_bytes())
     records = DetectionRecord.objects.filter(model_version=mv)
-    assert records.count() == KEEP_PHOTOS + 4
-    kept = records.exclude(photo="")
-    assert kept.count() == KEEP_PHOTOS and all(r.mask for r in kept)
+    for i in range(TRIM_PHOTOS_AT + 3 * KEEP_PHOTOS):
+        detection_record(model_version=mv, detection=_detection(True), latency_ms=40 + i, data=image_bytes())
+        kept = records.exclude(photo="")
+        # The latest KEEP_PHOTOS always keep their photo; older ones are forgotten in batches.
+        assert min(i + 1, KEEP_PHOTOS) <= kept.count() <= TRIM_PHOTOS_AT
+        latest = records.order_by("-at", "-id")[:KEEP_PHOTOS]
+        assert all(r.photo and r.mask for r in latest)
+    detection_record(model_version=mv, detection=_detection(False, unlike=True), latency_ms=41, data=image_bytes())
+    assert records.count() == TRIM_PHOTOS_AT + 3 * KEEP_PHOTOS + 1
     oldest = records.order_by("at", "id").first()
     assert not oldest.photo and not oldest.mask and oldest.latency_ms == 40  # its numbers stay
     assert records.filter(is_anomalous=False, unlike=True, photo="").count() == 1
+    # The kept photos' files are there.
+    kept = records.exclude(photo="")
+    assert all(default_storage.exists(r.photo.name) and default_storage.exists(r.mask.name) for r in kept)
+
+
+def test_older_photos_are_forgotten_in_one_batch_once_more_than_the_trim_keep_theirs(mv):
+    records = DetectionRecord.objects.filter(model_version=mv)
+    for i in range(TRIM_PHOTOS_AT):
+        detection_record(model_version=mv, detection=_detection(True), latency_ms=40 + i, data=image_bytes())
+    assert records.exclude(photo="").count() == TRIM_PHOTOS_AT  # none forgotten yet
+    detection_record(model_version=mv, detection=_detection(True), latency_ms=99, data=image_bytes())
+    kept = records.exclude(photo="")
+    assert kept.count() == KEEP_PHOTOS and min(r.latency_ms for r in kept) == 40 + TRIM_PHOTOS_AT + 1 - KEEP_PHOTOS
 
 
 def test_a_call_is_answered_even_when_its_record_cannot_be_written(mv, monkeypatch):
