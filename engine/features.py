@@ -34,7 +34,8 @@ STRIDE = 8  # px of input per feature cell
 FINE_STRIDE = 4  # px of input per cell of the second output (graph v3 on)
 _ALIGN = 16  # input sides are multiples of the coarsest stage's stride
 
-_sessions: dict[str, ort.InferenceSession] = {}  # by the graph's sha256: models of one graph share it
+# By the graph's sha256 and intra-op threads: models of one graph share them.
+_sessions: dict[tuple[str, int], ort.InferenceSession] = {}
 _lock = threading.Lock()
 
 
@@ -79,13 +80,18 @@ def _threads() -> int:
     return int(os.environ.get("KENPIN_THREADS") or os.cpu_count() or 1)
 
 
-def session(graph: bytes) -> ort.InferenceSession:
-    """An onnxruntime session running `graph` (ONNX bytes), one per distinct graph per process."""
-    key = graph_sha256(graph)
+def session(graph: bytes, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime session running `graph` (ONNX bytes) on `threads` intra-op threads (None:
+    KENPIN_THREADS, else the cores), one per distinct graph and thread count per process.
+
+    onnxruntime fixes a session's threads when it is made, so a caller that sometimes wants more
+    threads than its default (a lone detect call, inference.worker) holds a second session."""
+    threads = threads or _threads()
+    key = (graph_sha256(graph), threads)
     with _lock:
         if key not in _sessions:
             options = ort.SessionOptions()
-            options.intra_op_num_threads = _threads()
+            options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             # ORT's worker threads spin after each run waiting for more work; on a small shared
             # machine they then steal the cores from decoding and the neighbour search. Measured
@@ -160,6 +166,14 @@ class FeatureExtractor:
         self.tile_scale = tile_scale
         self.graph = graph if graph is not None else ensure_graph(self.backbone, directory).read_bytes()
         self.session = session(self.graph)
+        self._by_threads: dict[int, ort.InferenceSession] = {}  # sessions on other thread counts
+
+    def _session(self, threads: int | None) -> ort.InferenceSession:
+        if threads is None:
+            return self.session
+        if threads not in self._by_threads:  # held here: `session` hashes the graph (2 ms for 2.9 MB)
+            self._by_threads[threads] = session(self.graph, threads)
+        return self._by_threads[threads]
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (h, w, 3) uint8 at the model's input size."""
@@ -174,24 +188,29 @@ class FeatureExtractor:
         """(H, W, 3) uint8 RGB -> (h/8, w/8, C) float32 patch features."""
         return self.extract(image)[0]
 
-    def extract(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def extract(self, image: np.ndarray, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """(H, W, 3) uint8 RGB -> ((h/8, w/8, C) patch features, (h/4, w/4, C4) stride-4 features
-        or None when the graph predates them (v2)), float32."""
+        or None when the graph predates them (v2)), float32. `threads`: onnxruntime's intra-op
+        threads for this image (None: the session's default); the features are the same."""
         if self.tile_scale is None:
-            return self.extract_input(self.resize(image))
+            return self.extract_input(self.resize(image), threads=threads)
         rows, cols, tile_h, tile_w = tile_grid(image.shape[0], image.shape[1], self.long_side, self.tile_scale)
         scaled = np.asarray(Image.fromarray(image).resize((cols * tile_w, rows * tile_h), Image.Resampling.BILINEAR))
         # (rows * cols, tile_h, tile_w, 3), row-major: one batch, as the graph takes any batch size.
         batch = scaled.reshape(rows, tile_h, cols, tile_w, 3).transpose(0, 2, 1, 3, 4).reshape(-1, tile_h, tile_w, 3)
-        return self._run(batch, rows, cols)
+        return self._run(batch, rows, cols, threads)
 
-    def extract_input(self, resized: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def extract_input(self, resized: np.ndarray, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """`extract` of a photo already at the model's input size (`resize`'s output; an untiled
         extractor only), for a caller that needs that image too."""
-        return self._run(resized[None], 1, 1)
+        return self._run(resized[None], 1, 1, threads)
 
-    def _run(self, batch: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = self.session.run(None, {"image": np.ascontiguousarray(batch)})  # (n, C, fh, fw)[, (n, C4, 2fh, 2fw)]
+    def _run(
+        self, batch: np.ndarray, rows: int, cols: int, threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self._session(threads).run(
+            None, {"image": np.ascontiguousarray(batch)}
+        )  # (n, C, fh, fw)[, (n, C4, 2fh, 2fw)]
         features = _stitch(outputs[0], rows, cols)
         fine = _stitch(outputs[1], rows, cols) if len(outputs) > 1 else None
         return features, fine

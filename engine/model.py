@@ -247,11 +247,13 @@ class AnomalyModel:
         """ONNX bytes of the backbone graph this model runs."""
         return self._graph if self._graph is not None else self.extractor.graph
 
-    def maps(self, features: np.ndarray, fine: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def maps(
+        self, features: np.ndarray, fine: np.ndarray | None = None, *, threads: int = 1
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(h, w, C) patch features [and (2h, 2w, C4) stride-4 features, which a stride-4 head
         needs] -> (raw map (h', w') float32, class probabilities (h', w', K + 1) or None), on the
-        head's grid: (h, w), or (2h, 2w) for a stride-4 head."""
-        distance = self.scorer.distance_map(features, self.sigma)
+        head's grid: (h, w), or (2h, 2w) for a stride-4 head. `threads`: the neighbour search's."""
+        distance = self.scorer.distance_map(features, self.sigma, threads=threads)
         if self.head is None:
             return distance, None
         if self.head_stride != STRIDE and fine is None:
@@ -282,16 +284,21 @@ class AnomalyModel:
         """What `prediction` takes as image= for the (H, W, 3) uint8 photo `image`."""
         return self.extractor.resize(image) if self.guides_on_input else image
 
-    def predict(self, image: np.ndarray, *, threshold: float | None = None) -> Prediction:
-        """Score one (H, W, 3) uint8 RGB image; `threshold` overrides the stored one."""
+    def predict(self, image: np.ndarray, *, threshold: float | None = None, threads: int | None = None) -> Prediction:
+        """Score one (H, W, 3) uint8 RGB image; `threshold` overrides the stored one.
+
+        `threads`: how many threads the features and the neighbour search use for this image
+        (None: onnxruntime's default and one for the search). The answer is the same to the last
+        bit on any number: a second onnxruntime session computes the same graph, and the search
+        splits its rows where one product would tile them (engine.patchcore.SPLIT_ROWS)."""
         threshold = self.threshold if threshold is None else float(threshold)
         if self.guides_on_input:
             seen = self.extractor.resize(image)  # resized once, for the backbone and the guide
-            features, fine = self.extractor.extract_input(seen)
+            features, fine = self.extractor.extract_input(seen, threads=threads)
         else:
             seen = image
-            features, fine = self.extractor.extract(image)
-        raw, probs = self.maps(features, fine)
+            features, fine = self.extractor.extract(image, threads=threads)
+        raw, probs = self.maps(features, fine, threads=threads or 1)
         prediction = self.prediction(
             raw, probs, image.shape[:2], threshold, whole=self.whole_image(features), image=seen
         )

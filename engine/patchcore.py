@@ -10,7 +10,9 @@ the known ones stand out more while defects never seen keep their unsupervised s
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -23,6 +25,32 @@ BANK_SIZE = 4096
 POOL_SIZE = 65536
 PROJECTION_DIM = 32  # the greedy selection compares random projections, not full features
 _CHUNK = 2048  # query patches per matrix multiplication: bounds the (chunk, bank) distance matrix
+# A search on several threads splits each chunk's rows at multiples of this, from the chunk's
+# start: OpenBLAS's sgemm tiles a product's rows in blocks, and a cut inside a block rounds some
+# rows' last bit differently from the one product. Measured on random (1024, 153) @ (153, 4296):
+# the AVX2 kernel ("Haswell") keeps every row at cuts that are multiples of 48, the AVX-512 one
+# ("SkylakeX") at every cut that leaves at least 2 rows on each side (one row is a matrix-vector
+# product); 96 suits both (docs/benchmarks.md).
+SPLIT_ROWS = 96
+
+_helpers: ThreadPoolExecutor | None = None
+_helpers_lock = threading.Lock()
+
+
+def _helper_pool() -> ThreadPoolExecutor:
+    global _helpers
+    with _helpers_lock:
+        if _helpers is None:
+            _helpers = ThreadPoolExecutor(thread_name_prefix="kenpin-search")
+        return _helpers
+
+
+def row_cuts(n: int, parts: int) -> list[int]:
+    """Row offsets 0 < c_1 < ... < n splitting n rows into at most `parts` near-equal blocks, each
+    cut at a multiple of SPLIT_ROWS; [0, n] when the rows are too few to split."""
+    step = max(1, round(n / parts / SPLIT_ROWS)) * SPLIT_ROWS
+    cuts = list(range(step, n - SPLIT_ROWS + 1, step))[: parts - 1]
+    return [0, *cuts, n]
 
 
 def greedy_coreset(points: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -102,22 +130,36 @@ class NearestNeighbours:
         self.augmented[:-1] = -2.0 * stacked.T
         self.augmented[-1] = np.einsum("mc,mc->m", stacked, stacked)
 
-    def distances(self, patches: np.ndarray) -> list[np.ndarray]:
-        """(N, C) float32 patches -> one (N,) float32 Euclidean distance to the nearest patch per bank."""
-        n, c = patches.shape
+    def distances(self, patches: np.ndarray, *, threads: int = 1) -> list[np.ndarray]:
+        """(N, C) float32 patches -> one (N,) float32 Euclidean distance to the nearest patch per bank.
+
+        `threads` > 1 splits each chunk's rows between this thread and helper threads (numpy
+        releases the GIL in the product and the minima), at multiples of SPLIT_ROWS, so that the
+        distances are the same to the last bit as on one thread."""
+        n = patches.shape[0]
         out = [np.empty(n, dtype=np.float32) for _ in self.banks]
         for start in range(0, n, _CHUNK):
-            q = patches[start : start + _CHUNK]
-            with_one = np.empty((q.shape[0], c + 1), dtype=np.float32)  # (chunk, C + 1)
-            with_one[:, :c] = q
-            with_one[:, c] = 1.0
-            d = with_one @ self.augmented  # (chunk, M)
-            # The min over bank patches does not depend on |q|^2, so it is added afterwards.
-            squared = np.einsum("nc,nc->n", q, q)
-            for (first, end), o in zip(self._parts, out):
-                o[start : start + _CHUNK] = d[:, first:end].min(axis=1) + squared
+            cuts = [start + c for c in row_cuts(min(_CHUNK, n - start), threads)]
+            blocks = list(zip(cuts[:-1], cuts[1:]))
+            helpers = [_helper_pool().submit(self._rows, patches, first, end, out) for first, end in blocks[:-1]]
+            self._rows(patches, *blocks[-1], out)
+            for helper in helpers:
+                helper.result()
         # Rounding can leave tiny negatives where a patch equals a bank patch.
         return [np.sqrt(np.maximum(o, 0.0, out=o), out=o) for o in out]
+
+    def _rows(self, patches: np.ndarray, first: int, end: int, out: list[np.ndarray]) -> None:
+        """Squared nearest distances of patches[first:end] into each of `out`'s rows first:end."""
+        q = patches[first:end]
+        c = q.shape[1]
+        with_one = np.empty((q.shape[0], c + 1), dtype=np.float32)  # (rows, C + 1)
+        with_one[:, :c] = q
+        with_one[:, c] = 1.0
+        d = with_one @ self.augmented  # (rows, M)
+        # The min over bank patches does not depend on |q|^2, so it is added afterwards.
+        squared = np.einsum("nc,nc->n", q, q)
+        for (bank_first, bank_end), o in zip(self._parts, out):
+            o[first:end] = d[:, bank_first:bank_end].min(axis=1) + squared
 
     def distance(self, patches: np.ndarray) -> np.ndarray:
         """(N, C) float32 patches -> (N,) float32 Euclidean distance to the nearest patch of the first bank."""
@@ -166,11 +208,12 @@ class PatchScorer:
             return np.empty((0, self.normal.bank.shape[1]), dtype=np.float32)
         return self.defects
 
-    def distance_map(self, features: np.ndarray, sigma: float) -> np.ndarray:
-        """(h, w, C) patch features -> (h, w) float32 smoothed anomaly distance."""
+    def distance_map(self, features: np.ndarray, sigma: float, *, threads: int = 1) -> np.ndarray:
+        """(h, w, C) patch features -> (h, w) float32 smoothed anomaly distance (the search on
+        `threads` threads, NearestNeighbours.distances)."""
         h, w, c = features.shape
         patches = features.reshape(-1, c)
-        distances = self.search.distances(patches)
+        distances = self.search.distances(patches, threads=threads)
         distance = distances[0]
         if self.defects is not None:
             # Ratio of the distance to the nearest known defect to the distance to normal: near 0

@@ -62,6 +62,7 @@ def _serve_detect_calls(sender, **kwargs):
     if not queues:
         return
     handoff.worker_heartbeat(sender.hostname)
+    worker.in_flight.lone_threads = sender.controller.concurrency
     if "inference" in queues:
         threading.Thread(target=_host_all, name="kenpin-host-on-start", daemon=True).start()
     for n in range(sender.controller.concurrency):

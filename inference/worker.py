@@ -13,6 +13,7 @@ import base64
 import logging
 import threading
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 
 import numpy as np
@@ -183,7 +184,10 @@ def _pin(mv: ModelVersion, *, expected: str):
     """
     try:
         model = runtime.pin_model(mv)
-        model.predict(np.full((256, 256, 3), 128, dtype=np.uint8), threshold=mv.threshold)
+        grey = np.full((256, 256, 3), 128, dtype=np.uint8)
+        model.predict(grey, threshold=mv.threshold)
+        if in_flight.lone_threads > 1:  # and a lone call's session (CallsInFlight)
+            model.predict(grey, threshold=mv.threshold, threads=in_flight.lone_threads)
         return model
     except Exception as exc:
         logger.exception("loading model version %s for hosting failed", mv.pk)
@@ -231,6 +235,43 @@ def hosting_sweep_stale() -> int:
 # --- Detection ------------------------------------------------------------------------------------
 
 
+class CallsInFlight:
+    """The detect calls this worker is working on, to give a lone call every detect thread's core.
+
+    A worker runs one detect thread per core, each call on one thread, so that calls side by
+    side use every core without running more threads than cores. A call that has the worker to
+    itself (one client, or a pause between a line's photos) would leave the other cores idle:
+    it gets `lone_threads` threads for its features and neighbour search instead. A call that
+    overlaps another gets the default (one), so that a busy worker never oversubscribes.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count = 0
+        self.lone_threads = 1  # the worker's number of detect threads, once they are started
+
+    @contextmanager
+    def call(self):
+        """Counts a call from its taking to its answer."""
+        with self._lock:
+            self.count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.count -= 1
+
+    def threads(self) -> int | None:
+        """Threads for a call about to predict: `lone_threads` when it is the only call in
+        flight, else None (the engine's default, one)."""
+        with self._lock:
+            alone = self.count == 1
+        return self.lone_threads if alone and self.lone_threads > 1 else None
+
+
+in_flight = CallsInFlight()
+
+
 def detect_serve(*, queues: list[str], worker: str, stop: threading.Event) -> None:
     """One detect thread of an inference worker: take calls from `queues` one at a time and
     answer them, until `stop` is set. A worker runs one such thread per core.
@@ -248,7 +289,8 @@ def detect_serve(*, queues: list[str], worker: str, stop: threading.Event) -> No
         if call is None:  # none came, or not ours to do (claimed by another worker, or given up)
             continue
         try:
-            detect_in_worker(call=call)
+            with in_flight.call():
+                detect_in_worker(call=call)
         except Exception:
             logger.exception("detect call %s failed", call.call_id)
         finally:
@@ -286,7 +328,8 @@ def detect_in_worker(*, call: handoff.Call) -> None:
     except ImageError as exc:
         return handoff.worker_answer(call_id=call_id, answer={"error": exc.code, "message": exc.message})
     stages.mark("decode")
-    prediction = model.predict(array, threshold=threshold)
+    # The same answer on any number of threads (AnomalyModel.predict), only sooner.
+    prediction = model.predict(array, threshold=threshold, threads=in_flight.threads())
     stages.mark("predict")
     classes = _class_colours(model_version_id, model.classes) if model.kind == "segmentation" else []
     class_mask = prediction.class_mask if classes else prediction.mask

@@ -6,12 +6,14 @@ import pytest
 from engine.patchcore import (
     DEFECT_BANK_SIZE,
     DEFECT_WEIGHT,
+    SPLIT_ROWS,
     NearestNeighbours,
     PatchScorer,
     build_bank,
     build_defect_bank,
     defect_patch_count,
     farthest_patches,
+    row_cuts,
 )
 
 
@@ -32,6 +34,33 @@ def test_one_search_of_two_banks_gives_each_banks_own_distances():
     to_normal, to_defects = NearestNeighbours(normal, defects).distances(queries)
     np.testing.assert_allclose(to_normal, NearestNeighbours(normal).distance(queries), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(to_defects, NearestNeighbours(defects).distance(queries), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1024, 1080, 2500, 150])  # a model's photo, ball_screw's, two chunks, too few to split
+def test_a_search_split_between_threads_gives_the_one_products_distances_to_the_last_bit(n):
+    rng = np.random.default_rng(1)
+    normal, defects = (
+        rng.standard_normal((4096, 152)).astype(np.float32),
+        rng.standard_normal((200, 152)).astype(np.float32),
+    )
+    queries = rng.standard_normal((n, 152)).astype(np.float32)
+    search = NearestNeighbours(normal, defects)
+    one = search.distances(queries)
+    for threads in (2, 3):
+        assert all(np.array_equal(a, b) for a, b in zip(one, search.distances(queries, threads=threads)))
+
+
+def test_rows_are_split_at_multiples_of_the_split_and_never_leave_a_small_block():
+    assert row_cuts(1024, 1) == [0, 1024]
+    assert row_cuts(1024, 2) == [0, 480, 1024]
+    assert row_cuts(150, 2) == [0, 150]  # a second block would have fewer than SPLIT_ROWS rows
+    for n in range(1, 3000, 37):
+        for parts in (2, 3, 4):
+            cuts = row_cuts(n, parts)
+            assert cuts[0] == 0 and cuts[-1] == n and len(cuts) <= parts + 1
+            assert all(c % SPLIT_ROWS == 0 for c in cuts[1:-1])
+            assert all(end - first >= SPLIT_ROWS for first, end in zip(cuts[1:-2], cuts[2:-1]))
+            assert len(cuts) == 2 or n - cuts[-2] >= SPLIT_ROWS
 
 
 def test_the_coreset_keeps_the_rare_patch_that_sampling_would_drop():

@@ -8,6 +8,7 @@ import pytest
 
 from engine import AnomalyModel, TrainingError, train, training
 from engine.model import Guide, box_mean, guided_map, image_raw, upsample
+from engine.patchcore import row_cuts
 from engine.training import mask_iou, reduced_size, synthetic_defect
 
 from .synthetic import samples
@@ -326,3 +327,16 @@ def test_a_model_saved_when_the_guide_was_the_photo_still_guides_by_the_photo_ex
     meta["input"]["tile_scale"] = 0.5
     with pytest.raises(ValueError, match="tiled"):
         AnomalyModel.from_files({**files, "model.json": json.dumps(meta).encode()})
+
+
+def test_a_prediction_on_two_threads_is_the_one_threads_to_the_last_bit(segmented):
+    result, test_set = segmented
+    model = result.model
+    for sample in test_set[-3:]:
+        features, _ = model.extractor.extract(sample.image)
+        assert len(row_cuts(features.shape[0] * features.shape[1], 2)) == 3  # the search is split
+        one, two = model.predict(sample.image), model.predict(sample.image, threads=2)
+        assert one.score == two.score and one.confidence == two.confidence
+        for name in ("anomaly_map", "mask", "class_mask"):
+            np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
+        assert one.class_fractions == two.class_fractions

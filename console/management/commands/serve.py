@@ -29,7 +29,8 @@ def inference_environment(environ) -> dict:
 
     The worker runs one call per core, so calls side by side already use every core; each call
     using all cores as well ran twice as many threads as cores, and OpenBLAS's threads spin
-    while they wait for work: 95 ms of CPU per call instead of 39 (docs/benchmarks.md).
+    while they wait for work: 95 ms of CPU per call instead of 39 (docs/benchmarks.md). A call
+    alone in the worker gets every core all the same (inference.worker.CallsInFlight).
     """
     return {"KENPIN_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **environ}
 
