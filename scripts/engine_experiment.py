@@ -79,6 +79,12 @@ def main() -> None:
     parser.add_argument("--ls", type=int)
     parser.add_argument("--tag", default="")
     parser.add_argument("--diag", action="store_true", help="also print test AUROCs of other image scores")
+    parser.add_argument(
+        "--dump",
+        type=Path,
+        help="folder: per (set, seed) an .npz of the out-of-fold and test raw image scores with labels, and "
+        "each anomalous test image's mask IoU if flagged, to try threshold rules offline",
+    )
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     T.FeatureExtractor = M.FeatureExtractor = CachedExtractor
@@ -91,6 +97,16 @@ def main() -> None:
         H.fit_head.__kwdefaults__[name] = ast.literal_eval(value)
     if args.ls:
         T.long_side_for = lambda images: args.ls
+    calibrated = {}
+    if args.dump:
+        args.dump.mkdir(parents=True, exist_ok=True)
+        calibrate = T.calibrate
+
+        def recording(normal, anomalous):
+            calibrated.update(normal=np.array(normal), anomalous=np.array(anomalous))
+            return calibrate(normal, anomalous)
+
+        T.calibrate = recording
     for name in args.sets.split(","):
         rows = []
         for seed in [int(s) for s in args.seeds.split(",")]:
@@ -102,7 +118,7 @@ def main() -> None:
             fit, cpu = time.perf_counter() - started, time.process_time() - cpu
             served = {"scores": [], "maps": [], "masks": [], "threshold": model.threshold}
             served |= {"times_ms": [0.0], "peak_rss_mb": 0.0}
-            diag = []
+            diag, dumped = [], {"raw": [], "iou": []}
             for item in test:
                 image = _sample(item, with_mask=False).image
                 features, fine = model.extractor.extract(image)
@@ -120,7 +136,27 @@ def main() -> None:
                 served["scores"].append(p.score)
                 served["maps"].append(p.anomaly_map)
                 served["masks"].append(p.class_mask)
+                if args.dump:
+                    # The raw image score (the threshold compares it with the calibration's raw
+                    # threshold) and the IoU its mask would have if the image were flagged.
+                    dumped["raw"].append(M.image_raw(raw, model.pool) + (model.whole_image(features) or 0.0))
+                    truth = truths[len(dumped["iou"])]
+                    iou = np.nan
+                    if item.label == 1 and truth is not None:
+                        drawn = model.class_mask(raw, probs, image.shape[:2], model.threshold, model.guide_image(image))
+                        iou = T.mask_iou(drawn > 0, truth)
+                    dumped["iou"].append(iou)
             r = score(served, test, truths, fit)
+            if args.dump:
+                np.savez(
+                    args.dump / f"{name}_{'masks' if args.masks else 'labels'}_s{seed}.npz",
+                    oof_normal=calibrated["normal"],
+                    oof_anomalous=calibrated["anomalous"],
+                    test_raw=np.array(dumped["raw"]),
+                    test_labels=np.array([i.label for i in test]),
+                    test_iou=np.array(dumped["iou"]),
+                    raw_threshold=model.calibration.raw_threshold,
+                )
             rows.append(r)
             if diag:
                 labels = np.array([item.label for item in test])
