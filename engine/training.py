@@ -51,9 +51,10 @@ MIN_NORMAL = 2  # one to fit on and one to check against, at the least
 # bias smaller than 5 (solar cells: test F1 0.846 -> 0.864) for about a second more of fitting.
 MAX_FOLDS = 10
 # Where the threshold sits in the gap between the best-F1 cut's highest normal and lowest anomaly
-# out-of-fold score. LFV-30 F1 at 0.1 / 0.25 / 0.5 / 0.75 of the gap (with the defect bank and
-# square inputs): cookies 0.989 / 0.995 / 1.000 / 0.994, aliens 0.971 / 0.971 / 0.974 / 0.963,
-# solar cells 0.858 / 0.858 / 0.858 / 0.848. (Before the defect bank, 0.25 had been best.)
+# out-of-fold score, when that cut is used (fewer than 3 images of a class; else the expected-F1
+# threshold, see calibrate). LFV-30 F1 at 0.1 / 0.25 / 0.5 / 0.75 of the gap (with the defect
+# bank and square inputs): cookies 0.989 / 0.995 / 1.000 / 0.994, aliens 0.971 / 0.971 / 0.974 /
+# 0.963, solar cells 0.858 / 0.858 / 0.858 / 0.848. (Before the defect bank, 0.25 had been best.)
 GAP_FRACTION = 0.5
 # Feature cells (8 px of model input) of smoothing before taking the map's peak. 0.5 vs 1.0 on
 # LFV-30: F1 cookies 0.971 vs 0.959, aliens 0.967 vs 0.958, solar cells 0.866 vs 0.864, AUROC equal.
@@ -284,17 +285,20 @@ class _Fitter:
 def calibrate(normal: np.ndarray, anomalous: np.ndarray) -> tuple[Calibration, str]:
     """Calibration from out-of-fold raw image scores, and how the threshold was chosen.
 
-    With anomalies: the best-F1 threshold. Normal images only: the median normal score plus
-    NORMAL_ONLY_SPREADS robust standard deviations (1.4826 x median absolute deviation). Robust,
-    because one odd photo among 20 normal ones is common and a max-based rule then passes nearly
-    every defect (measured in docs/benchmarks.md: recall 0.19 vs 0.98 on cookies).
+    With anomalies: the threshold of best expected F1 under a normal distribution fitted to each
+    class's (asinh) scores, steadier than the best-F1 cut between two of ~30 scores (measured in
+    docs/benchmarks.md, "The image threshold from fitted score distributions"). Normal images
+    only: the median normal score plus NORMAL_ONLY_SPREADS robust standard deviations (1.4826 x
+    median absolute deviation). Robust, because one odd photo among 20 normal ones is common and
+    a max-based rule then passes nearly every defect (measured in docs/benchmarks.md: recall 0.19
+    vs 0.98 on cookies).
     """
     median = float(np.median(normal))
     if anomalous.size:
         raw = np.concatenate([normal, anomalous])
         labels = np.r_[np.zeros(normal.size), np.ones(anomalous.size)]
-        threshold = m.best_f1_threshold(raw, labels, gap_fraction=GAP_FRACTION)
-        how = "best_f1"
+        threshold = m.expected_f1_threshold(raw, labels, gap_fraction=GAP_FRACTION)
+        how = "expected_f1"
     else:
         sigma = 1.4826 * float(np.median(np.abs(normal - median)))
         if not sigma > 0:

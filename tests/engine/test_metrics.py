@@ -6,6 +6,7 @@ import pytest
 from engine.metrics import (
     average_precision,
     best_f1_threshold,
+    expected_f1_threshold,
     image_intervals,
     mean_interval,
     metrics_at_threshold,
@@ -49,6 +50,41 @@ def test_curves_run_from_the_strictest_threshold():
 def test_average_precision_steps_over_recall():
     # Ranked: 0.8 A, 0.7 A, 0.4 N, 0.35 A, ...: precision 1, 1 at recall 1/3, 2/3; 3/4 at recall 1.
     assert average_precision(SCORES, LABELS) == pytest.approx((1 + 1 + 3 / 4) / 3)
+
+
+def test_expected_f1_threshold_is_steadier_and_better_than_the_best_f1_cut_on_30_scores():
+    # Calibration sets as training has them (20 normal, 10 anomalous out-of-fold scores), drawn
+    # from known classes; each threshold judged on a large sample of the same classes.
+    rng = np.random.default_rng(0)
+
+    def draw(n_normal, n_anomalous):
+        scores = np.sinh(np.r_[rng.normal(0.0, 0.5, n_normal), rng.normal(2.0, 0.8, n_anomalous)])
+        return scores, np.r_[np.zeros(n_normal), np.ones(n_anomalous)]
+
+    population, truth = draw(20_000, 10_000)
+    expected, best = [], []
+    for _ in range(100):
+        scores, labels = draw(20, 10)
+        expected.append(expected_f1_threshold(scores, labels))
+        best.append(best_f1_threshold(scores, labels))
+    f1 = {
+        name: [metrics_at_threshold(population, truth, t)["f1"] for t in ts]
+        for name, ts in (("expected", expected), ("best", best))
+    }
+    assert np.std(np.arcsinh(expected)) < 0.7 * np.std(np.arcsinh(best))
+    assert np.mean(f1["expected"]) > np.mean(f1["best"]) + 0.005
+    assert min(f1["expected"]) > min(f1["best"])
+
+
+def test_expected_f1_threshold_lies_between_the_classes_and_falls_back_with_few_images():
+    normal, anomalous = [-0.3, -0.1, 0.0, 0.1, 0.4], [2.0, 3.0, 5.0]
+    threshold = expected_f1_threshold(normal + anomalous, [0] * 5 + [1] * 3)
+    assert 0.4 < threshold < 2.0
+    assert expected_f1_threshold([0.1, 0.2], [0, 0]) is None
+    few = [0.1, 0.2, 0.3, 0.9, 1.5]
+    assert expected_f1_threshold(few, [0, 0, 0, 1, 1]) == best_f1_threshold(few, [0, 0, 0, 1, 1])
+    same = [0.1, 0.2, 0.3, 0.9, 0.9, 0.9]
+    assert expected_f1_threshold(same, [0, 0, 0, 1, 1, 1]) == best_f1_threshold(same, [0, 0, 0, 1, 1, 1])
 
 
 def test_best_f1_threshold_sits_in_the_gap_below_the_lowest_flagged_score():
