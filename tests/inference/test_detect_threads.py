@@ -69,7 +69,9 @@ class Worker:
         monkeypatch.setattr(worker.in_flight, "lone_threads", 2)
         self.threads = [
             threading.Thread(
-                target=worker.detect_serve, kwargs={"queues": ["inference"], "worker": "w", "stop": self.stop}
+                target=worker.detect_serve,
+                kwargs={"queues": ["inference"], "worker": "w", "stop": self.stop},
+                daemon=True,  # a failing test must not leave pytest waiting for them at exit
             )
             for _ in range(2)
         ]
@@ -81,6 +83,7 @@ class Worker:
     def join(self):
         for t in self.threads:
             t.join(10)
+        self.stop.set()  # stops them where a call went unanswered, before the assertions fail
 
 
 def test_a_lone_call_gets_a_thread_per_detect_thread(monkeypatch):
