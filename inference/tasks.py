@@ -1,3 +1,4 @@
+import os
 import threading
 
 from celery import shared_task
@@ -62,7 +63,7 @@ def _serve_detect_calls(sender, **kwargs):
     if not queues:
         return
     handoff.worker_heartbeat(sender.hostname)
-    worker.in_flight.lone_threads = sender.controller.concurrency
+    worker.in_flight.lone_threads = min(sender.controller.concurrency, _usable_cores())
     if "inference" in queues:
         threading.Thread(target=_host_all, name="kenpin-host-on-start", daemon=True).start()
     for n in range(sender.controller.concurrency):
@@ -91,6 +92,14 @@ def kenpin_load_models(state, model_version_ids: list[int]) -> dict:
     if missing and "inference" in _queues(state.consumer):
         threading.Thread(target=_host_all, args=(missing,), name="kenpin-host-broadcast", daemon=True).start()
     return {"ok": f"loading {len(missing)} model version(s)"}
+
+
+def _usable_cores() -> int:
+    # The cores this process may run on (a container's or taskset's CPU set), not the machine's:
+    # a lone call on more threads than those would only take turns with itself.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _queues(consumer) -> set[str]:
