@@ -86,7 +86,8 @@ def _predict_row(row: TrialImage, *, model, threshold: float) -> None:
         try:
             with source.open("rb") as f:
                 array = decode_image(f.read())
-            prediction = model.predict(array, threshold=threshold)
+            with in_flight.call():  # on this worker's cores too: a detect call beside it is not lone
+                prediction = model.predict(array, threshold=threshold)
             width, height = preview_size(row.width, row.height)
             row.is_anomalous = prediction.is_anomalous
             row.confidence = prediction.confidence
@@ -185,9 +186,10 @@ def _pin(mv: ModelVersion, *, expected: str):
     try:
         model = runtime.pin_model(mv)
         grey = np.full((256, 256, 3), 128, dtype=np.uint8)
-        model.predict(grey, threshold=mv.threshold)
-        if in_flight.lone_threads > 1:  # and a lone call's session (CallsInFlight)
-            model.predict(grey, threshold=mv.threshold, threads=in_flight.lone_threads)
+        with in_flight.call():  # counted like a call, so that a detect call beside it is not lone
+            model.predict(grey, threshold=mv.threshold)
+            if in_flight.lone_threads > 1:  # and a lone call's session (CallsInFlight)
+                model.predict(grey, threshold=mv.threshold, threads=in_flight.lone_threads)
         return model
     except Exception as exc:
         logger.exception("loading model version %s for hosting failed", mv.pk)
@@ -236,13 +238,17 @@ def hosting_sweep_stale() -> int:
 
 
 class CallsInFlight:
-    """The detect calls this worker is working on, to give a lone call every detect thread's core.
+    """The predictions this worker is running (detect calls, trial images, hosting's warm-up), to
+    give a lone detect call every detect thread's core.
 
     A worker runs one detect thread per core, each call on one thread, so that calls side by
     side use every core without running more threads than cores. A call that has the worker to
     itself (one client, or a pause between a line's photos) would leave the other cores idle:
     it gets `lone_threads` threads for its features and neighbour search instead. A call that
-    overlaps another gets the default (one), so that a busy worker never oversubscribes.
+    starts beside another prediction gets the default (one). The choice is made once, when the
+    call predicts: a lone call keeps its threads when another arrives mid-way, so for the rest
+    of it (at most a prediction, ~40 ms) the two run more threads than cores, which slows them
+    a little and is not worth a second choice mid-prediction.
     """
 
     def __init__(self):
@@ -252,7 +258,7 @@ class CallsInFlight:
 
     @contextmanager
     def call(self):
-        """Counts a call from its taking to its answer."""
+        """Counts a call from its taking to its answer, or another prediction while it runs."""
         with self._lock:
             self.count += 1
         try:

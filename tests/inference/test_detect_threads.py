@@ -3,6 +3,7 @@ call, one when it overlaps another (inference.worker.CallsInFlight)."""
 
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -112,3 +113,17 @@ def test_a_call_that_overlaps_another_gets_the_default_thread(monkeypatch):
     w.join()
     assert sorted(w.answers) == ["call-1", "call-2"] and model.threads == [2, None]
     assert worker.in_flight.count == 0
+
+
+def test_a_detect_call_beside_a_hosting_warm_up_gets_the_default_thread(monkeypatch):
+    seen = []
+
+    class Model:
+        def predict(self, image, *, threshold, threads=None):
+            with worker.in_flight.call():  # a detect call arrives while the warm-up predicts
+                seen.append(worker.in_flight.threads())
+
+    monkeypatch.setattr(runtime, "pin_model", lambda mv: Model())
+    monkeypatch.setattr(worker.in_flight, "lone_threads", 2)
+    assert worker._pin(SimpleNamespace(pk=1, threshold=0.5), expected="HOSTED") is not None
+    assert seen == [None, None] and worker.in_flight.count == 0
