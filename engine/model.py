@@ -40,8 +40,9 @@ from engine.patchcore import DEFECT_WEIGHT, NearestNeighbours, PatchScorer
 # 2: optional head, classes, pixel threshold; 3: optional whole-image discriminant, which an
 # engine that reads only 2 would silently leave out of the score; 4: optional guide for masks,
 # without which a pixel threshold chosen on guided maps draws other masks; 5: the guide may be the
-# model's input rather than the photo (Guide.on_input), which a reader of 4 would not accept. Older
-# files load unchanged.
+# model's input rather than the photo (Guide.on_input), which a reader of 4 would not accept, so
+# only a model whose guide is on its input is written as 5: the others stay readable by an engine
+# rolled back one release. Older files load unchanged.
 FORMAT_VERSION = 5
 READABLE_FORMATS = (1, 2, 3, 4, 5)
 # The files a saved model consists of (AnomalyModel.to_files / from_files).
@@ -399,7 +400,7 @@ class AnomalyModel:
         backbone = BACKBONES[self.backbone]
         graph = self.graph
         meta = {
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.guides_on_input else 4,
             "backbone": self.backbone,
             "timm_architecture": backbone.timm_name,
             "graph_version": GRAPH_VERSION,
@@ -421,7 +422,7 @@ class AnomalyModel:
             "mix": asdict(self.mix) if self.mix is not None else None,
             "pixel_threshold": self.pixel_threshold,
             "pixel_ratio": self.pixel_ratio,
-            "guide": asdict(self.guide) if self.guide is not None else None,
+            "guide": self._guide_json(),
             "head_stride": self.head_stride,
             "pool": self.pool,
             "discriminant": self.discriminant.to_json() if self.discriminant is not None else None,
@@ -441,6 +442,12 @@ class AnomalyModel:
             "model.json": json.dumps(meta, indent=2, sort_keys=True).encode(),
             "backbone.onnx": graph,
         }
+
+    def _guide_json(self) -> dict | None:
+        if self.guide is None:
+            return None
+        # Without on_input when it is False: a format-4 reader would refuse the unknown key.
+        return asdict(self.guide) if self.guide.on_input else {"radius": self.guide.radius, "eps": self.guide.eps}
 
     @classmethod
     def from_files(cls, files: Mapping[str, bytes]) -> AnomalyModel:

@@ -329,6 +329,28 @@ def test_a_model_saved_when_the_guide_was_the_photo_still_guides_by_the_photo_ex
         AnomalyModel.from_files({**files, "model.json": json.dumps(meta).encode()})
 
 
+def test_only_a_model_guided_by_its_input_is_saved_as_format_5_so_an_engine_a_release_older_reads_the_others(
+    segmented,
+):
+    result, test_set = segmented
+    files = result.model.to_files()
+    assert json.loads(files["model.json"])["format_version"] == 5
+    sample = next(s for s in test_set if s.label == 1)
+    for guide in (Guide(radius=training.GUIDE.radius, eps=training.GUIDE.eps), None):
+        model = AnomalyModel.from_files(files)
+        model.guide = guide  # guided by the photo, or not guided
+        saved = model.to_files()
+        meta = json.loads(saved["model.json"])
+        assert meta["format_version"] == 4
+        # Without on_input: a format-4 reader's Guide(**meta["guide"]) would refuse the key.
+        assert meta["guide"] == (None if guide is None else {"radius": guide.radius, "eps": guide.eps})
+        loaded = AnomalyModel.from_files(saved)
+        assert loaded.guide == guide
+        before, after = model.predict(sample.image, threshold=0.0), loaded.predict(sample.image, threshold=0.0)
+        assert before.score == after.score
+        np.testing.assert_array_equal(before.mask, after.mask)
+
+
 def test_a_prediction_on_three_threads_is_the_one_threads_to_the_last_bit(segmented):
     result, test_set = segmented
     model = result.model
