@@ -203,6 +203,8 @@ class FeatureExtractor:
     def extract_input(self, resized: np.ndarray, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """`extract` of a photo already at the model's input size (`resize`'s output; an untiled
         extractor only), for a caller that needs that image too."""
+        if self.tile_scale is not None:
+            raise ValueError("a tiled extractor cuts the photo itself: call extract with the photo")
         return self._run(resized[None], 1, 1, threads)
 
     def _run(

@@ -39,6 +39,12 @@ def test_tiles_are_stitched_into_the_grid_of_the_whole_photo():
         np.testing.assert_allclose(tiled[1], np.concatenate([h[1] for h in halves], axis=1), atol=1e-4)
 
 
+def test_a_tiled_extractor_refuses_a_photo_already_at_its_input_size():
+    tiled = FeatureExtractor("lite0", 1024, tile_scale=1.0)
+    with pytest.raises(ValueError, match="tiled"):
+        tiled.extract_input(np.zeros((256, 1024, 3), np.uint8))
+
+
 @pytest.fixture(scope="module")
 def strips():
     """Strips of 8 cookies (320 x 1920 px): 8 to train on, 4 normal and 4 with a 16 px speck to test."""
