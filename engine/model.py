@@ -293,11 +293,10 @@ class AnomalyModel:
         bit on any number: a second onnxruntime session computes the same graph, and the search
         splits its rows where one product would tile them (engine.patchcore.SPLIT_ROWS)."""
         threshold = self.threshold if threshold is None else float(threshold)
+        seen = self.guide_image(image)  # on the input: resized once, for the backbone and the guide
         if self.guides_on_input:
-            seen = self.extractor.resize(image)  # resized once, for the backbone and the guide
             features, fine = self.extractor.extract_input(seen, threads=threads)
         else:
-            seen = image
             features, fine = self.extractor.extract(image, threads=threads)
         raw, probs = self.maps(features, fine, threads=threads or 1)
         prediction = self.prediction(
@@ -356,9 +355,9 @@ class AnomalyModel:
     ) -> np.ndarray:
         """(H, W) uint8 class ids of a flagged image at `size`: where the defect is, and which class.
 
-        A segmentation model marks where its head's anomaly probability (filtered with the photo
-        `image` as guide, for a model with a guide) reaches the pixel threshold, each pixel with
-        its most likely class. Where the head marks nothing (the
+        A segmentation model marks where its head's anomaly probability (filtered with `image` as
+        guide, for a model with a guide: the photo, or the model's input, see `guide_image`) reaches
+        the pixel threshold, each pixel with its most likely class. Where the head marks nothing (the
         image was flagged by its distance to normal: a defect unlike the labelled ones), and for
         classification models, the mask is where the calibrated map reaches the threshold.
         """
