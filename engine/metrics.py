@@ -113,20 +113,43 @@ def expected_f1_threshold(scores, labels, *, gap_fraction: float = 0.5, points: 
     The best-F1 cut on the scores themselves (`best_f1_threshold`) is decided by the two images on
     either side of it; with ten anomalies and twenty normal images that gap is wide and where it
     falls is noise. Here each class's scores are summarised by a mean and a standard deviation of
-    their asinh (the raw image scores are signed, and the anomalies' upper tail is long: a log-like
-    scale makes them closer to normal), and the threshold maximises the F1 those distributions
-    predict, the classes weighted by their shares of `scores`; it is searched on `points` values
-    spanning the transformed scores' range and half of it beyond either end. None without both
+    asinh(score / s), s the normal scores' robust spread (1.4826 x their median absolute
+    deviation, or their standard deviation if that is 0): the raw image scores are signed and the
+    anomalies' upper tail is long, so a scale linear near 0 and log-like beyond a few spreads;
+    dividing by s first makes the threshold follow the scores' units (scores x k, threshold x k),
+    which change with the backbone and the model's parts. The threshold maximises the F1 those
+    distributions predict, the classes weighted by their shares of `scores`; it is searched on
+    `points` values spanning the transformed scores' range and half of it beyond either end, and
+    where several points tie, the middle of the first run of them is taken. None without both
     classes; the best-F1 threshold (at `gap_fraction`) when a class has fewer than 3 scores or no
-    spread.
+    spread, or a score is not finite (see `expected_f1_method`).
     """
+    return _expected_f1(scores, labels, gap_fraction=gap_fraction, points=points)[0]
+
+
+def expected_f1_method(scores, labels, *, gap_fraction: float = 0.5, points: int = 2000) -> tuple[float | None, str]:
+    """`expected_f1_threshold` and the rule it used: "expected_f1", or "best_f1" where it fell back."""
+    return _expected_f1(scores, labels, gap_fraction=gap_fraction, points=points)
+
+
+def _expected_f1(scores, labels, *, gap_fraction: float, points: int) -> tuple[float | None, str]:
     s, y = _arrays(scores, labels)
     if y.all() or not y.any():
-        return None
-    t = np.arcsinh(s)
+        return None, "best_f1"
+    normal, anomalous = s[~y], s[y]
+    if (
+        not np.isfinite(s).all()
+        or min(normal.size, anomalous.size) < 3
+        or not (np.ptp(normal) > 0 and np.ptp(anomalous) > 0)
+    ):
+        return best_f1_threshold(s, y, gap_fraction=gap_fraction), "best_f1"
+    unit = 1.4826 * float(np.median(np.abs(normal - np.median(normal))))
+    if not unit > 0:
+        unit = float(np.std(normal))
+    t = np.arcsinh(s / unit)
     normal, anomalous = t[~y], t[y]
-    if min(normal.size, anomalous.size) < 3 or not (np.std(normal) > 0 and np.std(anomalous) > 0):
-        return best_f1_threshold(s, y, gap_fraction=gap_fraction)
+    if not (np.std(normal) > 0 and np.std(anomalous) > 0):  # spread lost to rounding
+        return best_f1_threshold(s, y, gap_fraction=gap_fraction), "best_f1"
     pad = 0.5 * (t.max() - t.min())
     grid = np.linspace(t.min() - pad, t.max() + pad, points)
     erfc = np.frompyfunc(math.erfc, 1, 1)
@@ -137,7 +160,11 @@ def expected_f1_threshold(scores, labels, *, gap_fraction: float = 0.5, points: 
     prior = anomalous.size / t.size
     tp, fp = prior * share_above(anomalous), (1 - prior) * share_above(normal)
     f1 = 2 * tp / (tp + fp + prior)
-    return float(np.sinh(grid[int(np.argmax(f1))]))
+    first = int(np.argmax(f1))
+    last = first
+    while last + 1 < points and f1[last + 1] == f1[first]:
+        last += 1
+    return float(unit * np.sinh(0.5 * (grid[first] + grid[last]))), "expected_f1"
 
 
 def downsample_curve(x: np.ndarray, y: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:

@@ -286,8 +286,10 @@ def calibrate(normal: np.ndarray, anomalous: np.ndarray) -> tuple[Calibration, s
     """Calibration from out-of-fold raw image scores, and how the threshold was chosen.
 
     With anomalies: the threshold of best expected F1 under a normal distribution fitted to each
-    class's (asinh) scores, steadier than the best-F1 cut between two of ~30 scores (measured in
-    docs/benchmarks.md, "The image threshold from fitted score distributions"). Normal images
+    class's asinh(score / the normal scores' robust spread), steadier than the best-F1 cut between
+    two of ~30 scores (measured in docs/benchmarks.md, "The image threshold from fitted score
+    distributions"); with fewer than 3 images of a class, no spread or a non-finite score, that
+    best-F1 cut, and the returned method says which ("expected_f1" or "best_f1"). Normal images
     only: the median normal score plus NORMAL_ONLY_SPREADS robust standard deviations (1.4826 x
     median absolute deviation). Robust, because one odd photo among 20 normal ones is common and
     a max-based rule then passes nearly every defect (measured in docs/benchmarks.md: recall 0.19
@@ -297,8 +299,7 @@ def calibrate(normal: np.ndarray, anomalous: np.ndarray) -> tuple[Calibration, s
     if anomalous.size:
         raw = np.concatenate([normal, anomalous])
         labels = np.r_[np.zeros(normal.size), np.ones(anomalous.size)]
-        threshold = m.expected_f1_threshold(raw, labels, gap_fraction=GAP_FRACTION)
-        how = "expected_f1"
+        threshold, how = m.expected_f1_method(raw, labels, gap_fraction=GAP_FRACTION)
     else:
         sigma = 1.4826 * float(np.median(np.abs(normal - median)))
         if not sigma > 0:

@@ -1,11 +1,14 @@
 """Metrics against values worked out by hand."""
 
+import warnings
+
 import numpy as np
 import pytest
 
 from engine.metrics import (
     average_precision,
     best_f1_threshold,
+    expected_f1_method,
     expected_f1_threshold,
     image_intervals,
     mean_interval,
@@ -85,6 +88,42 @@ def test_expected_f1_threshold_lies_between_the_classes_and_falls_back_with_few_
     assert expected_f1_threshold(few, [0, 0, 0, 1, 1]) == best_f1_threshold(few, [0, 0, 0, 1, 1])
     same = [0.1, 0.2, 0.3, 0.9, 0.9, 0.9]
     assert expected_f1_threshold(same, [0, 0, 0, 1, 1, 1]) == best_f1_threshold(same, [0, 0, 0, 1, 1, 1])
+
+
+def test_expected_f1_threshold_follows_the_scores_units():
+    # Raw scores change scale with the backbone and the model's parts; the same 20 + 10 scores in
+    # other units must give the same threshold in those units (asinh alone gave 1.07 / 1.04 /
+    # 0.92 / 0.80 after dividing by k).
+    rng = np.random.default_rng(0)
+    scores = np.sinh(np.r_[rng.normal(0.0, 0.5, 20), rng.normal(2.0, 0.8, 10)])
+    labels = np.r_[np.zeros(20), np.ones(10)]
+    threshold = expected_f1_threshold(scores, labels)
+    for k in (0.01, 100.0, 1e4):
+        assert expected_f1_threshold(k * scores, labels) / k == pytest.approx(threshold, rel=1e-9)
+
+
+def test_expected_f1_threshold_takes_the_middle_of_tied_points():
+    # Classes far apart: the predicted F1 is exactly 1 from asinh(score / spread) ~5.1 to ~24.2;
+    # the first tied point would sit at the normal end of that range.
+    spread = 1.4826  # the normal scores' 1.4826 x median absolute deviation
+    scores = np.r_[-1.0, 0.0, 1.0, spread * np.sinh([24.9, 25.0, 25.1])]
+    threshold, method = expected_f1_method(scores, [0, 0, 0, 1, 1, 1])
+    assert method == "expected_f1"
+    assert 14.0 < np.arcsinh(threshold / spread) < 15.5
+
+
+def test_expected_f1_threshold_reports_its_fallbacks_and_checks_scores_are_finite():
+    normal, anomalous = [-0.3, -0.1, 0.0, 0.1, 0.4], [2.0, 3.0, 5.0]
+    assert expected_f1_method(normal + anomalous, [0] * 5 + [1] * 3)[1] == "expected_f1"
+    few = [0.1, 0.2, 0.3, 0.9, 1.5]
+    assert expected_f1_method(few, [0, 0, 0, 1, 1]) == (best_f1_threshold(few, [0, 0, 0, 1, 1]), "best_f1")
+    same = [0.1, 0.2, 0.3, 0.9, 0.9, 0.9]
+    assert expected_f1_method(same, [0, 0, 0, 1, 1, 1])[1] == "best_f1"
+    assert expected_f1_method([0.1, 0.2], [0, 0]) == (None, "best_f1")
+    scores, labels = normal + anomalous + [np.inf], [0] * 5 + [1] * 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from the fit before falling back
+        assert expected_f1_method(scores, labels) == (best_f1_threshold(scores, labels), "best_f1")
 
 
 def test_best_f1_threshold_sits_in_the_gap_below_the_lowest_flagged_score():

@@ -243,6 +243,18 @@ def test_a_model_saved_with_a_v2_graph_and_a_stride_8_head_scores_as_it_was_trai
         np.testing.assert_array_equal(a.mask, b.mask)
 
 
+def test_calibration_records_the_threshold_rule_it_used():
+    # The fitted rule needs 3 images of each class with some spread; below that the best-F1 cut
+    # is used, and threshold_method must say so rather than "expected_f1".
+    normal = np.array([-0.3, -0.1, 0.0, 0.1, 0.4])
+    calibration, how = training.calibrate(normal, np.array([2.0, 3.0, 5.0]))
+    assert how == "expected_f1" and 0.4 < calibration.raw_threshold < 2.0
+    calibration, how = training.calibrate(normal, np.array([2.0, 3.0]))
+    assert how == "best_f1" and calibration.raw_threshold == pytest.approx(1.2)
+    assert training.calibrate(normal, np.array([2.0, 2.0, 2.0]))[1] == "best_f1"
+    assert training.calibrate(normal, np.array([]))[1] == "normal_only"
+
+
 @pytest.mark.shared_data
 def test_a_changed_threshold_is_saved_with_the_model(trained):
     model = AnomalyModel.from_files(trained[0].model.to_files())
