@@ -128,6 +128,13 @@ def input_size(height: int, width: int, long_side: int, max_stretch: float = 1.0
 # into tiles of at most its input's long side; beyond MAX_TILES tiles the scale gives way, so one
 # photo costs at most MAX_TILES inputs of long_side x long_side (docs/benchmarks.md).
 MAX_TILES = 16
+# px: the longest untiled input that gets sessions of its own on other thread counts (`threads=`,
+# a lone detect call's two threads). Each session keeps its own memory arena, as large as the
+# activations of its largest batch: measured in an inference worker, a second session costs
+# +41 MB for a 256 px cookie model, +491 MB for a 1024 px input and +465 MB for a tiled
+# 4096x256 strip (docs/benchmarks.md). Larger or tiled models run such calls on their one
+# session (only the neighbour search is split), so that a hosted model never doubles its memory.
+MAX_SIDE_FOR_THREAD_SESSIONS = 384
 
 
 def tile_grid(height: int, width: int, long_side: int, scale: float) -> tuple[int, int, int, int]:
@@ -167,9 +174,10 @@ class FeatureExtractor:
         self.graph = graph if graph is not None else ensure_graph(self.backbone, directory).read_bytes()
         self.session = session(self.graph)
         self._by_threads: dict[int, ort.InferenceSession] = {}  # sessions on other thread counts
+        self.thread_sessions = tile_scale is None and long_side <= MAX_SIDE_FOR_THREAD_SESSIONS
 
     def _session(self, threads: int | None) -> ort.InferenceSession:
-        if threads is None:
+        if threads is None or not self.thread_sessions:
             return self.session
         if threads not in self._by_threads:  # held here: `session` hashes the graph (2 ms for 2.9 MB)
             self._by_threads[threads] = session(self.graph, threads)
@@ -191,7 +199,8 @@ class FeatureExtractor:
     def extract(self, image: np.ndarray, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """(H, W, 3) uint8 RGB -> ((h/8, w/8, C) patch features, (h/4, w/4, C4) stride-4 features
         or None when the graph predates them (v2)), float32. `threads`: onnxruntime's intra-op
-        threads for this image (None: the session's default); the features are the same."""
+        threads for this image (None: the session's default; ignored by tiled extractors and inputs
+        longer than MAX_SIDE_FOR_THREAD_SESSIONS); the features are the same."""
         if self.tile_scale is None:
             return self.extract_input(self.resize(image), threads=threads)
         rows, cols, tile_h, tile_w = tile_grid(image.shape[0], image.shape[1], self.long_side, self.tile_scale)

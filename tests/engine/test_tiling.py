@@ -7,7 +7,7 @@ import pytest
 
 import engine.training
 from engine import Sample, decode_image, train
-from engine.features import MAX_TILES, FeatureExtractor, tile_grid
+from engine.features import MAX_SIDE_FOR_THREAD_SESSIONS, MAX_TILES, FeatureExtractor, tile_grid
 from engine.training import tile_scale_for
 from tests.datasets import COOKIES
 
@@ -43,6 +43,22 @@ def test_a_tiled_extractor_refuses_a_photo_already_at_its_input_size():
     tiled = FeatureExtractor("lite0", 1024, tile_scale=1.0)
     with pytest.raises(ValueError, match="tiled"):
         tiled.extract_input(np.zeros((256, 1024, 3), np.uint8))
+
+
+def test_only_small_untiled_inputs_get_a_session_of_their_own_for_more_threads():
+    # A second session's memory arena holds a whole batch's activations (+465 MB for a tiled
+    # strip): tiled and large inputs run a lone call's features on their one session. Three
+    # threads, since the default session's may be two.
+    small = FeatureExtractor("lite0", 256)
+    assert small._session(3) is not small.session and small._session(3) is small._session(3)
+    for large in (
+        FeatureExtractor("lite0", 1024, tile_scale=1.0),
+        FeatureExtractor("lite0", MAX_SIDE_FOR_THREAD_SESSIONS + 32),
+    ):
+        assert large._session(3) is large.session
+        photo = np.random.default_rng(0).integers(0, 255, (256, 2048, 3), dtype=np.uint8)
+        for mine, default in zip(large.extract(photo, threads=3), large.extract(photo)):
+            np.testing.assert_array_equal(mine, default)
 
 
 @pytest.fixture(scope="module")
