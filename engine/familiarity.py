@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.metrics import robust_spread
+
 CONTENT_RATIO = 3.5
 SIZE_FACTOR = 4.0  # pixel count: more than 4x (2x per side) larger or smaller than any training photo
 ASPECT_TOLERANCE = 1.15  # proportions: 15 % wider or taller than any training photo
@@ -158,7 +160,7 @@ class Familiarity:
 
     def _brightness_findings(self, value: float) -> list[Finding]:
         low, high = float(self.brightness.min()), float(self.brightness.max())
-        spread = 1.4826 * float(np.median(np.abs(self.brightness - np.median(self.brightness))))
+        spread = robust_spread(self.brightness)
         margin = max(BRIGHTNESS_MARGIN, BRIGHTNESS_SPREADS * spread)
         if low - margin <= value <= high + margin:
             return []

@@ -301,7 +301,7 @@ def calibrate(normal: np.ndarray, anomalous: np.ndarray) -> tuple[Calibration, s
         labels = np.r_[np.zeros(normal.size), np.ones(anomalous.size)]
         threshold, how = m.expected_f1_method(raw, labels, gap_fraction=GAP_FRACTION)
     else:
-        sigma = 1.4826 * float(np.median(np.abs(normal - median)))
+        sigma = m.robust_spread(normal)
         if not sigma > 0:
             # Half or more of the normal images scored identically (duplicates); fall back to
             # the plain spread, or to a fraction of the score itself.
@@ -467,7 +467,7 @@ def _peaks(maps: Sequence[np.ndarray], pool: float | None = None) -> np.ndarray:
 
 def _robust_centre_spread(values: np.ndarray) -> tuple[float, float]:
     centre = float(np.median(values))
-    spread = 1.4826 * float(np.median(np.abs(values - centre)))
+    spread = m.robust_spread(values)
     return centre, spread if spread > 1e-6 else float(np.std(values)) or 1.0
 
 
