@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine import images
 from engine.images import ImageError, decode_image, decode_mask, probe_image, thumbnail_jpeg
+from tests.datasets import COOKIES, shared_set
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -136,3 +138,113 @@ def test_a_thumbnail_of_a_decoded_photo_looks_like_the_thumbnail_of_its_file():
     of_file = Image.open(io.BytesIO(thumbnail_jpeg(data)))
     assert of_array.format == "JPEG" and of_array.size == of_file.size == (320, 240)
     assert np.abs(np.asarray(of_array, dtype=np.float32) - np.asarray(of_file, dtype=np.float32)).mean() < 3
+
+
+# simplejpeg decodes plain colour JPEGs; Pillow decodes everything else and is the reference.
+
+
+def pillow_decode(monkeypatch, data: bytes) -> np.ndarray:
+    with monkeypatch.context() as m:
+        m.setattr(images, "simplejpeg", None)
+        return decode_image(data)
+
+
+def pillow_refusal(monkeypatch, data: bytes) -> ImageError:
+    with monkeypatch.context() as m:
+        m.setattr(images, "simplejpeg", None)
+        with pytest.raises(ImageError) as error:
+            decode_image(data)
+    return error.value
+
+
+def plain_jpegs() -> list[tuple[str, bytes]]:
+    """The fixture cookies and the JPEG variants a camera may write, all of them plain YCbCr."""
+    cases = [(path.name, path.read_bytes()) for path in sorted(COOKIES.glob("*/*.jpg"))]
+    photo = Image.open(COOKIES / "normal" / "train-normal-1.jpg")
+    odd = photo.crop((1, 3, 236, 313))  # sizes that are no multiple of the 8 or 16 px blocks
+    for name, picture in (("full", photo), ("odd size", odd)):
+        for subsampling in (0, 1, 2):  # 4:4:4, 4:2:2, 4:2:0
+            cases.append((f"{name} subsampling {subsampling}", encode(picture, "JPEG", subsampling=subsampling)))
+        cases.append((f"{name} progressive", encode(picture, "JPEG", progressive=True, quality=90)))
+        cases.append((f"{name} restart markers", encode(picture, "JPEG", restart_marker_blocks=4)))
+        cases.append((f"{name} optimized", encode(picture, "JPEG", optimize=True, quality=50)))
+    return cases
+
+
+def test_a_plain_jpeg_takes_simplejpeg_and_gets_pillows_pixels_exactly(monkeypatch):
+    decoded = []
+    monkeypatch.setattr(images.simplejpeg, "decode_jpeg", spy(images.simplejpeg.decode_jpeg, decoded))
+    for name, data in plain_jpegs():
+        before = len(decoded)
+        out = decode_image(data)
+        assert len(decoded) == before + 1, f"{name}: not decoded by simplejpeg"
+        expected = pillow_decode(monkeypatch, data)
+        assert out.dtype == expected.dtype and np.array_equal(out, expected), name
+
+
+def test_other_images_keep_pillows_decoder(monkeypatch):
+    decoded = []
+    monkeypatch.setattr(images.simplejpeg, "decode_jpeg", spy(images.simplejpeg.decode_jpeg, decoded))
+    photo = Image.open(COOKIES / "normal" / "train-normal-1.jpg")
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    for data in (
+        encode(photo, "JPEG", exif=turned.tobytes()),  # EXIF orientation: Pillow turns it
+        encode(photo.convert("L"), "JPEG"),
+        encode(photo.convert("CMYK"), "JPEG"),
+        encode(photo, "JPEG", keep_rgb=True),  # RGB components, no YCbCr
+        encode(photo),  # PNG
+    ):
+        assert np.array_equal(decode_image(data), pillow_decode(monkeypatch, data))
+    assert decoded == []
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.999])
+def test_a_truncated_jpeg_is_refused_as_corrupt_as_before(monkeypatch, cut):
+    data = (COOKIES / "normal" / "train-normal-1.jpg").read_bytes()
+    data = data[: int(len(data) * cut)]
+    with pytest.raises(ImageError) as error:
+        decode_image(data)
+    expected = pillow_refusal(monkeypatch, data)
+    assert (error.value.code, error.value.message) == (expected.code, expected.message)
+    assert error.value.code == "corrupt"
+
+
+def test_a_damaged_jpeg_is_decoded_or_refused_as_pillow_did(monkeypatch):
+    # libjpeg only warns about most damaged entropy data (Pillow decodes such a file) and stops at
+    # some: simplejpeg refuses both, and Pillow decides as before. Seeded: the same bytes each run.
+    rng = np.random.default_rng(0)
+    data = (COOKIES / "anomaly" / "test-anomaly-1.jpg").read_bytes()
+    outcomes = set()
+    for _ in range(40):
+        damaged = bytearray(data)
+        for at in rng.integers(len(data) // 4, len(data), size=3):
+            damaged[at] = rng.integers(256)
+        damaged = bytes(damaged)
+        try:
+            out = decode_image(damaged)
+        except ImageError as error:
+            expected = pillow_refusal(monkeypatch, damaged)
+            assert (error.code, error.message) == (expected.code, expected.message)
+            outcomes.add("refused")
+        else:
+            assert np.array_equal(out, pillow_decode(monkeypatch, damaged))
+            outcomes.add("decoded")
+    assert "decoded" in outcomes
+
+
+@pytest.mark.shared_data
+def test_every_jpeg_of_the_shared_sets_decodes_to_pillows_pixels(monkeypatch):
+    paths = sorted(p for name in ("cookies", "ball_screw") for p in shared_set(name).rglob("*.jpg"))
+    assert len(paths) >= 452
+    for path in paths:
+        data = path.read_bytes()
+        assert np.array_equal(decode_image(data), pillow_decode(monkeypatch, data)), path
+
+
+def spy(function, calls: list):
+    def spied(*args, **kwargs):
+        calls.append(args)
+        return function(*args, **kwargs)
+
+    return spied
