@@ -6,6 +6,7 @@ from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 
 from core.errors import id_in_range
+from core.prepared import PreparedQuery
 from engine.familiarity import Familiarity, ImageStats
 from projects import masks
 from projects.models import (
@@ -39,6 +40,16 @@ def project_list_for_user(*, user) -> QuerySet[Project]:
     )
 
 
+# The project and the caller's role in it, in one query; compiled once, not on every call (core.prepared).
+_PROJECT_FOR_MEMBER = PreparedQuery(
+    lambda name, user_id: Project.objects.filter(name=name, memberships__user_id=user_id).annotate(
+        role=F("memberships__role")
+    ),
+    name=Project._meta.get_field("name"),
+    user_id=Membership._meta.get_field("user"),
+)
+
+
 def project_get_for_user(*, user, name: str, write: bool = False, owner: bool = False) -> Project:
     """The one access path to a project: every view and API function goes through it.
 
@@ -48,10 +59,9 @@ def project_get_for_user(*, user, name: str, write: bool = False, owner: bool = 
     """
     if not user.is_authenticated:
         raise Http404
-    # get(), not first(): the name and the membership are unique, and first() would sort by name
-    # for nothing on every API call.
+    # The name and the membership are unique: one row or none.
     try:
-        project = Project.objects.filter(name=name, memberships__user=user).annotate(role=F("memberships__role")).get()
+        project = _PROJECT_FOR_MEMBER.get(name=name, user_id=user.pk)
     except Project.DoesNotExist:
         raise Http404 from None
     if owner and project.role != Role.OWNER:

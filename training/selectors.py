@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from django.db.models import QuerySet
 from django.http import Http404
 
+from core.prepared import PreparedQuery
 from engine.metrics import metrics_at_threshold, threshold_intervals
 from engine.model import confidence
 from projects.models import Label, Project
@@ -37,11 +38,17 @@ def model_version_list_with_performance(*, project: Project) -> list[ModelVersio
     return versions
 
 
+# (project, version) is unique: one row or none. Compiled once, not on every detect call (core.prepared).
+_VERSION = PreparedQuery(
+    lambda project_id, version: ModelVersion.objects.filter(project_id=project_id, version=version),
+    project_id=ModelVersion._meta.get_field("project"),
+    version=ModelVersion._meta.get_field("version"),
+)
+
+
 def model_version_get(*, project: Project, version: int) -> ModelVersion:
-    # get(), not first(): (project, version) is unique, and first() would join the project to
-    # sort by its name (ModelVersion's default ordering) on every detect call.
     try:
-        return ModelVersion.objects.get(project=project, version=version)
+        return _VERSION.get(project_id=project.pk, version=version)
     except ModelVersion.DoesNotExist:
         raise Http404 from None
 
